@@ -1,0 +1,359 @@
+"""The embedded store: DuckDB for hot state, append-only Parquet segments for sealed events."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from milepost.engines import duckdb_schema
+from milepost.engines.duckdb_rows import (
+    batch_table,
+    consent_table,
+    device_table,
+    event_table,
+    identity_table,
+    key_table,
+    user_table,
+)
+from milepost.errors import EngineError, StoreLocked
+from milepost.ingest.plan import CommitPlan
+
+# Columns shared by `events_hot` and the Parquet segments, in table order.
+EVENT_FIELDS = (
+    "event_id, mpid, input_id, event_type, name, name_lc, custom_event_type, action, is_install, is_upgrade, "
+    "ts, received_at, total_amount, transaction_id, currency_code, coupon_code, attrs, products, "
+    "source_message_id, data"
+)
+
+
+class DuckDBStore:
+    """One writer connection (the ingest thread) and a cursor per reader."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.segment_dir = directory / "events"
+        self.segment_dir.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "store.duckdb"
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLocked(
+                    f"the store {self.path} is open in another Milepost process; stop it, or run this "
+                    "command while that server runs so it goes through its API"
+                ) from None
+            raise EngineError(f"cannot open the store {self.path}: {exc}") from None
+        self._local = threading.local()
+        for ddl in duckdb_schema.DDL:
+            self._con.execute(ddl)
+        self._check_version()
+        self._next_event_id = self._max("SELECT max(event_id) FROM events_all_ids") + 1
+        self._next_batch_seq = self._max("SELECT max(seq) FROM batches") + 1
+        self._refresh_events_view()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _check_version(self) -> None:
+        row = self._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._con.execute(
+                "INSERT INTO store_meta VALUES ('schema_version', ?)", [str(duckdb_schema.SCHEMA_VERSION)]
+            )
+        elif int(row[0]) > duckdb_schema.SCHEMA_VERSION:
+            raise EngineError(
+                f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
+            )
+        segs = [r[0] for r in self._con.execute("SELECT path FROM segments ORDER BY seq").fetchall()]
+        files = ", ".join(f"'{self.directory / p}'" for p in segs)
+        parquet = f" UNION ALL SELECT event_id FROM read_parquet([{files}])" if segs else ""
+        self._con.execute(
+            f"CREATE OR REPLACE TEMP VIEW events_all_ids AS SELECT event_id FROM events_hot "
+            f"UNION ALL SELECT event_id FROM events_other{parquet}"
+        )
+
+    def _max(self, sql: str) -> int:
+        row = self._con.execute(sql).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _refresh_events_view(self) -> None:
+        segs = [r[0] for r in self._con.execute("SELECT path FROM segments ORDER BY seq").fetchall()]
+        if segs:
+            files = ", ".join("'" + str(self.directory / p).replace("'", "''") + "'" for p in segs)
+            sql = (
+                f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot "
+                f"UNION ALL SELECT {EVENT_FIELDS} FROM read_parquet([{files}])"
+            )
+        else:
+            sql = f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot"
+        self._con.execute(sql)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A connection for the calling thread's reads (DuckDB connections are not shared across threads)."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cur = cur
+        return cur
+
+    # ---- lookups for the commit plan (writer thread only) -----------------------------------
+
+    def identity_owners(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        probe = pa.table({"t": [k[0] for k in keys], "v": [k[1] for k in keys]})
+        rows = self._con.execute(
+            "SELECT i.identity_type, i.value_key, i.mpid FROM identities i JOIN probe p "
+            "ON i.identity_type = p.t AND i.value_key = p.v"
+        ).fetchall()
+        del probe
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def user_identity_keys(self, mpids: set[int]) -> dict[int, dict[str, str]]:
+        if not mpids:
+            return {}
+        probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
+        rows = self._con.execute(
+            "SELECT i.mpid, i.identity_type, i.value_key FROM identities i JOIN probe p ON i.mpid = p.m "
+            "WHERE NOT i.is_device"
+        ).fetchall()
+        del probe
+        out: dict[int, dict[str, str]] = {}
+        for mpid, id_type, key in rows:
+            out.setdefault(int(mpid), {})[id_type] = key
+        return out
+
+    def existing_mpids(self, mpids: set[int]) -> set[int]:
+        if not mpids:
+            return set()
+        probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
+        rows = self._con.execute("SELECT u.mpid FROM users u JOIN probe p ON u.mpid = p.m").fetchall()
+        del probe
+        return {int(r[0]) for r in rows}
+
+    def seen_request_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
+        return self._seen_keys("request_keys", "request_id", keys, since_ms)
+
+    def seen_message_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
+        return self._seen_keys("message_keys", "message_id", keys, since_ms)
+
+    def _seen_keys(self, table: str, column: str, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
+        probe = pa.table({"i": pa.array([k[0] for k in keys], pa.int32()), "k": [k[1] for k in keys]})
+        rows = self._con.execute(
+            f"SELECT t.input_id, t.{column} FROM {table} t JOIN probe p ON t.input_id = p.i AND t.{column} = p.k "
+            "WHERE t.received_at > ?",
+            [since_ms],
+        ).fetchall()
+        del probe
+        return {(int(r[0]), r[1]) for r in rows}
+
+    # ---- the one write path ----------------------------------------------------------------
+
+    def apply(self, plan: CommitPlan) -> None:
+        con = self._con
+        first_event_id, first_seq = self._next_event_id, self._next_batch_seq
+        try:
+            con.execute("BEGIN TRANSACTION")
+            self._write(con, plan)
+            con.execute("COMMIT")
+        except BaseException:
+            self._next_event_id, self._next_batch_seq = first_event_id, first_seq
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+
+    def _write(self, con: duckdb.DuckDBPyConnection, plan: CommitPlan) -> None:
+        if plan.events:
+            t_events = event_table(plan.events, self._next_event_id)
+            self._next_event_id += len(plan.events)
+            con.execute(f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t_events")
+        if plan.other_events:
+            t_other = event_table(plan.other_events, self._next_event_id)
+            self._next_event_id += len(plan.other_events)
+            con.execute(f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t_other")
+        if plan.batches:
+            t_batches = batch_table(plan.batches, self._next_batch_seq)
+            self._next_batch_seq += len(plan.batches)
+            con.execute("INSERT INTO batches SELECT * FROM t_batches")
+        if plan.users:
+            t_users = user_table(plan.users)
+            con.execute(
+                """INSERT INTO users SELECT * FROM t_users ON CONFLICT (mpid) DO UPDATE SET
+                    first_seen = coalesce(users.first_seen, excluded.first_seen),
+                    last_seen = greatest(users.last_seen, excluded.last_seen),
+                    inputs = list_sort(list_distinct(list_concat(users.inputs, excluded.inputs))),
+                    attributes = json_merge_patch(users.attributes, excluded.attributes),
+                    updated_at = excluded.updated_at"""
+            )
+            fresh = [m for m, c in plan.users.items() if c.is_new and None in c.attributes_patch.values()]
+            if fresh:
+                t_fresh = pa.table({"m": pa.array(fresh, pa.int64())})
+                con.execute(
+                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) "
+                    "WHERE mpid IN (SELECT m FROM t_fresh)"
+                )
+        if plan.released_identities:
+            t_released = pa.table(
+                {
+                    "m": pa.array([k[0] for k in plan.released_identities], pa.int64()),
+                    "t": [k[1] for k in plan.released_identities],
+                }
+            )
+            con.execute(
+                "DELETE FROM identities WHERE EXISTS (SELECT 1 FROM t_released r "
+                "WHERE identities.mpid = r.m AND identities.identity_type = r.t)"
+            )
+        if plan.identities:
+            t_ids = identity_table(plan.identities)
+            con.execute(
+                "INSERT INTO identities SELECT * FROM t_ids ON CONFLICT (identity_type, value_key) DO UPDATE SET "
+                "mpid = excluded.mpid, value = excluded.value, updated_at = excluded.updated_at"
+            )
+        if plan.consents:
+            t_consents = consent_table(plan.consents)
+            con.execute(
+                """INSERT INTO consents SELECT * FROM t_consents
+                   ON CONFLICT (mpid, regulation, purpose) DO UPDATE SET
+                     consented = excluded.consented, ts = excluded.ts, received_at = excluded.received_at,
+                     document = excluded.document, location = excluded.location, hardware_id = excluded.hardware_id
+                   WHERE excluded.ts > consents.ts
+                      OR (excluded.ts = consents.ts AND excluded.received_at >= consents.received_at)"""
+            )
+        if plan.devices:
+            t_devices = device_table(plan.devices)
+            con.execute(
+                """INSERT INTO devices SELECT * FROM t_devices ON CONFLICT (mpid, device_key) DO UPDATE SET
+                    platform = coalesce(excluded.platform, devices.platform),
+                    os_version = coalesce(excluded.os_version, devices.os_version),
+                    device_model = coalesce(excluded.device_model, devices.device_model),
+                    device_manufacturer = coalesce(excluded.device_manufacturer, devices.device_manufacturer),
+                    network_carrier = coalesce(excluded.network_carrier, devices.network_carrier),
+                    app_version = coalesce(excluded.app_version, devices.app_version),
+                    device_ids = json_merge_patch(devices.device_ids, excluded.device_ids),
+                    updated_at = excluded.updated_at"""
+            )
+        if plan.request_keys:
+            t_rk = key_table(plan.request_keys)
+            con.execute("INSERT OR REPLACE INTO request_keys SELECT * FROM t_rk")
+        if plan.message_keys:
+            t_mk = key_table(plan.message_keys)
+            con.execute("INSERT OR REPLACE INTO message_keys SELECT * FROM t_mk")
+
+    # ---- maintenance -----------------------------------------------------------------------
+
+    def purge_dedupe_keys(self, request_before_ms: int, message_before_ms: int) -> None:
+        self._con.execute("DELETE FROM request_keys WHERE received_at <= ?", [request_before_ms])
+        self._con.execute("DELETE FROM message_keys WHERE received_at <= ?", [message_before_ms])
+
+    # ---- reads -------------------------------------------------------------------------------
+
+    def profile(self, mpid: int) -> dict[str, Any] | None:
+        cur = self.reader()
+        row = cur.execute(
+            "SELECT mpid, created_at, first_seen, last_seen, inputs, attributes FROM users WHERE mpid = ?", [mpid]
+        ).fetchone()
+        if row is None:
+            return None
+        identities = cur.execute(
+            "SELECT identity_type, value, is_device FROM identities WHERE mpid = ? ORDER BY identity_type", [mpid]
+        ).fetchall()
+        consents = cur.execute(
+            "SELECT regulation, purpose, consented, ts, document, location, hardware_id FROM consents "
+            "WHERE mpid = ? ORDER BY regulation, purpose",
+            [mpid],
+        ).fetchall()
+        devices = cur.execute(
+            "SELECT device_key, platform, os_version, device_model, device_manufacturer, network_carrier, "
+            "app_version, device_ids, updated_at FROM devices WHERE mpid = ? ORDER BY updated_at DESC",
+            [mpid],
+        ).fetchall()
+        counts = cur.execute(
+            "SELECT (SELECT count(*) FROM events WHERE mpid = $m), "
+            "(SELECT count(*) FROM events_other WHERE mpid = $m AND environment = 'development'), "
+            "(SELECT count(*) FROM events_other WHERE mpid = $m AND historical)",
+            {"m": mpid},
+        ).fetchone()
+        recent = cur.execute(
+            "SELECT event_id, event_type, name, action, ts, input_id, data FROM events WHERE mpid = ? "
+            "ORDER BY ts DESC, event_id DESC LIMIT 20",
+            [mpid],
+        ).fetchall()
+        return {
+            "mpid": int(row[0]),
+            "created_at": row[1],
+            "first_seen": row[2],
+            "last_seen": row[3],
+            "input_ids": list(row[4]),
+            "attributes": orjson.loads(row[5]),
+            "identities": {t: v for t, v, dev in identities if not dev},
+            "device_identities": [{"type": t, "value": v} for t, v, dev in identities if dev],
+            "consent": _consent_view(consents),
+            "devices": [
+                {
+                    "device_key": d[0],
+                    "platform": d[1],
+                    "os_version": d[2],
+                    "device_model": d[3],
+                    "device_manufacturer": d[4],
+                    "network_carrier": d[5],
+                    "app_version": d[6],
+                    "device_ids": orjson.loads(d[7]),
+                    "updated_at": d[8],
+                }
+                for d in devices
+            ],
+            "event_counts": {
+                "realtime": int(counts[0]) if counts else 0,
+                "development": int(counts[1]) if counts else 0,
+                "historical": int(counts[2]) if counts else 0,
+            },
+            "recent_events": [
+                {
+                    "event_id": e[0],
+                    "event_type": e[1],
+                    "name": e[2],
+                    "action": e[3],
+                    "timestamp_unixtime_ms": e[4],
+                    "input_id": e[5],
+                    "data": orjson.loads(e[6]),
+                }
+                for e in recent
+            ],
+        }
+
+    def stats(self) -> dict[str, int]:
+        cur = self.reader()
+        row = cur.execute(
+            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), "
+            "(SELECT count(*) FROM events_other), (SELECT count(*) FROM batches)"
+        ).fetchone()
+        assert row is not None
+        size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        return {
+            "users": int(row[0]),
+            "events": int(row[1]),
+            "other_events": int(row[2]),
+            "batches": int(row[3]),
+            "store_bytes": size,
+        }
+
+
+def _consent_view(rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for regulation, purpose, consented, ts, document, location, hardware_id in rows:
+        out.setdefault(regulation, {})[purpose] = {
+            "consented": consented,
+            "timestamp_unixtime_ms": ts,
+            "document": document,
+            "location": location,
+            "hardware_id": hardware_id,
+        }
+    return out

@@ -1,0 +1,1 @@
+"""Events API ingestion: validate, authenticate, resolve identities, append durably."""

@@ -1,0 +1,183 @@
+"""Build one group commit: de-duplicate, resolve identities, merge profile changes per user.
+
+Pure apart from the lookups it asks of the store, so the rules of SPEC §3 live here, not in SQL.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from milepost.model.batch import (
+    DEVICE_ID_TYPES,
+    RESOLUTION_ORDER,
+    ConsentRow,
+    DeviceReport,
+    EventRow,
+    IngestOutcome,
+    IngestRequest,
+    NormalizedBatch,
+)
+
+
+class Lookups(Protocol):
+    """What the plan needs to know about the stored state (answered by the engine)."""
+
+    def identity_owners(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]: ...
+    def user_identity_keys(self, mpids: set[int]) -> dict[int, dict[str, str]]: ...
+    def existing_mpids(self, mpids: set[int]) -> set[int]: ...
+    def seen_request_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]: ...
+    def seen_message_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]: ...
+
+
+@dataclass
+class UserChange:
+    """All changes one commit makes to one user's row."""
+
+    created_at: int
+    is_new: bool
+    first_seen: int | None = None
+    last_seen: int | None = None
+    inputs: set[int] = field(default_factory=set)
+    attributes_patch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CommitPlan:
+    """Everything one transaction writes."""
+
+    events: list[tuple[int, int, int, EventRow]] = field(default_factory=list)  # (mpid, input_id, received_at, row)
+    other_events: list[tuple[int, int, int, EventRow, str, bool]] = field(default_factory=list)
+    batches: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]] = field(default_factory=list)
+    users: dict[int, UserChange] = field(default_factory=dict)
+    identities: dict[tuple[str, str], tuple[int, str, bool, int]] = field(default_factory=dict)
+    released_identities: set[tuple[int, str]] = field(default_factory=set)
+    consents: dict[tuple[int, str, str], tuple[ConsentRow, int, int]] = field(default_factory=dict)
+    devices: dict[tuple[int, str], tuple[DeviceReport, int]] = field(default_factory=dict)
+    request_keys: dict[tuple[int, str], int] = field(default_factory=dict)
+    message_keys: dict[tuple[int, str], int] = field(default_factory=dict)
+    outcomes: list[IngestOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DedupeWindows:
+    request_ms: int
+    message_ms: int
+
+
+def build_plan(
+    requests: list[IngestRequest], lookups: Lookups, windows: DedupeWindows, rng: random.Random
+) -> CommitPlan:
+    """Apply the ingest rules to a group of requests in arrival order."""
+    plan = CommitPlan()
+    now = max(r.received_at for r in requests)
+    all_batches = [(r, b) for r in requests for b in r.batches]
+    req_keys = {(r.input_id, b.source_request_id) for r, b in all_batches if b.source_request_id}
+    seen_requests = lookups.seen_request_ids(req_keys, now - windows.request_ms) if req_keys else set()
+    msg_keys = {(r.input_id, e.source_message_id) for r, b in all_batches for e in b.events if e.source_message_id}
+    seen_messages = lookups.seen_message_ids(msg_keys, now - windows.message_ms) if msg_keys else set()
+    id_keys = {(t, key) for _, b in all_batches for t, (_, key) in b.identities.items()}
+    owners = lookups.identity_owners(id_keys) if id_keys else {}
+    explicit = {b.mpid for _, b in all_batches if b.mpid is not None}
+    known_mpids = lookups.existing_mpids(explicit | set(owners.values()))
+    user_keys = lookups.user_identity_keys(explicit | set(owners.values()))
+    for request in requests:
+        stored = dup_batches = stored_events = dup_events = 0
+        mpids: list[int] = []
+        touched: set[int] = set()
+        for batch in request.batches:
+            rkey = (request.input_id, batch.source_request_id) if batch.source_request_id else None
+            if rkey is not None and (rkey in seen_requests or rkey in plan.request_keys):
+                dup_batches += 1
+                continue
+            mpid = _resolve(batch, owners, known_mpids, rng)
+            mpids.append(mpid)
+            if rkey is not None:
+                plan.request_keys[rkey] = request.received_at
+            kept: list[EventRow] = []
+            for ev in batch.events:
+                if ev.source_message_id:
+                    mkey = (request.input_id, ev.source_message_id)
+                    if mkey in seen_messages or mkey in plan.message_keys:
+                        dup_events += 1
+                        continue
+                    plan.message_keys[mkey] = request.received_at
+                kept.append(ev)
+            _apply_batch(plan, request, batch, mpid, kept, owners, known_mpids, user_keys)
+            stored += 1
+            stored_events += len(kept)
+            if batch.counts_as_seen:
+                touched.add(mpid)
+        plan.outcomes.append(
+            IngestOutcome(stored, dup_batches, stored_events, dup_events, tuple(mpids), frozenset(touched))
+        )
+    return plan
+
+
+def _resolve(batch: NormalizedBatch, owners: dict[tuple[str, str], int], known: set[int], rng: random.Random) -> int:
+    if batch.mpid is not None:
+        return batch.mpid
+    for id_type in RESOLUTION_ORDER:
+        if id_type in batch.identities:
+            owner = owners.get((id_type, batch.identities[id_type][1]))
+            if owner is not None:
+                return owner
+    while True:  # a fresh random, non-zero, signed 64-bit MPID that no profile has
+        mpid = rng.randint(-(2**63), 2**63 - 1)
+        if mpid != 0 and mpid not in known:
+            return mpid
+
+
+def _apply_batch(
+    plan: CommitPlan,
+    request: IngestRequest,
+    batch: NormalizedBatch,
+    mpid: int,
+    events: list[EventRow],
+    owners: dict[tuple[str, str], int],
+    known: set[int],
+    user_keys: dict[int, dict[str, str]],
+) -> None:
+    at = request.received_at
+    endpoint = "historical" if batch.historical else "events"
+    plan.batches.append((request.input_id, endpoint, batch.environment, mpid, at, batch.source_request_id, batch.body))
+    change = plan.users.get(mpid)
+    if change is None and mpid not in known:
+        change = plan.users[mpid] = UserChange(created_at=at, is_new=True)
+        known.add(mpid)
+    if not batch.counts_as_seen:
+        plan.other_events.extend((mpid, request.input_id, at, ev, batch.environment, batch.historical) for ev in events)
+        return
+    if change is None:
+        change = plan.users[mpid] = UserChange(created_at=at, is_new=False)
+    change.first_seen = at if change.first_seen is None else min(change.first_seen, at)
+    change.last_seen = at if change.last_seen is None else max(change.last_seen, at)
+    change.inputs.add(request.input_id)
+    for name in batch.attributes_deleted:
+        change.attributes_patch[name] = None
+    change.attributes_patch.update(batch.attributes_set)
+    plan.events.extend((mpid, request.input_id, at, ev) for ev in events)
+    mine = user_keys.setdefault(mpid, {})
+    for id_type, (value, key) in batch.identities.items():
+        owner = owners.get((id_type, key))
+        if owner is not None and owner != mpid:
+            continue  # an identity value stays with the profile that has it
+        is_device = id_type in DEVICE_ID_TYPES
+        if not is_device and mine.get(id_type) not in (None, key):
+            old = mine[id_type]
+            plan.released_identities.add((mpid, id_type))
+            owners.pop((id_type, old), None)
+            plan.identities.pop((id_type, old), None)
+        owners[(id_type, key)] = mpid
+        if not is_device:
+            mine[id_type] = key
+        plan.identities[(id_type, key)] = (mpid, value, is_device, at)
+    for c in batch.consents:
+        ts = c.ts if c.ts is not None else at
+        ckey = (mpid, c.regulation, c.purpose)
+        current = plan.consents.get(ckey)
+        if current is None or (ts, at) >= (current[1], current[2]):
+            plan.consents[ckey] = (c, ts, at)
+    if batch.device is not None:
+        plan.devices[(mpid, batch.device.device_key)] = (batch.device, at)

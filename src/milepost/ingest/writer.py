@@ -1,0 +1,158 @@
+"""The group-commit writer: one thread owns the store's write connection.
+
+Requests queue up while a commit runs; the next commit takes them all, so the number of durable
+commits per second stays small however many requests arrive. A request's future resolves only
+after its commit, which is what lets the Events API answer 202 only for durable data.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import duckdb
+
+from milepost.engines.base import Store
+from milepost.errors import EngineError, Unavailable
+from milepost.ingest.plan import CommitPlan, DedupeWindows, build_plan
+from milepost.model.batch import IngestOutcome, IngestRequest
+
+log = logging.getLogger(__name__)
+
+CommitListener = Callable[[CommitPlan], None]
+
+
+@dataclass
+class _Item:
+    request: IngestRequest
+    future: Future[IngestOutcome]
+
+
+@dataclass
+class _Task:
+    """Work that must run on the writer thread (it owns the write connection)."""
+
+    fn: Callable[[], object]
+    future: Future[object]
+
+
+class IngestWriter:
+    def __init__(
+        self,
+        store: Store,
+        windows: Callable[[], DedupeWindows],
+        *,
+        max_group_batches: int = 5_000,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.windows = windows
+        self.max_group_batches = max_group_batches
+        self.listeners: list[CommitListener] = []
+        self._queue: queue.Queue[_Item | _Task | None] = queue.Queue()
+        self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
+        self._thread = threading.Thread(target=self._run, name="milepost-writer", daemon=True)
+        self._closing = False
+        self.commits = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop; later submissions get 503."""
+        self._closing = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, request: IngestRequest) -> Future[IngestOutcome]:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
+        fut: Future[IngestOutcome] = Future()
+        self._queue.put(_Item(request, fut))
+        return fut
+
+    def run_exclusive(self, fn: Callable[[], object], timeout: float | None = None) -> object:
+        """Run `fn` on the writer thread between commits and return its result."""
+        fut: Future[object] = Future()
+        self._queue.put(_Task(fn, fut))
+        return fut.result(timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            if isinstance(first, _Task):
+                self._run_task(first)
+                continue
+            group = [first]
+            size = len(first.request.batches)
+            stop = False
+            while size < self.max_group_batches:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if isinstance(nxt, _Task):
+                    self._commit(group)
+                    group, size = [], 0
+                    self._run_task(nxt)
+                    continue
+                group.append(nxt)
+                size += len(nxt.request.batches)
+            if group:
+                self._commit(group)
+            if stop:
+                return
+
+    @staticmethod
+    def _run_task(task: _Task) -> None:
+        try:
+            task.future.set_result(task.fn())
+        except Exception as exc:
+            task.future.set_exception(exc)
+
+    def _commit(self, group: list[_Item]) -> None:
+        try:
+            plan = build_plan([i.request for i in group], self.store, self.windows(), self._rng)  # type: ignore[arg-type]
+            self.store.apply(plan)
+        except (duckdb.IOException, OSError) as exc:
+            self.last_error = str(exc)
+            log.error("store write failed: %s", type(exc).__name__)
+            for item in group:
+                item.future.set_exception(Unavailable("the store cannot accept data right now; retry later"))
+            return
+        except Exception as exc:
+            if len(group) > 1:  # isolate the request that broke the commit; the others still land
+                for item in group:
+                    self._commit([item])
+                return
+            self.last_error = str(exc)
+            log.exception("commit failed")
+            group[0].future.set_exception(EngineError(f"the store refused the data: {type(exc).__name__}"))
+            return
+        self.commits += 1
+        for item, outcome in zip(group, plan.outcomes, strict=True):
+            item.future.set_result(outcome)
+        for listener in self.listeners:
+            try:
+                listener(plan)
+            except Exception:
+                log.exception("commit listener failed")

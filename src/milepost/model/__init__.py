@@ -1,0 +1,1 @@
+"""Pure data shared by every layer: normalised batches and profile pieces."""

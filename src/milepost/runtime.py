@@ -1,0 +1,86 @@
+"""Everything one Milepost process runs, wired together once: catalog, store, writer, services."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from milepost.catalog import Catalog
+from milepost.clock import Clock, SystemClock
+from milepost.config import Config
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.auth import InputDirectory
+from milepost.ingest.plan import DedupeWindows
+from milepost.ingest.ratelimit import RateLimiter
+from milepost.ingest.service import IngestService
+from milepost.ingest.writer import IngestWriter
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Runtime:
+    config: Config
+    clock: Clock
+    catalog: Catalog
+    store: DuckDBStore
+    writer: IngestWriter
+    inputs: InputDirectory
+    ingest: IngestService
+
+    @classmethod
+    def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
+        clock = clock or SystemClock()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(config.catalog_url, clock)
+        try:
+            store = DuckDBStore(config.store_dir)
+        except BaseException:
+            catalog.close()
+            raise
+
+        def windows() -> DedupeWindows:
+            s = catalog.get_settings()
+            return DedupeWindows(request_ms=s.request_dedupe_days * DAY_MS, message_ms=s.message_dedupe_days * DAY_MS)
+
+        writer = IngestWriter(store, windows, max_group_batches=config.max_group_batches, seed=seed)
+        inputs = InputDirectory(catalog)
+        limiter = RateLimiter(config.input_rate_per_s, config.input_burst, clock)
+        ingest = IngestService(
+            inputs,
+            writer,
+            limiter,
+            clock,
+            max_request_bytes=config.max_request_bytes,
+            max_bulk_batches=config.max_bulk_batches,
+        )
+        return cls(config, clock, catalog, store, writer, inputs, ingest)
+
+    def start(self) -> None:
+        self.writer.start()
+        self._stop = threading.Event()
+        self._maintenance = threading.Thread(target=self._maintain, name="milepost-maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _maintain(self) -> None:
+        """Hourly upkeep: forget de-duplication keys past their windows."""
+        while not self._stop.wait(3600):
+            try:
+                s = self.catalog.get_settings()
+                now = self.clock.now_ms()
+                self.writer.run_exclusive(
+                    lambda: self.store.purge_dedupe_keys(
+                        now - s.request_dedupe_days * DAY_MS, now - s.message_dedupe_days * DAY_MS
+                    )
+                )
+            except Exception:
+                log.exception("maintenance failed")
+
+    def close(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self.writer.stop()
+        self.store.close()
+        self.catalog.close()
