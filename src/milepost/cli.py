@@ -63,7 +63,9 @@ def _initialise(config: Config) -> dict[str, Any] | None:
 @app.command()
 def init(
     data_dir: DataDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only the JSON of the created credentials")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the JSON of the created credentials")
+    ] = False,
 ) -> None:
     """Create the data directory, a default workspace and input, and an admin token (printed once)."""
     config = _config(data_dir)
@@ -150,7 +152,12 @@ def import_(
     _require_initialised(config)
     progress_file = config.data_dir / "imports" / f"{file.resolve().name}.{input_name}.progress.json"
     total = sum(1 for _ in file.open("rb"))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} lines"), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} lines"),
+        console=console,
+    ) as bar:
         task = bar.add_task(f"importing {file.name}", total=total)
         with _batch_sender(config, input_name, historical) as send:
             report = run_import(
@@ -181,7 +188,9 @@ class _batch_sender:
         server = running_server(self.config.data_dir)
         if server is not None:
             token = load_cli_token(self.config.data_dir)
-            self.client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            self.client = httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            )
             resp = self.client.get("/api/v1/inputs")
             matches = [i for i in resp.json().get("inputs", []) if i["name"] == self.input_name]
             if not matches:

@@ -36,7 +36,9 @@ def file_id(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def _chunks(path: Path, start_line: int, fid: str, report: ImportReport, now_ms: int, historical: bool) -> Iterator[tuple[int, list[bytes]]]:
+def _chunks(
+    path: Path, start_line: int, fid: str, report: ImportReport, now_ms: int, historical: bool
+) -> Iterator[tuple[int, list[bytes]]]:
     """Yield (last line number, encoded batches) chunks that fit one bulk request."""
     chunk: list[bytes] = []
     size = 0

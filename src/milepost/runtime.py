@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class Runtime:
 
         def windows() -> DedupeWindows:
             s = catalog.get_settings()
-            return DedupeWindows(request_ms=s.request_dedupe_days * DAY_MS, message_ms=s.message_dedupe_days * DAY_MS)
+            return DedupeWindows(
+                request_ms=s.request_dedupe_days * DAY_MS, message_ms=s.message_dedupe_days * DAY_MS
+            )
 
         writer = IngestWriter(store, windows, max_group_batches=config.max_group_batches, seed=seed)
         inputs = InputDirectory(catalog)
@@ -65,15 +68,23 @@ class Runtime:
         self._maintenance.start()
 
     def _maintain(self) -> None:
-        """Hourly upkeep: forget de-duplication keys past their windows."""
-        while not self._stop.wait(3600):
+        """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""
+        ticks = 0
+        while not self._stop.wait(60):
+            ticks += 1
+            try:
+                self.writer.run_exclusive(self.store.seal)
+            except Exception:
+                log.exception("sealing events failed")
+            if ticks % 60:
+                continue
             try:
                 s = self.catalog.get_settings()
                 now = self.clock.now_ms()
+                request_before = now - s.request_dedupe_days * DAY_MS
+                message_before = now - s.message_dedupe_days * DAY_MS
                 self.writer.run_exclusive(
-                    lambda: self.store.purge_dedupe_keys(
-                        now - s.request_dedupe_days * DAY_MS, now - s.message_dedupe_days * DAY_MS
-                    )
+                    functools.partial(self.store.purge_dedupe_keys, request_before, message_before)
                 )
             except Exception:
                 log.exception("maintenance failed")

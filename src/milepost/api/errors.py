@@ -32,7 +32,9 @@ def status_of(exc: e.MilepostError) -> int:
     return 500
 
 
-def error_response(request: Request, status: int, code: str, messages: list[str], headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    request: Request, status: int, code: str, messages: list[str], headers: dict[str, str] | None = None
+) -> Response:
     """Events API errors use mParticle's `errors` list; everything else `{"error": {...}}`."""
     body: Any
     if request.url.path.startswith("/v2"):
@@ -49,7 +51,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, e.RateLimited | e.Unavailable):
             headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, e.Unauthorized):
-            headers["WWW-Authenticate"] = 'Bearer' if request.url.path.startswith("/api") else 'Basic realm="milepost"'
+            headers["WWW-Authenticate"] = (
+                "Bearer" if request.url.path.startswith("/api") else 'Basic realm="milepost"'
+            )
         messages = exc.errors if isinstance(exc, e.InvalidBatch) else [exc.message]
         if request.url.path.startswith("/v2"):
             request.app.state.runtime.ingest.rejected[exc.code] += 1
@@ -58,7 +62,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         messages = [
-            ".".join(str(p) for p in err["loc"] if p not in ("body",)) + f": {err['msg']}" for err in exc.errors()
+            ".".join(str(p) for p in err["loc"] if p not in ("body",)) + f": {err['msg']}"
+            for err in exc.errors()
         ]
         return error_response(request, 400, "BAD_REQUEST", messages or ["invalid request"])
 

@@ -62,11 +62,15 @@ async def historical(request: Request) -> Response:
 imports = APIRouter(prefix="/api/v1", tags=["inputs"], dependencies=[Depends(require_token)])
 
 
-@imports.post("/inputs/{ref}/batches", status_code=202, summary="Import bulk batches into an input (CLI import)")
+@imports.post(
+    "/inputs/{ref}/batches", status_code=202, summary="Import bulk batches into an input (CLI import)"
+)
 async def import_batches(ref: int, request: Request, historical: bool = False) -> Response:
     runtime: Runtime = request.app.state.runtime
     inp = runtime.catalog.get_input(ref)
     received_at = runtime.clock.now_ms()
     body = await _read_body(request, runtime.ingest.max_request_bytes)
-    await runtime.ingest.accept_for_input(inp.id, body, "historical" if historical else "bulkevents", received_at)
+    await runtime.ingest.accept_for_input(
+        inp.id, body, "historical" if historical else "bulkevents", received_at
+    )
     return Response(status_code=202)

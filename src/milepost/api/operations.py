@@ -20,7 +20,11 @@ def readyz(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     backlog = rt.writer.backlog
     ok = rt.writer.is_alive and backlog < 10_000
-    body = {"status": "ready" if ok else "not ready", "writer_backlog": backlog, "last_error": rt.writer.last_error}
+    body = {
+        "status": "ready" if ok else "not ready",
+        "writer_backlog": backlog,
+        "last_error": rt.writer.last_error,
+    }
     return ORJSONResponse(body, status_code=200 if ok else 503)
 
 
@@ -32,7 +36,9 @@ def metrics(request: Request) -> str:
         "# TYPE milepost_ingest_batches_accepted_total counter",
     ]
     for (input_id, endpoint), n in sorted(rt.ingest.accepted.items()):
-        lines.append(f'milepost_ingest_batches_accepted_total{{input="{input_id}",endpoint="{endpoint}"}} {n}')
+        lines.append(
+            f'milepost_ingest_batches_accepted_total{{input="{input_id}",endpoint="{endpoint}"}} {n}'
+        )
     lines += [
         "# HELP milepost_ingest_requests_rejected_total Requests refused, by reason.",
         "# TYPE milepost_ingest_requests_rejected_total counter",

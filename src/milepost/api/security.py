@@ -8,7 +8,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from milepost.catalog import ApiToken
 from milepost.errors import Forbidden, Unauthorized
 
-_bearer = HTTPBearer(auto_error=False, description="An API token created by `milepost init` or the tokens API")
+_bearer = HTTPBearer(
+    auto_error=False, description="An API token created by `milepost init` or the tokens API"
+)
 
 
 async def require_token(request: Request) -> ApiToken:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +23,7 @@ from milepost.engines.duckdb_rows import (
     key_table,
     user_table,
 )
+from milepost.engines.duckdb_schema import CONSENTS_UPSERT, DEVICES_UPSERT, IDENTITIES_UPSERT, USERS_UPSERT
 from milepost.errors import EngineError, StoreLocked
 from milepost.ingest.plan import CommitPlan
 
@@ -51,47 +54,61 @@ class DuckDBStore:
             raise EngineError(f"cannot open the store {self.path}: {exc}") from None
         self._local = threading.local()
         for ddl in duckdb_schema.DDL:
-            self._con.execute(ddl)
+            self._con.execute(ddl).fetchall()
         self._check_version()
+        self._refresh_events_view()
         self._next_event_id = self._max("SELECT max(event_id) FROM events_all_ids") + 1
         self._next_batch_seq = self._max("SELECT max(seq) FROM batches") + 1
-        self._refresh_events_view()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def _check_version(self) -> None:
-        row = self._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchone()
+        row = _first(
+            self._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+        )
         if row is None:
             self._con.execute(
                 "INSERT INTO store_meta VALUES ('schema_version', ?)", [str(duckdb_schema.SCHEMA_VERSION)]
-            )
+            ).fetchall()
         elif int(row[0]) > duckdb_schema.SCHEMA_VERSION:
             raise EngineError(
                 f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
             )
-        segs = [r[0] for r in self._con.execute("SELECT path FROM segments ORDER BY seq").fetchall()]
-        files = ", ".join(f"'{self.directory / p}'" for p in segs)
-        parquet = f" UNION ALL SELECT event_id FROM read_parquet([{files}])" if segs else ""
-        self._con.execute(
-            f"CREATE OR REPLACE TEMP VIEW events_all_ids AS SELECT event_id FROM events_hot "
-            f"UNION ALL SELECT event_id FROM events_other{parquet}"
-        )
+        self._remove_orphan_segments()
 
     def _max(self, sql: str) -> int:
-        row = self._con.execute(sql).fetchone()
+        row = _first(self._con.execute(sql).fetchall())
         return int(row[0]) if row and row[0] is not None else 0
 
+    def _segment_paths(self) -> list[str]:
+        return [r[0] for r in self._con.execute("SELECT path FROM segments ORDER BY seq").fetchall()]
+
+    def _remove_orphan_segments(self) -> None:
+        """A crash between writing a segment file and recording it leaves a file nobody lists."""
+        listed = set(self._segment_paths())
+        for f in self.segment_dir.iterdir():
+            if f"events/{f.name}" not in listed:
+                f.unlink()
+
     def _refresh_events_view(self) -> None:
-        segs = [r[0] for r in self._con.execute("SELECT path FROM segments ORDER BY seq").fetchall()]
+        segs = self._segment_paths()
         if segs:
             files = ", ".join("'" + str(self.directory / p).replace("'", "''") + "'" for p in segs)
-            sql = (
+            parquet = f"read_parquet([{files}])"
+            self._con.execute(
                 f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot "
-                f"UNION ALL SELECT {EVENT_FIELDS} FROM read_parquet([{files}])"
-            )
+                f"UNION ALL SELECT {EVENT_FIELDS} FROM {parquet}"
+            ).fetchall()
+            ids = f" UNION ALL SELECT event_id FROM {parquet}"
         else:
-            sql = f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot"
-        self._con.execute(sql)
+            self._con.execute(
+                f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot"
+            ).fetchall()
+            ids = ""
+        self._con.execute(
+            "CREATE OR REPLACE TEMP VIEW events_all_ids AS SELECT event_id FROM events_hot "
+            f"UNION ALL SELECT event_id FROM events_other{ids}"
+        ).fetchall()
 
     def close(self) -> None:
         self._con.close()
@@ -108,22 +125,24 @@ class DuckDBStore:
 
     def identity_owners(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
         probe = pa.table({"t": [k[0] for k in keys], "v": [k[1] for k in keys]})
+        self._con.register("probe", probe)
         rows = self._con.execute(
             "SELECT i.identity_type, i.value_key, i.mpid FROM identities i JOIN probe p "
             "ON i.identity_type = p.t AND i.value_key = p.v"
         ).fetchall()
-        del probe
+        self._con.unregister("probe")
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     def user_identity_keys(self, mpids: set[int]) -> dict[int, dict[str, str]]:
         if not mpids:
             return {}
         probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
+        self._con.register("probe", probe)
         rows = self._con.execute(
             "SELECT i.mpid, i.identity_type, i.value_key FROM identities i JOIN probe p ON i.mpid = p.m "
             "WHERE NOT i.is_device"
         ).fetchall()
-        del probe
+        self._con.unregister("probe")
         out: dict[int, dict[str, str]] = {}
         for mpid, id_type, key in rows:
             out.setdefault(int(mpid), {})[id_type] = key
@@ -133,8 +152,9 @@ class DuckDBStore:
         if not mpids:
             return set()
         probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
+        self._con.register("probe", probe)
         rows = self._con.execute("SELECT u.mpid FROM users u JOIN probe p ON u.mpid = p.m").fetchall()
-        del probe
+        self._con.unregister("probe")
         return {int(r[0]) for r in rows}
 
     def seen_request_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
@@ -143,14 +163,17 @@ class DuckDBStore:
     def seen_message_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
         return self._seen_keys("message_keys", "message_id", keys, since_ms)
 
-    def _seen_keys(self, table: str, column: str, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
+    def _seen_keys(
+        self, table: str, column: str, keys: set[tuple[int, str]], since_ms: int
+    ) -> set[tuple[int, str]]:
         probe = pa.table({"i": pa.array([k[0] for k in keys], pa.int32()), "k": [k[1] for k in keys]})
+        self._con.register("probe", probe)
         rows = self._con.execute(
             f"SELECT t.input_id, t.{column} FROM {table} t JOIN probe p ON t.input_id = p.i AND t.{column} = p.k "
             "WHERE t.received_at > ?",
             [since_ms],
         ).fetchall()
-        del probe
+        self._con.unregister("probe")
         return {(int(r[0]), r[1]) for r in rows}
 
     # ---- the one write path ----------------------------------------------------------------
@@ -159,111 +182,141 @@ class DuckDBStore:
         con = self._con
         first_event_id, first_seq = self._next_event_id, self._next_batch_seq
         try:
-            con.execute("BEGIN TRANSACTION")
+            con.execute("BEGIN TRANSACTION").fetchall()
             self._write(con, plan)
-            con.execute("COMMIT")
+            con.execute("COMMIT").fetchall()
         except BaseException:
             self._next_event_id, self._next_batch_seq = first_event_id, first_seq
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK").fetchall()
             raise
 
+    @staticmethod
+    def _with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
+        """Run `sql` with the Arrow `table` visible under `name`, then forget it."""
+        con.register(name, table)
+        try:
+            con.execute(sql).fetchall()
+        finally:
+            con.unregister(name)
+
     def _write(self, con: duckdb.DuckDBPyConnection, plan: CommitPlan) -> None:
+        w = self._with
         if plan.events:
-            t_events = event_table(plan.events, self._next_event_id)
-            self._next_event_id += len(plan.events)
-            con.execute(f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t_events")
-        if plan.other_events:
-            t_other = event_table(plan.other_events, self._next_event_id)
-            self._next_event_id += len(plan.other_events)
-            con.execute(f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t_other")
-        if plan.batches:
-            t_batches = batch_table(plan.batches, self._next_batch_seq)
-            self._next_batch_seq += len(plan.batches)
-            con.execute("INSERT INTO batches SELECT * FROM t_batches")
-        if plan.users:
-            t_users = user_table(plan.users)
-            con.execute(
-                """INSERT INTO users SELECT * FROM t_users ON CONFLICT (mpid) DO UPDATE SET
-                    first_seen = coalesce(users.first_seen, excluded.first_seen),
-                    last_seen = greatest(users.last_seen, excluded.last_seen),
-                    inputs = list_sort(list_distinct(list_concat(users.inputs, excluded.inputs))),
-                    attributes = json_merge_patch(users.attributes, excluded.attributes),
-                    updated_at = excluded.updated_at"""
+            w(
+                con,
+                "t",
+                event_table(plan.events, self._next_event_id),
+                f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t",
             )
+            self._next_event_id += len(plan.events)
+        if plan.other_events:
+            w(
+                con,
+                "t",
+                event_table(plan.other_events, self._next_event_id),
+                f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t",
+            )
+            self._next_event_id += len(plan.other_events)
+        if plan.batches:
+            w(
+                con,
+                "t",
+                batch_table(plan.batches, self._next_batch_seq),
+                "INSERT INTO batches SELECT * FROM t",
+            )
+            self._next_batch_seq += len(plan.batches)
+        if plan.users:
+            w(con, "t", user_table(plan.users), USERS_UPSERT)
             fresh = [m for m, c in plan.users.items() if c.is_new and None in c.attributes_patch.values()]
-            if fresh:
-                t_fresh = pa.table({"m": pa.array(fresh, pa.int64())})
-                con.execute(
-                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) "
-                    "WHERE mpid IN (SELECT m FROM t_fresh)"
+            if fresh:  # a new row must not keep the deletions (nulls) of its merge patch
+                w(
+                    con,
+                    "t",
+                    pa.table({"m": pa.array(fresh, pa.int64())}),
+                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) WHERE mpid IN (SELECT m FROM t)",
                 )
         if plan.released_identities:
-            t_released = pa.table(
-                {
-                    "m": pa.array([k[0] for k in plan.released_identities], pa.int64()),
-                    "t": [k[1] for k in plan.released_identities],
-                }
-            )
-            con.execute(
-                "DELETE FROM identities WHERE EXISTS (SELECT 1 FROM t_released r "
-                "WHERE identities.mpid = r.m AND identities.identity_type = r.t)"
+            released = list(plan.released_identities)
+            w(
+                con,
+                "t",
+                pa.table(
+                    {"m": pa.array([k[0] for k in released], pa.int64()), "k": [k[1] for k in released]}
+                ),
+                "DELETE FROM identities WHERE EXISTS "
+                "(SELECT 1 FROM t WHERE identities.mpid = t.m AND identities.identity_type = t.k)",
             )
         if plan.identities:
-            t_ids = identity_table(plan.identities)
-            con.execute(
-                "INSERT INTO identities SELECT * FROM t_ids ON CONFLICT (identity_type, value_key) DO UPDATE SET "
-                "mpid = excluded.mpid, value = excluded.value, updated_at = excluded.updated_at"
-            )
+            w(con, "t", identity_table(plan.identities), IDENTITIES_UPSERT)
         if plan.consents:
-            t_consents = consent_table(plan.consents)
-            con.execute(
-                """INSERT INTO consents SELECT * FROM t_consents
-                   ON CONFLICT (mpid, regulation, purpose) DO UPDATE SET
-                     consented = excluded.consented, ts = excluded.ts, received_at = excluded.received_at,
-                     document = excluded.document, location = excluded.location, hardware_id = excluded.hardware_id
-                   WHERE excluded.ts > consents.ts
-                      OR (excluded.ts = consents.ts AND excluded.received_at >= consents.received_at)"""
-            )
+            w(con, "t", consent_table(plan.consents), CONSENTS_UPSERT)
         if plan.devices:
-            t_devices = device_table(plan.devices)
-            con.execute(
-                """INSERT INTO devices SELECT * FROM t_devices ON CONFLICT (mpid, device_key) DO UPDATE SET
-                    platform = coalesce(excluded.platform, devices.platform),
-                    os_version = coalesce(excluded.os_version, devices.os_version),
-                    device_model = coalesce(excluded.device_model, devices.device_model),
-                    device_manufacturer = coalesce(excluded.device_manufacturer, devices.device_manufacturer),
-                    network_carrier = coalesce(excluded.network_carrier, devices.network_carrier),
-                    app_version = coalesce(excluded.app_version, devices.app_version),
-                    device_ids = json_merge_patch(devices.device_ids, excluded.device_ids),
-                    updated_at = excluded.updated_at"""
-            )
+            w(con, "t", device_table(plan.devices), DEVICES_UPSERT)
         if plan.request_keys:
-            t_rk = key_table(plan.request_keys)
-            con.execute("INSERT OR REPLACE INTO request_keys SELECT * FROM t_rk")
+            w(con, "t", key_table(plan.request_keys), "INSERT OR REPLACE INTO request_keys SELECT * FROM t")
         if plan.message_keys:
-            t_mk = key_table(plan.message_keys)
-            con.execute("INSERT OR REPLACE INTO message_keys SELECT * FROM t_mk")
+            w(con, "t", key_table(plan.message_keys), "INSERT OR REPLACE INTO message_keys SELECT * FROM t")
 
-    # ---- maintenance -----------------------------------------------------------------------
+    # ---- maintenance (writer thread) ----------------------------------------------------------
+
+    def seal(self, min_rows: int = 1_000_000) -> int:
+        """Move the hot events to a new Parquet segment once there are at least `min_rows`; return rows moved.
+
+        The file is written and synced under a temporary name, renamed, and only then recorded and
+        removed from the hot table in one transaction, so a crash at any point loses nothing.
+        """
+        con = self._con
+        row = _first(con.execute("SELECT count(*), max(event_id) FROM events_hot").fetchall())
+        if row is None or row[0] == 0 or row[0] < min_rows:
+            return 0
+        rows, max_id = int(row[0]), int(row[1])
+        seq = self._max("SELECT max(seq) FROM segments") + 1
+        rel = f"events/segment-{seq:06d}.parquet"
+        final = self.directory / rel
+        tmp = final.with_suffix(".parquet.tmp")
+        con.execute(
+            f"COPY (SELECT {EVENT_FIELDS} FROM events_hot WHERE event_id <= {max_id} ORDER BY mpid, ts) "
+            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+        ).fetchall()
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.rename(final)
+        min_id = self._max(f"SELECT min(event_id) FROM events_hot WHERE event_id <= {max_id}")
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            con.execute(
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?)", [seq, rel, min_id, max_id, rows]
+            ).fetchall()
+            con.execute("DELETE FROM events_hot WHERE event_id <= ?", [max_id]).fetchall()
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            final.unlink(missing_ok=True)
+            raise
+        self._refresh_events_view()
+        self._local = threading.local()  # readers re-bind so they see the new view
+        return rows
 
     def purge_dedupe_keys(self, request_before_ms: int, message_before_ms: int) -> None:
-        self._con.execute("DELETE FROM request_keys WHERE received_at <= ?", [request_before_ms])
-        self._con.execute("DELETE FROM message_keys WHERE received_at <= ?", [message_before_ms])
+        self._con.execute("DELETE FROM request_keys WHERE received_at <= ?", [request_before_ms]).fetchall()
+        self._con.execute("DELETE FROM message_keys WHERE received_at <= ?", [message_before_ms]).fetchall()
 
     # ---- reads -------------------------------------------------------------------------------
 
     def profile(self, mpid: int) -> dict[str, Any] | None:
         cur = self.reader()
-        row = cur.execute(
-            "SELECT mpid, created_at, first_seen, last_seen, inputs, attributes FROM users WHERE mpid = ?", [mpid]
-        ).fetchone()
+        row = _first(
+            cur.execute(
+                "SELECT mpid, created_at, first_seen, last_seen, inputs, attributes FROM users WHERE mpid = ?",
+                [mpid],
+            ).fetchall()
+        )
         if row is None:
             return None
         identities = cur.execute(
-            "SELECT identity_type, value, is_device FROM identities WHERE mpid = ? ORDER BY identity_type", [mpid]
+            "SELECT identity_type, value, is_device FROM identities WHERE mpid = ? ORDER BY identity_type",
+            [mpid],
         ).fetchall()
         consents = cur.execute(
             "SELECT regulation, purpose, consented, ts, document, location, hardware_id FROM consents "
@@ -275,12 +328,14 @@ class DuckDBStore:
             "app_version, device_ids, updated_at FROM devices WHERE mpid = ? ORDER BY updated_at DESC",
             [mpid],
         ).fetchall()
-        counts = cur.execute(
-            "SELECT (SELECT count(*) FROM events WHERE mpid = $m), "
-            "(SELECT count(*) FROM events_other WHERE mpid = $m AND environment = 'development'), "
-            "(SELECT count(*) FROM events_other WHERE mpid = $m AND historical)",
-            {"m": mpid},
-        ).fetchone()
+        counts = _first(
+            cur.execute(
+                "SELECT (SELECT count(*) FROM events WHERE mpid = $m), "
+                "(SELECT count(*) FROM events_other WHERE mpid = $m AND environment = 'development'), "
+                "(SELECT count(*) FROM events_other WHERE mpid = $m AND historical)",
+                {"m": mpid},
+            ).fetchall()
+        )
         recent = cur.execute(
             "SELECT event_id, event_type, name, action, ts, input_id, data FROM events WHERE mpid = ? "
             "ORDER BY ts DESC, event_id DESC LIMIT 20",
@@ -331,10 +386,12 @@ class DuckDBStore:
 
     def stats(self) -> dict[str, int]:
         cur = self.reader()
-        row = cur.execute(
-            "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), "
-            "(SELECT count(*) FROM events_other), (SELECT count(*) FROM batches)"
-        ).fetchone()
+        row = _first(
+            cur.execute(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), "
+                "(SELECT count(*) FROM events_other), (SELECT count(*) FROM batches)"
+            ).fetchall()
+        )
         assert row is not None
         size = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
         return {
@@ -357,3 +414,8 @@ def _consent_view(rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, dict[s
             "hardware_id": hardware_id,
         }
     return out
+
+
+def _first(rows: list[Any]) -> Any:
+    """The first row or None (DuckDB wants results read to the end before the next statement)."""
+    return rows[0] if rows else None

@@ -55,7 +55,9 @@ def event_table(rows: list[Any], first_id: int) -> pa.Table:
     return pa.table(cols)
 
 
-def batch_table(rows: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]], first_seq: int) -> pa.Table:
+def batch_table(
+    rows: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]], first_seq: int
+) -> pa.Table:
     return pa.table(
         {
             "seq": pa.array(range(first_seq, first_seq + len(rows)), pa.int64()),

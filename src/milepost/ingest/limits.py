@@ -46,7 +46,9 @@ def clip_value(value: Any, where: str, report: LimitReport) -> Any:
 def clip_attributes(attrs: dict[str, Any], where: str, report: LimitReport) -> dict[str, Any]:
     """Apply the name, value and count limits to one attribute map, keeping its order."""
     if len(attrs) > MAX_ATTRIBUTES:
-        report.add(where, f"{len(attrs) - MAX_ATTRIBUTES} attributes beyond the first {MAX_ATTRIBUTES} dropped")
+        report.add(
+            where, f"{len(attrs) - MAX_ATTRIBUTES} attributes beyond the first {MAX_ATTRIBUTES} dropped"
+        )
         attrs = dict(list(attrs.items())[:MAX_ATTRIBUTES])
     out: dict[str, Any] = {}
     for name, value in attrs.items():

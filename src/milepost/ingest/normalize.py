@@ -74,7 +74,8 @@ def _normalize_batch(
     events = [
         row
         for j, ev in enumerate(batch.events or [])
-        if (row := _event_row(ev, f"{where}.events[{j}]", historical, received_at, errors, report)) is not None
+        if (row := _event_row(ev, f"{where}.events[{j}]", historical, received_at, errors, report))
+        is not None
     ]
     if historical and not events and not errors:
         errors.append(f"{where}.events: a historical batch must hold at least one event")
@@ -82,8 +83,12 @@ def _normalize_batch(
     if errors:
         raise InvalidBatch(errors[0], errors)
     attributes_set: dict[str, Any] = {}
-    attributes_deleted = [clip_name(n, f"{where}.deleted_user_attributes", report) for n in batch.deleted_user_attributes or []]
-    for name, value in clip_attributes(batch.user_attributes or {}, f"{where}.user_attributes", report).items():
+    attributes_deleted = [
+        clip_name(n, f"{where}.deleted_user_attributes", report) for n in batch.deleted_user_attributes or []
+    ]
+    for name, value in clip_attributes(
+        batch.user_attributes or {}, f"{where}.user_attributes", report
+    ).items():
         if value is None:
             attributes_deleted.append(name)
         else:
@@ -107,7 +112,13 @@ def _normalize_batch(
 def _format_error(where: str, err: Any) -> str:
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
     # Discriminated unions add the tag as a path element; drop it so paths read like the JSON.
-    for tag in ("custom_event", "commerce_event", "screen_view", "application_state_transition", *schema.GENERIC_EVENT_TYPES):
+    for tag in (
+        "custom_event",
+        "commerce_event",
+        "screen_view",
+        "application_state_transition",
+        *schema.GENERIC_EVENT_TYPES,
+    ):
         loc = loc.replace(f".{tag}.", ".")
     return f"{where}{loc}: {err['msg']}"
 
@@ -141,7 +152,9 @@ def _device(batch: schema.Batch) -> DeviceReport | None:
     app_version = (batch.application_info or {}).get("application_version")
     if app_version is not None:
         fields["app_version"] = str(app_version)
-    ids = {k: str(info[k]).strip() for k in DEVICE_ID_TYPES if isinstance(info.get(k), str) and info[k].strip()}
+    ids = {
+        k: str(info[k]).strip() for k in DEVICE_ID_TYPES if isinstance(info.get(k), str) and info[k].strip()
+    }
     return DeviceReport(fields=fields, device_ids=ids)
 
 
@@ -196,7 +209,9 @@ def _event_row(
             ts = received_at
     attrs = {
         k: v
-        for k, v in clip_attributes(data.custom_attributes or {}, f"{where}.data.custom_attributes", report).items()
+        for k, v in clip_attributes(
+            data.custom_attributes or {}, f"{where}.data.custom_attributes", report
+        ).items()
         if v is not None
     }
     if attrs or data.custom_attributes is not None:
@@ -220,7 +235,10 @@ def _event_row(
             total = Decimal(str(pa.total_amount)) if pa.total_amount is not None else None
             transaction_id = str(pa.transaction_id) if pa.transaction_id is not None else None
             coupon_code = pa.coupon_code
-            products = [clip_value(p.model_dump(exclude_none=True), f"{where}.products", report) for p in pa.products or []]
+            products = [
+                clip_value(p.model_dump(exclude_none=True), f"{where}.products", report)
+                for p in pa.products or []
+            ]
         elif cd.promotion_action is not None:
             action = cd.promotion_action.action
     elif isinstance(ev, schema.StateTransitionEvent):

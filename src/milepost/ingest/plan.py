@@ -47,7 +47,9 @@ class UserChange:
 class CommitPlan:
     """Everything one transaction writes."""
 
-    events: list[tuple[int, int, int, EventRow]] = field(default_factory=list)  # (mpid, input_id, received_at, row)
+    events: list[tuple[int, int, int, EventRow]] = field(
+        default_factory=list
+    )  # (mpid, input_id, received_at, row)
     other_events: list[tuple[int, int, int, EventRow, str, bool]] = field(default_factory=list)
     batches: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]] = field(default_factory=list)
     users: dict[int, UserChange] = field(default_factory=dict)
@@ -75,7 +77,9 @@ def build_plan(
     all_batches = [(r, b) for r in requests for b in r.batches]
     req_keys = {(r.input_id, b.source_request_id) for r, b in all_batches if b.source_request_id}
     seen_requests = lookups.seen_request_ids(req_keys, now - windows.request_ms) if req_keys else set()
-    msg_keys = {(r.input_id, e.source_message_id) for r, b in all_batches for e in b.events if e.source_message_id}
+    msg_keys = {
+        (r.input_id, e.source_message_id) for r, b in all_batches for e in b.events if e.source_message_id
+    }
     seen_messages = lookups.seen_message_ids(msg_keys, now - windows.message_ms) if msg_keys else set()
     id_keys = {(t, key) for _, b in all_batches for t, (_, key) in b.identities.items()}
     owners = lookups.identity_owners(id_keys) if id_keys else {}
@@ -115,7 +119,9 @@ def build_plan(
     return plan
 
 
-def _resolve(batch: NormalizedBatch, owners: dict[tuple[str, str], int], known: set[int], rng: random.Random) -> int:
+def _resolve(
+    batch: NormalizedBatch, owners: dict[tuple[str, str], int], known: set[int], rng: random.Random
+) -> int:
     if batch.mpid is not None:
         return batch.mpid
     for id_type in RESOLUTION_ORDER:
@@ -141,13 +147,17 @@ def _apply_batch(
 ) -> None:
     at = request.received_at
     endpoint = "historical" if batch.historical else "events"
-    plan.batches.append((request.input_id, endpoint, batch.environment, mpid, at, batch.source_request_id, batch.body))
+    plan.batches.append(
+        (request.input_id, endpoint, batch.environment, mpid, at, batch.source_request_id, batch.body)
+    )
     change = plan.users.get(mpid)
     if change is None and mpid not in known:
         change = plan.users[mpid] = UserChange(created_at=at, is_new=True)
         known.add(mpid)
     if not batch.counts_as_seen:
-        plan.other_events.extend((mpid, request.input_id, at, ev, batch.environment, batch.historical) for ev in events)
+        plan.other_events.extend(
+            (mpid, request.input_id, at, ev, batch.environment, batch.historical) for ev in events
+        )
         return
     if change is None:
         change = plan.users[mpid] = UserChange(created_at=at, is_new=False)

@@ -118,7 +118,9 @@ class CommerceEventData(EventData):
 
 class StateTransitionData(EventData):
     application_transition_type: (
-        Literal["application_initialized", "application_exit", "application_background", "application_foreground"]
+        Literal[
+            "application_initialized", "application_exit", "application_background", "application_foreground"
+        ]
         | None
     ) = None
     is_first_run: StrictBool | None = None

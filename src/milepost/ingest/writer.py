@@ -131,7 +131,7 @@ class IngestWriter:
 
     def _commit(self, group: list[_Item]) -> None:
         try:
-            plan = build_plan([i.request for i in group], self.store, self.windows(), self._rng)  # type: ignore[arg-type]
+            plan = build_plan([i.request for i in group], self.store, self.windows(), self._rng)
             self.store.apply(plan)
         except (duckdb.IOException, OSError) as exc:
             self.last_error = str(exc)
