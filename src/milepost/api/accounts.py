@@ -18,7 +18,8 @@ Platform = Literal["ios", "android", "web", "server", "feed"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "5" is not a number and "yes" is not a boolean; the caller gets a 400 naming the field.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class WorkspaceIn(_Body):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -179,6 +179,19 @@ def _consents(batch: schema.Batch) -> list[ConsentRow]:
     return rows
 
 
+MAX_AMOUNT = Decimal(10) ** 20
+AMOUNT_STEP = Decimal("1e-9")
+
+
+def _amount(value: float | int, where: str, errors: list[str]) -> Decimal | None:
+    """Money as an exact decimal with 9 places; larger than 10^20 is refused rather than rounded."""
+    amount = Decimal(str(value))
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        errors.append(f"{where}: {value} is out of range (at most 20 digits before the decimal point)")
+        return None
+    return amount.quantize(AMOUNT_STEP, rounding=ROUND_HALF_EVEN).normalize()
+
+
 def _event_row(
     ev: Any, where: str, historical: bool, received_at: int, errors: list[str], report: LimitReport
 ) -> EventRow | None:
@@ -232,7 +245,10 @@ def _event_row(
         if cd.product_action is not None:
             pa = cd.product_action
             action = pa.action
-            total = Decimal(str(pa.total_amount)) if pa.total_amount is not None else None
+            if pa.total_amount is not None:
+                total = _amount(pa.total_amount, f"{where}.data.product_action.total_amount", errors)
+                if total is None:
+                    return None
             transaction_id = str(pa.transaction_id) if pa.transaction_id is not None else None
             coupon_code = pa.coupon_code
             products = [

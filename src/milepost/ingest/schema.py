@@ -66,17 +66,25 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _timestamp(v: Any) -> Any:
+    if v is None:
+        return v
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError("must be a number of milliseconds since the epoch")
+    if not 0 <= v <= MAX_TIMESTAMP_MS:
+        raise ValueError(f"{v} is out of range for a timestamp in milliseconds")
+    return v
+
+
 class EventData(_Open):
     timestamp_unixtime_ms: Number | None = None
     source_message_id: str | None = None
     custom_attributes: dict[str, Scalar] | None = None
 
-    @field_validator("timestamp_unixtime_ms", mode="before")
-    @classmethod
-    def _no_bool_timestamp(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError("must be a number of milliseconds since the epoch")
-        return v
+    _check_timestamp = field_validator("timestamp_unixtime_ms", mode="before")(_timestamp)
 
 
 class CustomEventData(EventData):
@@ -164,6 +172,8 @@ class ConsentPurpose(_Open):
     timestamp_unixtime_ms: Number | None = None
     location: str | None = None
     hardware_id: str | None = None
+
+    _check_timestamp = field_validator("timestamp_unixtime_ms", mode="before")(_timestamp)
 
 
 class ConsentState(_Open):
