@@ -13,8 +13,13 @@ stage() {
   local start end rc
   echo "=== stage: $name"
   start=$(date +%s%N)
-  "$@"
-  rc=$?
+  if [ -n "${STAGE_DIR:-}" ] && [ ! -d "$STAGE_DIR" ]; then
+    echo "(no tests in $STAGE_DIR yet)"
+    rc=0
+  else
+    "$@"
+    rc=$?
+  fi
   # pytest exits 5 when a stage has no tests yet; that is not a failure of the stage.
   [ "$rc" -eq 5 ] && rc=0
   end=$(date +%s%N)
@@ -26,10 +31,10 @@ stage lint "$VENV/bin/ruff" check src tests benchmarks
 stage format "$VENV/bin/ruff" format --check src tests benchmarks
 stage typecheck "$VENV/bin/mypy"
 stage unit "${PYTEST[@]}" tests --ignore=tests/api --ignore=tests/conformance --ignore=tests/ui --ignore=tests/spark
-stage conformance "${PYTEST[@]}" tests/conformance
-stage api "${PYTEST[@]}" tests/api
-stage browser "${PYTEST[@]}" tests/ui
-stage spark "${PYTEST[@]}" tests/spark
+STAGE_DIR=tests/conformance stage conformance "${PYTEST[@]}" tests/conformance
+STAGE_DIR=tests/api stage api "${PYTEST[@]}" tests/api
+STAGE_DIR=tests/ui stage browser "${PYTEST[@]}" tests/ui
+STAGE_DIR=tests/spark stage spark "${PYTEST[@]}" tests/spark
 
 echo
 echo "stage          seconds  result"

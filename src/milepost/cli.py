@@ -21,6 +21,7 @@ from milepost.local import load_cli_token, running_server, save_cli_token
 
 app = typer.Typer(help="Milepost: journey orchestration on real-time audiences.", no_args_is_help=True)
 console = Console(stderr=True)
+DAY_MS = 86_400_000
 
 DataDir = Annotated[
     Path | None,
@@ -129,11 +130,16 @@ def generate(
     users: Annotated[int, typer.Option(min=1, help="Number of users")] = 1000,
     days: Annotated[int, typer.Option(min=1, help="Days of activity, ending now")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data")] = 1,
+    end_ms: Annotated[
+        int | None, typer.Option(help="End of the span, epoch ms (default: the start of today, UTC)")
+    ] = None,
 ) -> None:
-    """Write synthetic mParticle batches (deterministic by seed)."""
+    """Write synthetic mParticle batches (deterministic by seed and end time)."""
     from milepost.synthetic import write_jsonl
 
-    counts = write_jsonl(out, seed=seed, users=users, days=days, end_ms=int(time.time() * 1000))
+    if end_ms is None:
+        end_ms = int(time.time() * 1000) // DAY_MS * DAY_MS
+    counts = write_jsonl(out, seed=seed, users=users, days=days, end_ms=end_ms)
     for name, n in counts.items():
         console.print(f"{out / (name + '.jsonl')}: {n} batches")
 

@@ -8,6 +8,7 @@ a chunk re-sent after an interruption is de-duplicated instead of stored twice.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,16 +86,20 @@ def run_import(
     fid = file_id(path)
     report = ImportReport()
     start = 0
-    if progress_file.exists():
+    try:
         saved = orjson.loads(progress_file.read_bytes())
         if saved.get("file") == fid:
             start = int(saved["line"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        start = 0  # no or unreadable progress: start over; request ids make re-sent lines no-ops
     report.resumed_from_line = start
     for last_line, chunk in _chunks(path, start, fid, report, now_ms, historical):
         send(b"[" + b",".join(chunk) + b"]")
         report.sent += len(chunk)
         progress_file.parent.mkdir(parents=True, exist_ok=True)
-        progress_file.write_bytes(orjson.dumps({"file": fid, "line": last_line}))
+        tmp = progress_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps({"file": fid, "line": last_line}))
+        os.replace(tmp, progress_file)  # never a torn progress file
         if on_progress:
             on_progress(last_line)
     return report

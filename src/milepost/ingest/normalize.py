@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -181,6 +181,7 @@ def _consents(batch: schema.Batch) -> list[ConsentRow]:
 
 MAX_AMOUNT = Decimal(10) ** 20
 AMOUNT_STEP = Decimal("1e-9")
+AMOUNT_CONTEXT = Context(prec=38)  # the store's DECIMAL(38, 9); the default 28 digits would overflow
 
 
 def _amount(value: float | int, where: str, errors: list[str]) -> Decimal | None:
@@ -189,7 +190,9 @@ def _amount(value: float | int, where: str, errors: list[str]) -> Decimal | None
     if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
         errors.append(f"{where}: {value} is out of range (at most 20 digits before the decimal point)")
         return None
-    return amount.quantize(AMOUNT_STEP, rounding=ROUND_HALF_EVEN).normalize()
+    return amount.quantize(AMOUNT_STEP, rounding=ROUND_HALF_EVEN, context=AMOUNT_CONTEXT).normalize(
+        AMOUNT_CONTEXT
+    )
 
 
 def _event_row(
