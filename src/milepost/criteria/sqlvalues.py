@@ -6,6 +6,7 @@ every compiled condition is two-valued (never NULL), so `NOT` behaves as in the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,13 +43,14 @@ def case(cond: exp.Expr, then: exp.Expr) -> exp.Expr:
 
 
 @dataclass(frozen=True)
-class SqlValue:
+class SqlValue(ABC):
     """A possibly-missing value; subclasses say how each view is computed."""
 
     d: Dialect
 
+    @abstractmethod
     def present(self) -> exp.Expr:
-        raise NotImplementedError
+        """True when the value exists."""
 
     def is_list(self) -> exp.Expr:
         return FALSE

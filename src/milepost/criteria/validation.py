@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from milepost.criteria import operators as ops
 from milepost.criteria.model import (
@@ -37,6 +37,7 @@ from milepost.criteria.model import (
 )
 from milepost.criteria.operators import fail, join, parse_duration
 from milepost.errors import InvalidCriteria
+from milepost.model.batch import DEVICE_FIELDS
 
 EVENT_TYPES = frozenset(
     {
@@ -64,28 +65,7 @@ EVENT_TYPES = frozenset(
     }
 )
 TEXT_COLUMNS = frozenset({"transaction_id", "currency_code", "coupon_code"})
-DEVICE_FIELDS = (
-    "platform",
-    "os_version",
-    "device_model",
-    "device_manufacturer",
-    "network_carrier",
-    "app_version",
-)
-CALCULATIONS = (
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "most_frequent",
-    "unique_count",
-    "first_value",
-    "last_value",
-    "first_timestamp",
-    "last_timestamp",
-    "unique_list",
-)
+CALCULATIONS = get_args(CalculatedAttribute.model_fields["calculation"].annotation)
 LEAF_TYPES = (
     "event",
     "sequence",
