@@ -67,7 +67,7 @@ class Compiler:
         if c is None:
             return TRUE
         if isinstance(c, str):
-            return exp.In(this=mpid, query=exp.select("mpid").from_(exp.to_table(c)))
+            return exp.In(this=mpid, query=exp.select("mpid").from_(exp.to_table(c)).subquery())
         if not c:
             return FALSE
         return exp.In(this=mpid, expressions=[lit(int(x)) for x in c])

@@ -113,6 +113,10 @@ class DuckDBStore:
     def close(self) -> None:
         self._con.close()
 
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the same database, for a component with its own transactions."""
+        return self._con.cursor()
+
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A connection for the calling thread's reads (DuckDB connections are not shared across threads)."""
         cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)

@@ -1,0 +1,323 @@
+"""The audience engine: evaluates journey trees for a set of users and records what changed.
+
+One method does the work for every use: `evaluate(now, candidates)` computes the trees for the
+candidate users (all users for a full calculation), diffs against stored membership, and writes
+the new membership, the change log and the users' next timers in one transaction. Real time is
+`catch_up` (users of batches not yet evaluated) plus `advance` (users whose timers are due).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from milepost.audiences.boundaries import Boundaries, boundaries
+from milepost.audiences.tree import (
+    JourneyRows,
+    SiblingGroup,
+    all_criteria,
+    evaluation_order,
+    root_audience_id,
+    sibling_groups,
+)
+from milepost.clock import Clock
+from milepost.criteria import CalculatedAttribute, CompileContext, compile_many, to_sql
+from milepost.criteria.dialect import DUCKDB
+from milepost.engines.duckdb_membership import MEMBERSHIP_DDL, SCRATCH_DDL
+
+WATERMARK_KEY = "evaluated_batch_seq"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    lookback_ms: int
+    lifetime_ms: int
+
+
+@dataclass
+class EvalResult:
+    adds: int = 0
+    removes: int = 0
+    users: int = 0
+
+
+@dataclass
+class _Plan:
+    journeys: tuple[JourneyRows, ...] = ()
+    groups: list[SiblingGroup] = field(default_factory=list)
+    calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
+    boundaries: Boundaries | None = None
+
+
+class AudienceEngine:
+    """Owns one connection to the store; every method runs under one lock (one evaluation at a time)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, clock: Clock, settings: EngineSettings) -> None:
+        self.con = con
+        self.clock = clock
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._plan = _Plan()
+        for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
+            con.execute(ddl).fetchall()
+        row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
+        self._seq = int(row[0][0] or 0)
+
+    # ---- what is maintained ------------------------------------------------------------------
+
+    def configure(
+        self,
+        journeys: Sequence[JourneyRows],
+        calculated: Mapping[str, CalculatedAttribute],
+        settings: EngineSettings | None = None,
+    ) -> None:
+        """Set the maintained journeys (their trees are re-planned; memberships are kept)."""
+        with self._lock:
+            if settings is not None:
+                self.settings = settings
+            groups = evaluation_order(g for j in journeys for g in sibling_groups(j))
+            self._plan = _Plan(
+                tuple(journeys),
+                groups,
+                dict(calculated),
+                boundaries(
+                    all_criteria(groups),
+                    calculated.values(),
+                    self.settings.lookback_ms,
+                    self.settings.lifetime_ms,
+                ),
+            )
+
+    # ---- the three uses ---------------------------------------------------------------------
+
+    def full_calculation(self, now: int | None = None, cause: str = "full") -> EvalResult:
+        """Recompute every maintained audience for every user."""
+        return self.evaluate(self.clock.now_ms() if now is None else now, None, cause)
+
+    def catch_up(self, now: int | None = None) -> EvalResult:
+        """Evaluate the users of every accepted real-time batch not evaluated yet."""
+        with self._lock:
+            now = self.clock.now_ms() if now is None else now
+            wm = self._watermark()
+            rows = self.con.execute("SELECT max(seq) FROM batches WHERE seq > ?", [wm]).fetchall()
+            top = rows[0][0]
+            if top is None:
+                return EvalResult()
+            mpids = [
+                int(r[0])
+                for r in self.con.execute(
+                    "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
+                    "AND endpoint = 'events' AND environment = 'production'",
+                    [wm, top],
+                ).fetchall()
+            ]
+            return self.evaluate(now, mpids, "ingest", watermark=int(top))
+
+    def advance(self, now: int | None = None, granularity_ms: int = 0) -> EvalResult:
+        """Fire due timers in time order, each group of users evaluated at its due instant."""
+        total = EvalResult()
+        with self._lock:
+            now = self.clock.now_ms() if now is None else now
+            while True:
+                row = self.con.execute("SELECT min(due_at) FROM timers WHERE due_at <= ?", [now]).fetchall()
+                due = row[0][0]
+                if due is None:
+                    return total
+                upto = min(now, int(due) + granularity_ms)
+                mpids = [
+                    int(r[0])
+                    for r in self.con.execute("SELECT mpid FROM timers WHERE due_at <= ?", [upto]).fetchall()
+                ]
+                res = self.evaluate(upto, mpids, "timer")
+                total.adds += res.adds
+                total.removes += res.removes
+                total.users += res.users
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    def evaluate(
+        self, now: int, candidates: Sequence[int] | None, cause: str, watermark: int | None = None
+    ) -> EvalResult:
+        with self._lock:
+            con = self.con
+            plan = self._plan
+            result = EvalResult()
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                scoped = candidates is not None
+                con.execute("DELETE FROM eval_candidates").fetchall()
+                if scoped:
+                    self._fill("eval_candidates", candidates or [])
+                    result.users = len(candidates or [])
+                for journey in plan.journeys:
+                    self._evaluate_root(journey, now, scoped, cause, result)
+                for group in plan.groups:
+                    self._evaluate_group(group, plan, now, scoped, cause, result)
+                self._set_timers(plan, now, scoped)
+                if watermark is not None:
+                    con.execute(
+                        "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
+                    ).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+            return result
+
+    def _fill(self, table: str, mpids: Sequence[int]) -> None:
+        self.con.register("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())}))
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill").fetchall()
+        finally:
+            self.con.unregister("t_fill")
+
+    def _scope(self, column: str, scoped: bool) -> str:
+        return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
+
+    def _evaluate_root(
+        self, journey: JourneyRows, now: int, scoped: bool, cause: str, result: EvalResult
+    ) -> None:
+        con = self.con
+        con.execute("DELETE FROM eval_new").fetchall()
+        ids = list(journey.input_ids)
+        con.execute(
+            "INSERT INTO eval_new SELECT ?, mpid FROM users WHERE last_seen IS NOT NULL AND last_seen > ? "
+            "AND list_has_any(inputs, ?::INTEGER[])" + self._scope("mpid", scoped),
+            [root_audience_id(journey.id), now - self.settings.lifetime_ms, ids],
+        ).fetchall()
+        self._apply_diff([root_audience_id(journey.id)], now, scoped, cause, result)
+
+    def _evaluate_group(
+        self, group: SiblingGroup, plan: _Plan, now: int, scoped: bool, cause: str, result: EvalResult
+    ) -> None:
+        con = self.con
+        con.execute("DELETE FROM eval_parent").fetchall()
+        con.execute(
+            "INSERT INTO eval_parent SELECT mpid FROM memberships WHERE audience_id = ?"
+            + self._scope("mpid", scoped),
+            [group.parent_audience_id],
+        ).fetchall()
+        con.execute("DELETE FROM eval_new").fetchall()
+        regular = [c for c in group.children if c.criteria is not None]
+        remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
+        if regular:
+            ctx = CompileContext(
+                now_ms=now,
+                lookback_ms=self.settings.lookback_ms,
+                input_ids=group.input_ids,
+                parent_audience_id=group.parent_audience_id,
+                calculated=plan.calculated,
+                candidates="eval_parent",
+                dialect=DUCKDB,
+            )
+            query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
+            pick: exp.Expr = exp.Case(
+                ifs=[
+                    exp.If(this=exp.column(f"c{i}"), true=exp.convert(c.audience_id))
+                    for i, c in enumerate(regular)
+                ],
+                default=exp.convert(remaining) if remaining is not None else exp.Null(),
+            )
+            select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(query.subquery("q"))
+            outer = (
+                exp.select("audience_id", "mpid").from_(select.subquery("p")).where("audience_id IS NOT NULL")
+            )
+            con.execute(f"INSERT INTO eval_new {to_sql(outer)}").fetchall()
+        elif remaining is not None:
+            con.execute("INSERT INTO eval_new SELECT ?, mpid FROM eval_parent", [remaining]).fetchall()
+        self._apply_diff(list(group.audience_ids), now, scoped, cause, result)
+
+    def _apply_diff(
+        self, audience_ids: list[int], now: int, scoped: bool, cause: str, result: EvalResult
+    ) -> None:
+        """Write the difference between `eval_new` and stored membership of these audiences."""
+        con = self.con
+        scope = self._scope("m.mpid", scoped)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE eval_adds AS SELECT n.audience_id, n.mpid FROM eval_new n "
+            "WHERE NOT EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = n.audience_id AND m.mpid = n.mpid)"
+        ).fetchall()
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE eval_removes AS SELECT m.audience_id, m.mpid FROM memberships m "
+            "WHERE list_contains(?::BIGINT[], m.audience_id)" + scope + " AND NOT EXISTS "
+            "(SELECT 1 FROM eval_new n WHERE n.audience_id = m.audience_id AND n.mpid = m.mpid)",
+            [audience_ids],
+        ).fetchall()
+        adds = con.execute("SELECT count(*) FROM eval_adds").fetchall()[0][0]
+        removes = con.execute("SELECT count(*) FROM eval_removes").fetchall()[0][0]
+        if removes:
+            con.execute(
+                "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM eval_removes r "
+                "WHERE r.audience_id = memberships.audience_id AND r.mpid = memberships.mpid)"
+            ).fetchall()
+        if adds:
+            con.execute(
+                "INSERT INTO memberships SELECT audience_id, mpid, ? FROM eval_adds", [now]
+            ).fetchall()
+        for table, action in (("eval_removes", "remove"), ("eval_adds", "add")):
+            n = con.execute(
+                f"INSERT INTO membership_changes SELECT ? + row_number() OVER (ORDER BY audience_id, mpid), "
+                f"audience_id, mpid, ?, ?, ? FROM {table} WHERE audience_id > 0",
+                [self._seq, action, now, cause],
+            ).fetchall()[0][0]
+            self._seq += int(n)
+        if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
+            result.adds += int(adds)
+            result.removes += int(removes)
+
+    def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
+        con = self.con
+        b = plan.boundaries
+        con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
+        if b is None or not plan.journeys:
+            return
+        durations = sorted(b.durations_ms)
+        horizon = now - max(durations)
+        parts = [
+            "SELECT e.mpid, e.ts + d.d AS b FROM events e, eval_durations d WHERE e.ts > ?"
+            + self._scope("e.mpid", scoped),
+            "SELECT u.mpid, u.last_seen + d.d FROM users u, eval_durations d WHERE u.last_seen IS NOT NULL"
+            + self._scope("u.mpid", scoped),
+            "SELECT u.mpid, u.first_seen + d.d FROM users u, eval_durations d WHERE u.first_seen IS NOT NULL"
+            + self._scope("u.mpid", scoped),
+            "SELECT m.mpid, m.entered_at + d.d FROM memberships m, eval_durations d WHERE true"
+            + self._scope("m.mpid", scoped),
+        ]
+        params: list[object] = [horizon]
+        for attribute, duration in sorted(b.attribute_durations):
+            value = DUCKDB.json_get(exp.column("attributes", table="u"), attribute)
+            text = DUCKDB.json_text(value)
+            as_ms = exp.Coalesce(
+                this=DUCKDB.iso_epoch_ms(text),
+                expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
+            )
+            parts.append(f"SELECT u.mpid, {to_sql(as_ms)} + {int(duration)} FROM u_scope u")
+        con.execute("CREATE OR REPLACE TEMP TABLE eval_durations (d BIGINT)").fetchall()
+        con.execute("INSERT INTO eval_durations SELECT unnest(?::BIGINT[])", [durations]).fetchall()
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW u_scope AS SELECT * FROM users u WHERE true"
+            + self._scope("u.mpid", scoped)
+        ).fetchall()
+        union = " UNION ALL ".join(parts)
+        con.execute(
+            f"INSERT INTO timers SELECT mpid, min(b) FROM ({union}) t(mpid, b) WHERE b > ? GROUP BY mpid",
+            [*params, now],
+        ).fetchall()
+
+    def _watermark(self) -> int:
+        rows = self.con.execute("SELECT value FROM store_meta WHERE key = ?", [WATERMARK_KEY]).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    # ---- reads ---------------------------------------------------------------------------------
+
+    def members(self, audience_id: int) -> list[int]:
+        with self._lock:
+            rows = self.con.execute(
+                "SELECT mpid FROM memberships WHERE audience_id = ? ORDER BY mpid", [audience_id]
+            ).fetchall()
+            return [int(r[0]) for r in rows]

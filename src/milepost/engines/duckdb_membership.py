@@ -1,0 +1,30 @@
+"""Membership state in the embedded store: current members, the change log (outbox), user timers.
+
+Written only by the audience engine, on its own connection, one transaction per evaluation, so a
+membership and the change that produced it are always stored together.
+"""
+
+from __future__ import annotations
+
+MEMBERSHIP_DDL = [
+    """CREATE TABLE IF NOT EXISTS memberships (
+        audience_id BIGINT NOT NULL,
+        mpid BIGINT NOT NULL,
+        entered_at BIGINT NOT NULL,
+        PRIMARY KEY (audience_id, mpid))""",
+    """CREATE TABLE IF NOT EXISTS membership_changes (
+        seq BIGINT NOT NULL,
+        audience_id BIGINT NOT NULL,
+        mpid BIGINT NOT NULL,
+        action VARCHAR NOT NULL,
+        changed_at BIGINT NOT NULL,
+        cause VARCHAR NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS timers (mpid BIGINT PRIMARY KEY, due_at BIGINT NOT NULL)",
+]
+
+# Scratch tables of one evaluation; TEMP, so they live in the engine's connection only.
+SCRATCH_DDL = [
+    "CREATE TEMP TABLE IF NOT EXISTS eval_candidates (mpid BIGINT)",
+    "CREATE TEMP TABLE IF NOT EXISTS eval_parent (mpid BIGINT)",
+    "CREATE TEMP TABLE IF NOT EXISTS eval_new (audience_id BIGINT, mpid BIGINT)",
+]

@@ -1,0 +1,136 @@
+"""The audience engine on a real store: tree semantics, real time, timers, full calculation, change log."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milepost.audiences.engine import AudienceEngine, EngineSettings
+from milepost.audiences.tree import JourneyRows, MilestoneRow
+from milepost.clock import ManualClock
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.normalize import normalize_request
+from milepost.ingest.plan import DedupeWindows, build_plan
+from milepost.model.batch import IngestRequest
+
+DAY = 86_400_000
+T0 = 1_780_315_200_000  # 2026-06-01T12:00Z
+WINDOWS = DedupeWindows(30 * DAY, 7 * DAY)
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.store = DuckDBStore(tmp / "store")
+        self.clock = ManualClock(T0)
+        self.engine = AudienceEngine(self.store.connect(), self.clock, EngineSettings(90 * DAY, 90 * DAY))
+        self.rng = random.Random(3)
+
+    def send(self, *batches: dict[str, Any], input_id: int = 1) -> None:
+        now = self.clock.now_ms()
+        normalized, _ = normalize_request(list(batches), bulk=True, historical=False, received_at=now)
+        self.store.apply(
+            build_plan([IngestRequest(input_id, now, normalized)], self.store, WINDOWS, self.rng)
+        )
+
+    def changes(self) -> list[tuple[int, int, str]]:
+        rows = (
+            self.store.reader()
+            .execute("SELECT audience_id, mpid, action FROM membership_changes ORDER BY seq")
+            .fetchall()
+        )
+        return [(int(a), int(m), str(x)) for a, m, x in rows]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Any:
+    w = World(tmp_path)
+    yield w
+    w.engine.con.close()
+    w.store.close()
+
+
+def attr(name: str, op: str, value: Any) -> dict[str, Any]:
+    return {"type": "user_attribute", "attribute": name, "op": op, "value": value}
+
+
+def journey(*milestones: MilestoneRow, inputs: tuple[int, ...] = (1,)) -> JourneyRows:
+    return JourneyRows(1, "j", inputs, milestones)
+
+
+def ms(
+    mid: int, audience: int, criteria: dict[str, Any] | None, parent: int | None = None, pos: int = 0
+) -> MilestoneRow:
+    return MilestoneRow(mid, 1, parent, pos, f"m{mid}", audience, criteria, criteria is None)
+
+
+def test_exclusive_siblings_remaining_split_and_children(world: World) -> None:
+    tree = journey(
+        ms(1, 101, attr("ltv", "greater_than", 1000), pos=0),
+        ms(2, 102, attr("ltv", "greater_than", 100), pos=1),
+        ms(3, 103, None, pos=2),
+        ms(4, 104, attr("email_ok", "equals", True), parent=3),
+    )
+    world.engine.configure([tree], {})
+    world.send(
+        {"mpid": 1, "user_attributes": {"ltv": 5000}},
+        {"mpid": 2, "user_attributes": {"ltv": 500}},
+        {"mpid": 3, "user_attributes": {"ltv": 5, "email_ok": True}},
+        {"mpid": 4},
+    )
+    world.engine.catch_up()
+    assert [world.engine.members(a) for a in (101, 102, 103, 104)] == [[1], [2], [3, 4], [3]]
+    # A later batch moves user 2 up a tier: one remove and one add, no flapping elsewhere.
+    world.clock.advance(1000)
+    world.send({"mpid": 2, "user_attributes": {"ltv": 2000}})
+    world.engine.catch_up()
+    assert world.engine.members(101) == [1, 2] and world.engine.members(102) == []
+    assert world.changes()[-2:] == [(102, 2, "remove"), (101, 2, "add")]
+
+
+def test_time_driven_exit_fires_from_a_timer(world: World) -> None:
+    crit = {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "watch"},
+        "having": {"fn": "count", "op": "greater_or_equal", "value": 2},
+        "window": {"last": {"amount": 7, "unit": "days"}},
+    }
+    world.engine.configure([journey(ms(1, 101, crit))], {})
+    ev = lambda ts: {
+        "event_type": "custom_event",
+        "data": {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts},
+    }  # noqa: E731
+    world.send({"mpid": 1, "events": [ev(T0 - 6 * DAY), ev(T0 - DAY)]})
+    world.engine.catch_up()
+    assert world.engine.members(101) == [1]
+    world.clock.set(T0 + DAY - 1)
+    world.engine.advance()
+    assert world.engine.members(101) == [1]
+    world.clock.set(T0 + DAY + 1)
+    world.engine.advance()
+    assert world.engine.members(101) == []
+    assert world.changes() == [(101, 1, "add"), (101, 1, "remove")]
+
+
+def test_full_calculation_agrees_and_logs_nothing_new(world: World) -> None:
+    world.engine.configure([journey(ms(1, 101, attr("plan", "equals", "paid")))], {})
+    world.send(*({"mpid": i, "user_attributes": {"plan": "paid" if i % 2 else "free"}} for i in range(1, 21)))
+    world.engine.catch_up()
+    before = world.changes()
+    assert world.engine.members(101) == list(range(1, 21, 2))
+    world.engine.full_calculation()
+    assert world.changes() == before
+    assert world.engine.members(101) == list(range(1, 21, 2))
+
+
+def test_root_requires_selected_inputs_and_profile_lifetime(world: World) -> None:
+    world.engine.configure([journey(ms(1, 101, {"all": []}), inputs=(2,))], {})
+    world.send({"mpid": 1}, input_id=1)
+    world.send({"mpid": 2}, input_id=2)
+    world.engine.catch_up()
+    assert world.engine.members(101) == [2]
+    world.clock.set(T0 + 90 * DAY + 1)
+    world.engine.advance()
+    assert world.engine.members(101) == []
