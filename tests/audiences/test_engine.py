@@ -98,10 +98,11 @@ def test_time_driven_exit_fires_from_a_timer(world: World) -> None:
         "window": {"last": {"amount": 7, "unit": "days"}},
     }
     world.engine.configure([journey(ms(1, 101, crit))], {})
-    ev = lambda ts: {
-        "event_type": "custom_event",
-        "data": {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts},
-    }  # noqa: E731
+
+    def ev(ts: int) -> dict[str, Any]:
+        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
+        return {"event_type": "custom_event", "data": data}
+
     world.send({"mpid": 1, "events": [ev(T0 - 6 * DAY), ev(T0 - DAY)]})
     world.engine.catch_up()
     assert world.engine.members(101) == [1]
