@@ -7,6 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.catalog import Catalog
 from milepost.clock import Clock, SystemClock
 from milepost.config import Config
@@ -16,6 +17,7 @@ from milepost.ingest.plan import DedupeWindows
 from milepost.ingest.ratelimit import RateLimiter
 from milepost.ingest.service import IngestService
 from milepost.ingest.writer import IngestWriter
+from milepost.journeys.service import JourneyService
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -30,6 +32,8 @@ class Runtime:
     writer: IngestWriter
     inputs: InputDirectory
     ingest: IngestService
+    audiences: AudienceEngine
+    journeys: JourneyService
 
     @classmethod
     def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
@@ -59,13 +63,40 @@ class Runtime:
             max_request_bytes=config.max_request_bytes,
             max_bulk_batches=config.max_bulk_batches,
         )
-        return cls(config, clock, catalog, store, writer, inputs, ingest)
+        s = catalog.get_settings()
+        engine = AudienceEngine(
+            store.connect(),
+            clock,
+            EngineSettings(s.lookback_days * DAY_MS, s.effective_profile_lifetime_days * DAY_MS),
+        )
+        journeys = JourneyService(catalog, engine, clock.now_ms)
+        engine.configure(journeys.journeys(), journeys.calculated(), journeys.settings())
+        return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys)
 
-    def start(self) -> None:
+    def start(self, *, background: bool = True) -> None:
+        """Start the writer; with `background`, also upkeep and real-time evaluation threads."""
         self.writer.start()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        if not background:
+            return
+        self.writer.listeners.append(lambda _plan: self._wake.set())
         self._maintenance = threading.Thread(target=self._maintain, name="milepost-maintenance", daemon=True)
         self._maintenance.start()
+        self._evaluator = threading.Thread(target=self._evaluate, name="milepost-evaluator", daemon=True)
+        self._evaluator.start()
+
+    def _evaluate(self) -> None:
+        """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
+        self.audiences.catch_up()  # recovery: batches accepted before a crash but not yet evaluated
+        while not self._stop.is_set():
+            self._wake.wait(0.2)
+            self._wake.clear()
+            try:
+                self.audiences.catch_up()
+                self.audiences.advance(granularity_ms=1000)
+            except Exception:
+                log.exception("audience evaluation failed")
 
     def _maintain(self) -> None:
         """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""
@@ -92,6 +123,9 @@ class Runtime:
     def close(self) -> None:
         if hasattr(self, "_stop"):
             self._stop.set()
+            self._wake.set()
             self.writer.stop()
+            if hasattr(self, "_evaluator"):
+                self._evaluator.join(30)
         self.store.close()
         self.catalog.close()

@@ -20,7 +20,7 @@ from milepost.errors import InvalidRequest
 
 def test_migrations_reach_head_and_match_the_models(catalog: Catalog, catalog_url: str) -> None:
     head = ScriptDirectory.from_config(migration_config()).get_current_head()
-    assert head == "0001"
+    assert head == "0002"
     engine = create_engine(catalog_url)
     try:
         with engine.connect() as connection:
@@ -30,7 +30,19 @@ def test_migrations_reach_head_and_match_the_models(catalog: Catalog, catalog_ur
             tables = set(inspect(connection).get_table_names())
     finally:
         engine.dispose()
-    assert {"workspaces", "inputs", "account_settings", "api_tokens", "alembic_version"} <= tables
+    assert {
+        "workspaces",
+        "inputs",
+        "account_settings",
+        "api_tokens",
+        "journeys",
+        "journey_inputs",
+        "milestones",
+        "audiences",
+        "audience_references",
+        "calculated_attributes",
+        "alembic_version",
+    } <= tables
 
 
 def test_reopening_keeps_data_and_reruns_no_migration(catalog_url: str, clock: ManualClock) -> None:

@@ -1,18 +1,19 @@
-"""The Catalog: the control plane's one entry point for workspaces, inputs, settings and tokens."""
+"""The Catalog: the control plane's one entry point for workspaces, inputs, settings, tokens,
+journeys with their milestones and audiences, and calculated attributes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, sessionmaker
+from sqlalchemy.orm import joinedload, sessionmaker
 
 from milepost.catalog import rows
 from milepost.catalog import secrets as secretgen
 from milepost.catalog.database import open_engine, upgrade_to_head
+from milepost.catalog.journey_rows import journeys_selecting
+from milepost.catalog.journeys import JourneysMixin
+from milepost.catalog.milestones import MilestonesMixin
 from milepost.catalog.records import PLATFORMS, SCOPES, AccountSettings, ApiToken, Input, Workspace
 from milepost.catalog.settings import apply_changes
 from milepost.catalog.tables import AccountSettingsRow, ApiTokenRow, InputRow, WorkspaceRow
@@ -24,8 +25,9 @@ SETTINGS_ID = 1
 TOKEN_USE_RESOLUTION_MS = 60_000
 
 
-class Catalog:
-    """Workspaces, inputs, account settings and API tokens in a SQLite or PostgreSQL database.
+class Catalog(JourneysMixin, MilestonesMixin):
+    """Workspaces, inputs, account settings, API tokens, journeys, milestones, audiences and
+    calculated attributes in a SQLite or PostgreSQL database.
 
     Opening a catalog applies any pending migrations. Every method runs in its own transaction
     and returns frozen records, never ORM objects.
@@ -51,15 +53,6 @@ class Catalog:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    @contextmanager
-    def _transaction(self, conflict: str) -> Iterator[Session]:
-        """A session committed on success; a unique-constraint race surfaces as Conflict(conflict)."""
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except IntegrityError as error:
-            raise Conflict(conflict) from error
 
     # workspaces
 
@@ -190,12 +183,21 @@ class Catalog:
             return rows.input_record(row), secret
 
     def delete_input(self, ref: int | str) -> None:
-        # Tables added later (journeys) reference inputs with RESTRICT: their refusal becomes Conflict.
+        # journey_inputs references inputs with RESTRICT: a racing selection also becomes Conflict.
         with self._sessions() as session:
             name = rows.find_input(session, ref).name
         conflict = f"input {name!r} is still selected by a journey; remove it from those journeys first"
         with self._transaction(conflict) as session:
-            session.delete(rows.find_input(session, ref))
+            row = rows.find_input(session, ref)
+            journeys = journeys_selecting(session, row.id)
+            if journeys:
+                many = len(journeys) > 1
+                raise Conflict(
+                    f"input {row.name!r} is still selected by journey{'s' if many else ''} "
+                    f"{', '.join(repr(j) for j in journeys)}; remove it from "
+                    f"{'those journeys' if many else 'that journey'} first"
+                )
+            session.delete(row)
 
     # settings
 

@@ -9,13 +9,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from milepost.catalog.records import AccountSettings, ApiToken, Input, Workspace
-from milepost.catalog.tables import NAME_LENGTH, AccountSettingsRow, ApiTokenRow, InputRow, WorkspaceRow
+from milepost.catalog.tables import (
+    NAME_LENGTH,
+    AccountSettingsRow,
+    ApiTokenRow,
+    CalculatedAttributeRow,
+    InputRow,
+    JourneyRow,
+    WorkspaceRow,
+)
 from milepost.errors import Conflict, InvalidRequest, NotFound
 
 # Ids are 32-bit integers on PostgreSQL; a larger one can only be a miss.
 _MAX_ID = 2**31 - 1
 
-Named = TypeVar("Named", WorkspaceRow, InputRow)
+Named = TypeVar("Named", WorkspaceRow, InputRow, JourneyRow, CalculatedAttributeRow)
 
 
 def clean_name(value: object, what: str) -> str:
@@ -45,6 +53,21 @@ def find_workspace(session: Session, ref: int | str) -> WorkspaceRow:
 def find_input(session: Session, ref: int | str) -> InputRow:
     """The input with this id or name, or NotFound."""
     return _find(session, InputRow, ref, "input")
+
+
+def find_journey(session: Session, ref: int | str) -> JourneyRow:
+    """The journey with this id or name, or NotFound."""
+    return _find(session, JourneyRow, ref, "journey")
+
+
+def find_calculated_attribute(session: Session, ref: int | str) -> CalculatedAttributeRow:
+    """The calculated attribute with this id or name, or NotFound."""
+    return _find(session, CalculatedAttributeRow, ref, "calculated attribute")
+
+
+def valid_id(value: object) -> bool:
+    """Whether `value` can be the id of a row (a positive 32-bit integer, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_ID
 
 
 def _find(session: Session, table: type[Named], ref: int | str, what: str) -> Named:

@@ -6,10 +6,11 @@ which works the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, MetaData, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_LENGTH = 100
+EXTERNAL_NAME_LENGTH = 255
 
 # Deterministic constraint names keep migrations portable and later ALTERs possible on SQLite.
 NAMING_CONVENTION = {
@@ -80,3 +81,88 @@ class ApiTokenRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class JourneyRow(Base):
+    __tablename__ = "journeys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class JourneyInputRow(Base):
+    """One input a journey selects; an input cannot be deleted while a journey selects it."""
+
+    __tablename__ = "journey_inputs"
+
+    journey_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("journeys.id", ondelete="CASCADE"), primary_key=True
+    )
+    input_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("inputs.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+
+
+class MilestoneRow(Base):
+    """A node of a journey tree; `parent_id` NULL is the root and `criteria` NULL a remaining split.
+
+    Positions are 0-based and contiguous among the children of one parent, a remaining split last.
+    """
+
+    __tablename__ = "milestones"
+    __table_args__ = (UniqueConstraint("journey_id", "name_key", name="uq_milestones_journey_id_name_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    journey_id: Mapped[int] = mapped_column(Integer, ForeignKey("journeys.id", ondelete="RESTRICT"))
+    parent_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("milestones.id", ondelete="RESTRICT"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    criteria: Mapped[str | None] = mapped_column(Text)
+    remaining: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AudienceRow(Base):
+    """The audience a milestone owns. Ids come from AUTOINCREMENT (SQLite) or a sequence
+    (PostgreSQL), so an id is never handed out twice, even after its audience is deleted."""
+
+    __tablename__ = "audiences"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    milestone_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("milestones.id", ondelete="RESTRICT"), unique=True
+    )
+    external_name: Mapped[str | None] = mapped_column(String(EXTERNAL_NAME_LENGTH))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AudienceReferenceRow(Base):
+    """A milestone whose criteria refer to an audience: the audience cannot go while it does."""
+
+    __tablename__ = "audience_references"
+
+    milestone_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("milestones.id", ondelete="CASCADE"), primary_key=True
+    )
+    audience_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("audiences.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+
+
+class CalculatedAttributeRow(Base):
+    __tablename__ = "calculated_attributes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    definition: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
