@@ -90,10 +90,12 @@ def _serve(config: Config, host: str, port: int) -> None:
     import uvicorn
 
     from milepost.api.app import create_app
+    from milepost.clock import ManualClock
     from milepost.local import clear_server_info, write_server_info
     from milepost.runtime import Runtime
 
-    runtime = Runtime.open(config)
+    clock = ManualClock(config.fake_clock_start_ms) if config.fake_clock_start_ms is not None else None
+    runtime = Runtime.open(config, clock)
     app_ = create_app(runtime)
     server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False))
     write_server_info(config.data_dir, host, port)

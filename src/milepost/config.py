@@ -18,6 +18,7 @@ class Config:
     input_rate_per_s: float = 20_000.0  # batches per second per input
     input_burst: float = 40_000.0
     max_group_batches: int = 5_000  # batches written in one group commit at most
+    fake_clock_start_ms: int | None = None  # tests only: a clock moved through /api/v1/test/clock
 
     @property
     def store_dir(self) -> Path:
@@ -33,4 +34,7 @@ class Config:
             catalog_url=catalog,
             input_rate_per_s=rate,
             input_burst=float(os.environ.get("MILEPOST_INPUT_BURST", str(rate * 2))),
+            fake_clock_start_ms=int(os.environ["MILEPOST_FAKE_CLOCK"])
+            if os.environ.get("MILEPOST_FAKE_CLOCK")
+            else None,
         )

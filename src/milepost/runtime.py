@@ -18,6 +18,7 @@ from milepost.ingest.ratelimit import RateLimiter
 from milepost.ingest.service import IngestService
 from milepost.ingest.writer import IngestWriter
 from milepost.journeys.service import JourneyService
+from milepost.journeys.views import JourneyViews
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -34,6 +35,7 @@ class Runtime:
     ingest: IngestService
     audiences: AudienceEngine
     journeys: JourneyService
+    views: JourneyViews
 
     @classmethod
     def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
@@ -70,15 +72,18 @@ class Runtime:
             EngineSettings(s.lookback_days * DAY_MS, s.effective_profile_lifetime_days * DAY_MS),
         )
         journeys = JourneyService(catalog, engine, clock.now_ms)
-        engine.configure(journeys.journeys(), journeys.calculated(), journeys.settings())
-        return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys)
+        journeys.load()
+        views = JourneyViews(journeys, store)
+        return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys, views)
 
     def start(self, *, background: bool = True) -> None:
         """Start the writer; with `background`, also upkeep and real-time evaluation threads."""
         self.writer.start()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self.journeys.deferred = background
         if not background:
+            self.journeys.settle()
             return
         self.writer.listeners.append(lambda _plan: self._wake.set())
         self._maintenance = threading.Thread(target=self._maintain, name="milepost-maintenance", daemon=True)
@@ -88,15 +93,15 @@ class Runtime:
 
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
-        self.audiences.catch_up()  # recovery: batches accepted before a crash but not yet evaluated
         while not self._stop.is_set():
-            self._wake.wait(0.2)
-            self._wake.clear()
             try:
+                self.journeys.settle()  # first calculations (after start-up: recovery too)
                 self.audiences.catch_up()
                 self.audiences.advance(granularity_ms=1000)
             except Exception:
                 log.exception("audience evaluation failed")
+            self._wake.wait(0.2)
+            self._wake.clear()
 
     def _maintain(self) -> None:
         """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""

@@ -57,7 +57,10 @@ def test_membership_survives_crashes_exactly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     creds = init_data_dir(data_dir)
     runtime = Runtime.open(Config.from_env(data_dir))
-    runtime.journeys.create(JOURNEY)
+    journey_id = runtime.journeys.create(JOURNEY)
+    output = runtime.catalog.create_output("file", "Out", {"directory": str(tmp_path / "out")})
+    for m in runtime.catalog.milestones(journey_id):  # activated audiences are maintained in real time
+        runtime.catalog.create_connection(m.audience_id, output.id)
     runtime.close()
 
     server = Server(data_dir, free_port())

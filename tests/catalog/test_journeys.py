@@ -258,7 +258,7 @@ def test_upgrading_a_0001_catalog_keeps_its_data(catalog_url: str, clock: Manual
     engine = open_engine(catalog_url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     finally:
         engine.dispose()
 

@@ -88,16 +88,11 @@ def test_lookback_and_retention_may_move_together(catalog: Catalog) -> None:
         catalog.update_settings(retention_days=499)
 
 
-def test_the_limit_cannot_go_below_the_activated_audiences(catalog: Catalog) -> None:
-    with pytest.raises(
-        InvalidRequest,
-        match="audience_limit cannot be set below the 3 audiences currently activated; "
-        "deactivate audiences first or choose a limit of at least 3",
-    ):
-        catalog.update_settings(audience_limit=2, activated=3)
-    assert catalog.update_settings(audience_limit=3, activated=3).audience_limit == 3
+def test_the_activated_argument_no_longer_decides_the_floor(catalog: Catalog) -> None:
+    # The catalog counts activated audiences itself (see test_connections.py); the argument stays
+    # accepted for older callers but neither raises nor lowers the floor of the limit.
+    assert catalog.update_settings(audience_limit=2, activated=3).audience_limit == 2
     assert catalog.update_settings(audience_limit=0).audience_limit == 0
-    # Other settings can change even when more audiences are activated than the limit allows.
     assert catalog.update_settings(lookback_days=7, activated=5).lookback_days == 7
 
 

@@ -37,6 +37,7 @@ class CaseRunner:
         self.clock = ManualClock(at_ms(steps[0]["at"]))
         config = Config.from_env(data_dir)
         self.runtime = Runtime.open(config, self.clock, seed=1)
+        self.runtime.journeys.maintain_all = True  # every audience of a case is calculated
         self.runtime.start(background=False)
         self.app = create_app(self.runtime, manage_lifecycle=False)
         self.loop = asyncio.new_event_loop()

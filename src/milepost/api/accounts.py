@@ -149,7 +149,7 @@ def delete_input(ref: int, request: Request) -> Response:
 
 def _settings(rt: Runtime) -> dict[str, Any]:
     s = rt.catalog.get_settings()
-    activated = 0  # audiences consume credits once connections exist
+    activated = rt.catalog.activated_count()
     return {
         "audience_limit": s.audience_limit,
         "activated": activated,
@@ -169,5 +169,7 @@ def get_settings(request: Request) -> dict[str, Any]:
 def patch_settings(body: SettingsPatch, request: Request) -> dict[str, Any]:
     rt = _rt(request)
     changes = body.model_dump(exclude_unset=True)
-    rt.catalog.update_settings(activated=0, **changes)
+    rt.catalog.update_settings(**changes)
+    if changes.keys() & {"lookback_days", "profile_lifetime_days"}:
+        rt.journeys.refresh()  # windows and lifetimes changed: re-evaluate
     return _settings(rt)

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from milepost import __version__
-from milepost.api import accounts, errors, events, operations, users
+from milepost.api import accounts, audiences, errors, events, journeys, operations, testclock, users
+from milepost.clock import ManualClock
 from milepost.runtime import Runtime
 
 
@@ -37,6 +38,10 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(events.imports)
     app.include_router(accounts.router)
     app.include_router(users.router)
+    app.include_router(journeys.router)
+    app.include_router(audiences.router)
+    if isinstance(runtime.clock, ManualClock):
+        app.include_router(testclock.router)
     app.include_router(operations.router)
 
     return app

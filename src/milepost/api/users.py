@@ -23,4 +23,5 @@ def get_user(mpid: int, request: Request) -> dict[str, Any]:
     profile["inputs"] = [{"id": i, "name": names.get(i)} for i in profile.pop("input_ids")]
     for ev in profile["recent_events"]:
         ev["input"] = names.get(ev["input_id"])
+    profile["memberships"] = rt.views.memberships_of(mpid)
     return profile

@@ -44,6 +44,7 @@ class EvalResult:
     adds: int = 0
     removes: int = 0
     users: int = 0
+    per_audience: dict[int, tuple[int, int]] = field(default_factory=dict)  # audience -> (adds, removes)
 
 
 @dataclass
@@ -52,6 +53,10 @@ class _Plan:
     groups: list[SiblingGroup] = field(default_factory=list)
     calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
     boundaries: Boundaries | None = None
+    maintained: frozenset[int] | None = None  # None: every audience of the journeys
+
+    def keeps(self, audience_id: int) -> bool:
+        return self.maintained is None or audience_id in self.maintained
 
 
 class AudienceEngine:
@@ -75,23 +80,83 @@ class AudienceEngine:
         journeys: Sequence[JourneyRows],
         calculated: Mapping[str, CalculatedAttribute],
         settings: EngineSettings | None = None,
+        maintained: frozenset[int] | None = None,
     ) -> None:
-        """Set the maintained journeys (their trees are re-planned; memberships are kept)."""
+        """Set what is maintained: the journeys' trees, restricted to `maintained` audiences when given.
+
+        Memberships of audiences no longer maintained are dropped (without change records: nothing
+        downstream follows an audience that is not calculated).
+        """
         with self._lock:
             if settings is not None:
                 self.settings = settings
-            groups = evaluation_order(g for j in journeys for g in sibling_groups(j))
-            self._plan = _Plan(
-                tuple(journeys),
-                groups,
-                dict(calculated),
-                boundaries(
-                    all_criteria(groups),
-                    calculated.values(),
-                    self.settings.lookback_ms,
-                    self.settings.lifetime_ms,
-                ),
+            self._plan = self._make_plan(journeys, calculated, maintained)
+            keep = [a for g in self._plan.groups for a in g.audience_ids if self._plan.keeps(a)]
+            keep += [root_audience_id(j.id) for j in self._plan.journeys]
+            self.con.execute(
+                "DELETE FROM memberships WHERE NOT list_contains(?::BIGINT[], audience_id)", [keep]
+            ).fetchall()
+
+    def _make_plan(
+        self,
+        journeys: Sequence[JourneyRows],
+        calculated: Mapping[str, CalculatedAttribute],
+        maintained: frozenset[int] | None,
+    ) -> _Plan:
+        groups = [
+            g
+            for g in evaluation_order(g for j in journeys for g in sibling_groups(j))
+            if maintained is None or any(a in maintained for a in g.audience_ids)
+        ]
+        used = {g.journey_id for g in groups}
+        return _Plan(
+            tuple(j for j in journeys if maintained is None or j.id in used),
+            groups,
+            dict(calculated),
+            boundaries(
+                all_criteria(groups),
+                calculated.values(),
+                self.settings.lookback_ms,
+                self.settings.lifetime_ms,
+            ),
+            maintained,
+        )
+
+    def what_if(
+        self,
+        journeys: Sequence[JourneyRows],
+        calculated: Mapping[str, CalculatedAttribute],
+        read: Sequence[int],
+        now: int | None = None,
+    ) -> tuple[EvalResult, dict[int, list[int]]]:
+        """Evaluate these journeys in full as if every audience were maintained, then undo everything.
+
+        Returns the changes it would make (per audience, against stored membership) and the members
+        of the audiences in `read`: the preview of audiences that are not calculated, and dry runs.
+        """
+        with self._lock:
+            now = self.clock.now_ms() if now is None else now
+            plan = self._make_plan(journeys, calculated, None)
+            result = EvalResult()
+            con = self.con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                self._evaluate_plan(plan, now, None, "preview", result)
+                members = {
+                    a: [
+                        int(r[0])
+                        for r in con.execute(
+                            "SELECT mpid FROM memberships WHERE audience_id = ? ORDER BY mpid", [a]
+                        ).fetchall()
+                    ]
+                    for a in read
+                }
+            finally:
+                con.execute("ROLLBACK").fetchall()
+            self._seq = int(
+                con.execute("SELECT coalesce(max(seq), 0) FROM membership_changes").fetchall()[0][0]
             )
+            return result, members
 
     # ---- the three uses ---------------------------------------------------------------------
 
@@ -149,16 +214,7 @@ class AudienceEngine:
             result = EvalResult()
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                scoped = candidates is not None
-                con.execute("DELETE FROM eval_candidates").fetchall()
-                if scoped:
-                    self._fill("eval_candidates", candidates or [])
-                    result.users = len(candidates or [])
-                for journey in plan.journeys:
-                    self._evaluate_root(journey, now, scoped, cause, result)
-                for group in plan.groups:
-                    self._evaluate_group(group, plan, now, scoped, cause, result)
-                self._set_timers(plan, now, scoped)
+                self._evaluate_plan(plan, now, candidates, cause, result)
                 if watermark is not None:
                     con.execute(
                         "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
@@ -168,6 +224,20 @@ class AudienceEngine:
                 con.execute("ROLLBACK").fetchall()
                 raise
             return result
+
+    def _evaluate_plan(
+        self, plan: _Plan, now: int, candidates: Sequence[int] | None, cause: str, result: EvalResult
+    ) -> None:
+        scoped = candidates is not None
+        self.con.execute("DELETE FROM eval_candidates").fetchall()
+        if scoped:
+            self._fill("eval_candidates", candidates or [])
+            result.users = len(candidates or [])
+        for journey in plan.journeys:
+            self._evaluate_root(journey, now, scoped, cause, result)
+        for group in plan.groups:
+            self._evaluate_group(group, plan, now, scoped, cause, result)
+        self._set_timers(plan, now, scoped)
 
     def _fill(self, table: str, mpids: Sequence[int]) -> None:
         self.con.register("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())}))
@@ -230,7 +300,14 @@ class AudienceEngine:
             con.execute(f"INSERT INTO eval_new {to_sql(outer)}").fetchall()
         elif remaining is not None:
             con.execute("INSERT INTO eval_new SELECT ?, mpid FROM eval_parent", [remaining]).fetchall()
-        self._apply_diff(list(group.audience_ids), now, scoped, cause, result)
+        kept = [a for a in group.audience_ids if plan.keeps(a)]
+        if len(kept) < len(
+            group.audience_ids
+        ):  # siblings still decide exclusivity, but only kept ones are stored
+            con.execute(
+                "DELETE FROM eval_new WHERE NOT list_contains(?::BIGINT[], audience_id)", [kept]
+            ).fetchall()
+        self._apply_diff(kept, now, scoped, cause, result)
 
     def _apply_diff(
         self, audience_ids: list[int], now: int, scoped: bool, cause: str, result: EvalResult
@@ -269,6 +346,14 @@ class AudienceEngine:
         if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
             result.adds += int(adds)
             result.removes += int(removes)
+            if adds or removes:
+                for a, n_add, n_remove in con.execute(
+                    "SELECT audience_id, sum(CASE WHEN k = 'a' THEN 1 ELSE 0 END), "
+                    "sum(CASE WHEN k = 'r' THEN 1 ELSE 0 END) FROM (SELECT audience_id, 'a' AS k FROM eval_adds "
+                    "UNION ALL SELECT audience_id, 'r' FROM eval_removes) GROUP BY audience_id"
+                ).fetchall():
+                    prev = result.per_audience.get(int(a), (0, 0))
+                    result.per_audience[int(a)] = (prev[0] + int(n_add), prev[1] + int(n_remove))
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         con = self.con
@@ -314,6 +399,14 @@ class AudienceEngine:
         return int(rows[0][0]) if rows else 0
 
     # ---- reads ---------------------------------------------------------------------------------
+
+    def size(self, audience_id: int) -> int:
+        with self._lock:
+            return int(
+                self.con.execute(
+                    "SELECT count(*) FROM memberships WHERE audience_id = ?", [audience_id]
+                ).fetchall()[0][0]
+            )
 
     def members(self, audience_id: int) -> list[int]:
         with self._lock:

@@ -1,5 +1,5 @@
 """The Catalog: the control plane's one entry point for workspaces, inputs, settings, tokens,
-journeys with their milestones and audiences, and calculated attributes."""
+journeys with their milestones and audiences, calculated attributes, outputs and connections."""
 
 from __future__ import annotations
 
@@ -8,26 +8,28 @@ from types import TracebackType
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, sessionmaker
 
-from milepost.catalog import rows
+from milepost.catalog import credits, rows
 from milepost.catalog import secrets as secretgen
+from milepost.catalog.connections import ConnectionsMixin
+from milepost.catalog.credits import SETTINGS_ID
 from milepost.catalog.database import open_engine, upgrade_to_head
 from milepost.catalog.journey_rows import journeys_selecting
 from milepost.catalog.journeys import JourneysMixin
 from milepost.catalog.milestones import MilestonesMixin
+from milepost.catalog.outputs import OutputsMixin
 from milepost.catalog.records import PLATFORMS, SCOPES, AccountSettings, ApiToken, Input, Workspace
 from milepost.catalog.settings import apply_changes
 from milepost.catalog.tables import AccountSettingsRow, ApiTokenRow, InputRow, WorkspaceRow
 from milepost.clock import Clock, SystemClock
 from milepost.errors import Conflict, InvalidRequest, NotFound
 
-SETTINGS_ID = 1
 # Recording every use of a token would turn each API read into a write; once a minute is enough.
 TOKEN_USE_RESOLUTION_MS = 60_000
 
 
-class Catalog(JourneysMixin, MilestonesMixin):
-    """Workspaces, inputs, account settings, API tokens, journeys, milestones, audiences and
-    calculated attributes in a SQLite or PostgreSQL database.
+class Catalog(JourneysMixin, MilestonesMixin, OutputsMixin, ConnectionsMixin):
+    """Workspaces, inputs, account settings, API tokens, journeys, milestones, audiences,
+    calculated attributes, outputs and connections in a SQLite or PostgreSQL database.
 
     Opening a catalog applies any pending migrations. Every method runs in its own transaction
     and returns frozen records, never ORM objects.
@@ -207,13 +209,17 @@ class Catalog(JourneysMixin, MilestonesMixin):
             return AccountSettings() if row is None else rows.settings_record(row)
 
     def update_settings(self, *, activated: int = 0, **changes: int | None) -> AccountSettings:
-        """Change some settings; `activated` (audiences now activated) is the floor of audience_limit."""
+        """Change some settings; audience_limit cannot go below the audiences activated now.
+
+        The catalog counts the activated audiences itself, under the credit lock, so no activation
+        can slip in between the check and the change. `activated` is still accepted (and must be a
+        whole number, 0 or more) for older callers, but it no longer decides anything.
+        """
+        if isinstance(activated, bool) or not isinstance(activated, int) or activated < 0:
+            raise InvalidRequest("activated must be a whole number of audiences, 0 or more")
         with self._transaction("the settings changed concurrently; try again") as session:
-            row = session.get(AccountSettingsRow, SETTINGS_ID, with_for_update=True)
-            if row is None:
-                row = _default_settings_row()
-                session.add(row)
-            updated = apply_changes(rows.settings_record(row), changes, activated)
+            row = credits.lock_credits(session)
+            updated = apply_changes(rows.settings_record(row), changes, credits.activated_count(session))
             for field in changes:
                 setattr(row, field, getattr(updated, field))
             row.updated_at = self._clock.now_ms()
@@ -280,17 +286,3 @@ def _clean_platform(platform: object) -> str:
     if value is None or value not in PLATFORMS:
         raise InvalidRequest(f"platform must be one of {', '.join(PLATFORMS)} (got {platform!r})")
     return value
-
-
-def _default_settings_row() -> AccountSettingsRow:
-    defaults = AccountSettings()
-    return AccountSettingsRow(
-        id=SETTINGS_ID,
-        audience_limit=defaults.audience_limit,
-        lookback_days=defaults.lookback_days,
-        profile_lifetime_days=defaults.profile_lifetime_days,
-        retention_days=defaults.retention_days,
-        request_dedupe_days=defaults.request_dedupe_days,
-        message_dedupe_days=defaults.message_dedupe_days,
-        updated_at=0,
-    )

@@ -16,6 +16,7 @@ from milepost.catalog.tables import (
     CalculatedAttributeRow,
     InputRow,
     JourneyRow,
+    OutputRow,
     WorkspaceRow,
 )
 from milepost.errors import Conflict, InvalidRequest, NotFound
@@ -23,21 +24,28 @@ from milepost.errors import Conflict, InvalidRequest, NotFound
 # Ids are 32-bit integers on PostgreSQL; a larger one can only be a miss.
 _MAX_ID = 2**31 - 1
 
-Named = TypeVar("Named", WorkspaceRow, InputRow, JourneyRow, CalculatedAttributeRow)
+Named = TypeVar("Named", WorkspaceRow, InputRow, JourneyRow, CalculatedAttributeRow, OutputRow)
 
 
 def clean_name(value: object, what: str) -> str:
     """A name stripped of surrounding space, or InvalidRequest saying what is wrong with it."""
     if not isinstance(value, str):
-        raise InvalidRequest(f"a {what} name must be a string (got {type(value).__name__})")
+        raise InvalidRequest(f"{_a(what)} name must be a string (got {type(value).__name__})")
     name = value.strip()
     if not name:
-        raise InvalidRequest(f"a {what} name cannot be empty")
+        raise InvalidRequest(f"{_a(what)} name cannot be empty")
     if len(name) > NAME_LENGTH:
-        raise InvalidRequest(f"a {what} name can be at most {NAME_LENGTH} characters long (got {len(name)})")
+        raise InvalidRequest(
+            f"{_a(what)} name can be at most {NAME_LENGTH} characters long (got {len(name)})"
+        )
     if any(unicodedata.category(char) == "Cc" for char in name):
-        raise InvalidRequest(f"a {what} name cannot contain control characters such as newlines or tabs")
+        raise InvalidRequest(f"{_a(what)} name cannot contain control characters such as newlines or tabs")
     return name
+
+
+def _a(what: str) -> str:
+    """`what` with its indefinite article, for messages."""
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
 
 
 def name_key(name: str) -> str:
@@ -65,6 +73,11 @@ def find_calculated_attribute(session: Session, ref: int | str) -> CalculatedAtt
     return _find(session, CalculatedAttributeRow, ref, "calculated attribute")
 
 
+def find_output(session: Session, ref: int | str) -> OutputRow:
+    """The output with this id or name, or NotFound."""
+    return _find(session, OutputRow, ref, "output")
+
+
 def valid_id(value: object) -> bool:
     """Whether `value` can be the id of a row (a positive 32-bit integer, not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _MAX_ID
@@ -81,7 +94,7 @@ def _find(session: Session, table: type[Named], ref: int | str, what: str) -> Na
             raise NotFound(f"there is no {what} named {stripped!r}; list the {what}s to see their names")
         ref = int(stripped)
     elif isinstance(ref, bool) or not isinstance(ref, int):
-        raise InvalidRequest(f"a {what} is referred to by its id or name (got {ref!r})")
+        raise InvalidRequest(f"{_a(what)} is referred to by its id or name (got {ref!r})")
     found = session.get(table, ref) if 1 <= ref <= _MAX_ID else None
     if found is None:
         raise NotFound(f"there is no {what} with id {ref}")

@@ -6,7 +6,17 @@ which works the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_LENGTH = 100
@@ -164,5 +174,46 @@ class CalculatedAttributeRow(Base):
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     name_key: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     definition: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OutputRow(Base):
+    """A configured partner. `settings` holds the encoded settings (see `output_rows`), and
+    `accepted_identities` a JSON list of identity types or NULL for the type's default."""
+
+    __tablename__ = "outputs"
+    __table_args__ = (CheckConstraint("hashing IN ('sha256', 'sha1', 'md5')", name="hashing"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    settings: Mapped[str] = mapped_column(Text)
+    accepted_identities: Mapped[str | None] = mapped_column(Text)
+    hashing: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConnectionRow(Base):
+    """A link from an audience to an output: it goes with its audience, and keeps its output."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint("audience_id", "output_id", name="uq_connections_audience_id_output_id"),
+        CheckConstraint("status IN ('active', 'inactive')", name="status"),
+        CheckConstraint("on_deactivate IN ('keep', 'remove_members')", name="on_deactivate"),
+        CheckConstraint("health IN ('ok', 'retrying', 'faulted')", name="health"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audience_id: Mapped[int] = mapped_column(Integer, ForeignKey("audiences.id", ondelete="CASCADE"))
+    output_id: Mapped[int] = mapped_column(Integer, ForeignKey("outputs.id", ondelete="RESTRICT"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[str] = mapped_column(Text)
+    on_deactivate: Mapped[str] = mapped_column(String(16), server_default="keep")
+    health: Mapped[str] = mapped_column(String(16), server_default="ok")
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)

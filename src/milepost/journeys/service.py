@@ -1,17 +1,21 @@
-"""The journey service: creates and changes journeys in the catalog and keeps the audience engine in step.
+"""The journey service: journeys in the catalog, the audience engine kept in step, dry runs.
 
-Every change re-plans the engine and re-evaluates, so later siblings, remaining splits and their
-descendants move users between paths at once; audience ids are kept and only net changes are logged.
+Every change re-plans the engine (which audiences are calculated follows from activations) and
+re-evaluates, so later siblings, remaining splits and their descendants move users between paths
+at once; audience ids and connections are kept and only net changes are logged. Each change can
+first be asked as a dry run, answering per activated audience how many users would enter and leave.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings, EvalResult
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.catalog import Catalog
+from milepost.catalog.journey_records import MilestoneRecord
 from milepost.criteria import (
     CalculatedAttribute,
     parse_calculated_attribute,
@@ -19,15 +23,29 @@ from milepost.criteria import (
     resolve_audiences,
     to_json,
 )
+from milepost.journeys import whatif
+from milepost.journeys.status import calculated_set
 
 DAY_MS = 86_400_000
 
 
 class JourneyService:
-    def __init__(self, catalog: Catalog, engine: AudienceEngine, now: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        engine: AudienceEngine,
+        now: Callable[[], int],
+        *,
+        maintain_all: bool = False,
+    ) -> None:
         self.catalog = catalog
         self.engine = engine
         self.now = now
+        self.maintain_all = maintain_all  # conformance's real-time mode keeps every audience calculated
+        self.deferred = False  # in the server, first calculations run on the evaluator thread
+        self.calculated: frozenset[int] = frozenset()
+        self.pending: set[int] = set()  # calculated, first full calculation not finished: "calculating"
+        self._lock = threading.RLock()
 
     # ---- documents --------------------------------------------------------------------------
 
@@ -36,9 +54,19 @@ class JourneyService:
         names = document.get("inputs")
         input_ids = [self.catalog.get_input(n).id for n in names] if names is not None else None
         journey = self.catalog.create_journey(document["name"], input_ids)
-        self._add_children(journey.id, None, document.get("milestones") or [])
+        try:
+            self._add_children(journey.id, None, document.get("milestones") or [])
+        except BaseException:
+            self._drop(journey.id)
+            raise
         self.refresh()
         return journey.id
+
+    def _drop(self, journey_id: int) -> None:
+        """Undo a half-created journey, deleting milestones last to first."""
+        for m in sorted(self.catalog.milestones(journey_id), key=lambda m: -m.id):
+            self.catalog.delete_milestone(m.id)
+        self.catalog.delete_journey(journey_id)
 
     def _add_children(self, journey_id: int, parent_id: int | None, milestones: list[dict[str, Any]]) -> None:
         for m in milestones:
@@ -47,26 +75,121 @@ class JourneyService:
                     journey_id, parent_id=parent_id, name=m["name"], remaining=True
                 )
             else:
-                criteria = self._resolved(m.get("criteria", {"all": []}))
+                criteria = self.resolved(m.get("criteria", {"all": []}))
                 row = self.catalog.add_milestone(
                     journey_id, parent_id=parent_id, name=m["name"], criteria=criteria
                 )
             self._add_children(journey_id, row.id, m.get("children") or [])
 
-    def _resolved(self, criteria: dict[str, Any]) -> dict[str, Any]:
-        """Audience leaves may name journey and milestone; store them by audience id."""
-        parsed = resolve_audiences(parse_criteria(criteria), self.catalog.find_audience)
-        return to_json(parsed)
+    def resolved(self, criteria: dict[str, Any]) -> dict[str, Any]:
+        """Validate criteria; audience leaves may name journey and milestone, stored by audience id."""
+        return to_json(resolve_audiences(parse_criteria(criteria), self.catalog.find_audience))
 
-    # ---- changes ------------------------------------------------------------------------------
+    # ---- changes (each may be a dry run) ---------------------------------------------------------
 
-    def edit_criteria(self, milestone_id: int, criteria: dict[str, Any]) -> EvalResult:
-        self.catalog.update_milestone(milestone_id, criteria=self._resolved(criteria))
-        return self.refresh()
+    def rename(self, journey: int | str, name: str) -> None:
+        self.catalog.rename_journey(journey, name)
 
-    def reorder(self, journey: int | str, parent_id: int | None, order: list[int]) -> EvalResult:
+    def delete(self, journey: int | str) -> None:
+        self.catalog.delete_journey(journey)
+        self.refresh()
+
+    def set_inputs(
+        self, journey: int | str, inputs: Sequence[int | str], dry_run: bool = False
+    ) -> dict[str, Any] | None:
+        j = self.catalog.get_journey(journey)
+        ids = tuple(sorted({self.catalog.get_input(i).id for i in inputs}))
+        if dry_run:
+            return self._dry_run(j.id, lambda rows: whatif.with_inputs(rows, ids))
+        self.catalog.set_journey_inputs(j.id, list(ids))
+        self.refresh()
+        return None
+
+    def add_milestone(
+        self,
+        journey: int | str,
+        *,
+        parent_id: int | None,
+        name: str,
+        criteria: dict[str, Any] | None = None,
+        remaining: bool = False,
+        position: int | None = None,
+        dry_run: bool = False,
+    ) -> MilestoneRecord | dict[str, Any]:
+        j = self.catalog.get_journey(journey)
+        resolved = None if remaining or criteria is None else self.resolved(criteria)
+        if dry_run:
+            return self._dry_run(
+                j.id, lambda rows: whatif.with_added(rows, parent_id, name, resolved, remaining, position)
+            )
+        row = self.catalog.add_milestone(
+            j.id, parent_id=parent_id, name=name, criteria=resolved, remaining=remaining, position=position
+        )
+        self.refresh()
+        return row
+
+    def update_milestone(
+        self,
+        milestone_id: int,
+        *,
+        name: str | None = None,
+        criteria: dict[str, Any] | None = None,
+        position: int | None = None,
+        dry_run: bool = False,
+    ) -> MilestoneRecord | dict[str, Any]:
+        current = self.catalog.get_milestone(milestone_id)
+        resolved = None if criteria is None else self.resolved(criteria)
+        if dry_run:
+            return self._dry_run(
+                current.journey_id, lambda rows: whatif.with_edited(rows, milestone_id, resolved, position)
+            )
+        if name is not None or resolved is not None:
+            self.catalog.update_milestone(milestone_id, name=name, criteria=resolved)
+        if position is not None:
+            siblings = [
+                m
+                for m in self.catalog.milestones(current.journey_id)
+                if m.parent_id == current.parent_id and not m.remaining and m.id != milestone_id
+            ]
+            order = [m.id for m in siblings]
+            order.insert(max(0, min(position, len(order))), milestone_id)
+            self.catalog.reorder_milestones(current.journey_id, current.parent_id, order)
+        self.refresh()
+        return self.catalog.get_milestone(milestone_id)
+
+    def edit_criteria(self, milestone_id: int, criteria: dict[str, Any]) -> None:
+        self.update_milestone(milestone_id, criteria=criteria)
+
+    def reorder(self, journey: int | str, parent_id: int | None, order: list[int]) -> None:
         self.catalog.reorder_milestones(journey, parent_id, order)
-        return self.refresh()
+        self.refresh()
+
+    def delete_milestone(self, milestone_id: int, dry_run: bool = False) -> dict[str, Any] | None:
+        current = self.catalog.get_milestone(milestone_id)
+        if dry_run:
+            return self._dry_run(current.journey_id, lambda rows: whatif.with_deleted(rows, milestone_id))
+        self.catalog.delete_milestone(milestone_id)
+        self.refresh()
+        return None
+
+    def _dry_run(self, journey_id: int, change: Callable[[JourneyRows], JourneyRows]) -> dict[str, Any]:
+        """Per activated audience, how many users would enter and leave if `change` were made."""
+        journeys = [change(j) if j.id == journey_id else j for j in self.journeys()]
+        result, _ = self.engine.what_if(journeys, self.calculated_attributes(), [])
+        activated = self.activated()
+        names = {m.audience_id: (j.name, m.name) for j in journeys for m in j.milestones}
+        rows = [
+            {
+                "audience_id": a,
+                "journey": names[a][0],
+                "milestone": names[a][1],
+                "enter": result.per_audience.get(a, (0, 0))[0],
+                "leave": result.per_audience.get(a, (0, 0))[1],
+            }
+            for a in sorted(activated)
+            if a in names
+        ]
+        return {"dry_run": True, "activated_audiences": rows}
 
     # ---- the engine's view ---------------------------------------------------------------------
 
@@ -89,7 +212,7 @@ class JourneyService:
             out.append(JourneyRows(j.id, j.name, tuple(j.input_ids), rows))
         return out
 
-    def calculated(self) -> dict[str, CalculatedAttribute]:
+    def calculated_attributes(self) -> dict[str, CalculatedAttribute]:
         return {
             c.name: parse_calculated_attribute(c.definition)
             for c in self.catalog.list_calculated_attributes()
@@ -99,7 +222,43 @@ class JourneyService:
         s = self.catalog.get_settings()
         return EngineSettings(s.lookback_days * DAY_MS, s.effective_profile_lifetime_days * DAY_MS)
 
+    def activated(self) -> set[int]:
+        return set(self.catalog.activated_audience_ids())
+
+    def load(self) -> None:
+        """At start-up: plan the engine; every calculated audience waits for one full calculation."""
+        with self._lock:
+            self.calculated = frozenset()
+            deferred, self.deferred = self.deferred, True
+            try:
+                self.refresh()
+            finally:
+                self.deferred = deferred
+
     def refresh(self) -> EvalResult:
-        """Re-plan the engine from the catalog and recompute every maintained audience."""
-        self.engine.configure(self.journeys(), self.calculated(), self.settings())
-        return self.engine.full_calculation(self.now(), cause="edit")
+        """Re-plan the engine from the catalog; audiences that became calculated get a first full calculation."""
+        with self._lock:
+            journeys = self.journeys()
+            every = frozenset(m.audience_id for j in journeys for m in j.milestones)
+            calculated = every if self.maintain_all else calculated_set(journeys, self.activated())
+            fresh = calculated - self.calculated
+            self.calculated = calculated
+            self.pending = (self.pending & calculated) | set(fresh)
+            self.engine.configure(
+                journeys,
+                self.calculated_attributes(),
+                self.settings(),
+                maintained=None if self.maintain_all else calculated,
+            )
+            if self.deferred:
+                return EvalResult()
+            return self.settle(force=True)
+
+    def settle(self, force: bool = False) -> EvalResult:
+        """Run the full calculation that audiences still "calculating" wait for."""
+        with self._lock:
+            if not self.pending and not force:
+                return EvalResult()
+            result = self.engine.full_calculation(self.now(), cause="calculation")
+            self.pending.clear()
+            return result

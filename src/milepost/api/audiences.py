@@ -1,0 +1,142 @@
+"""Audiences, their members and connections, and outputs, under /api/v1."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from milepost.api.security import require_token
+from milepost.catalog.output_records import OutputRecord
+from milepost.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1", tags=["audiences"], dependencies=[Depends(require_token)])
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OutputIn(_Body):
+    type: Literal["file", "webhook", "firehose", "braze"]
+    name: str = Field(min_length=1, max_length=200)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConnectionIn(_Body):
+    output_id: int
+    status: Literal["active", "inactive"] = "active"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    on_deactivate: Literal["keep", "remove_members"] = "keep"
+
+
+class ConnectionPatch(_Body):
+    status: Literal["active", "inactive"] | None = None
+    settings: dict[str, Any] | None = None
+    on_deactivate: Literal["keep", "remove_members"] | None = None
+
+
+def _rt(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/audiences/{audience_id}")
+def get_audience(audience_id: int, request: Request) -> dict[str, Any]:
+    return _rt(request).views.audience(audience_id)
+
+
+@router.get("/audiences/{audience_id}/members")
+def get_members(
+    audience_id: int, request: Request, limit: int = Query(default=100), cursor: str | None = None
+) -> dict[str, Any]:
+    return _rt(request).views.members(audience_id, limit, cursor)
+
+
+@router.get("/audiences/{audience_id}/members.csv", response_class=StreamingResponse)
+def get_members_csv(audience_id: int, request: Request) -> StreamingResponse:
+    rows = _rt(request).views.members_csv(audience_id)
+    first = next(rows)  # raises before the response starts when the audience does not exist
+    return StreamingResponse(
+        iter([first, *rows]),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="audience-{audience_id}.csv"'},
+    )
+
+
+def _output(o: OutputRecord) -> dict[str, Any]:
+    return {"id": o.id, "type": o.type, "name": o.name, "created_at": o.created_at}
+
+
+@router.get("/outputs")
+def list_outputs(request: Request) -> dict[str, Any]:
+    return {"outputs": [_output(o) for o in _rt(request).catalog.list_outputs()]}
+
+
+@router.post("/outputs", status_code=201)
+def create_output(body: OutputIn, request: Request) -> dict[str, Any]:
+    return _output(_rt(request).catalog.create_output(body.type, body.name, body.settings))
+
+
+@router.get("/outputs/{output_id}")
+def get_output(output_id: int, request: Request) -> dict[str, Any]:
+    return _output(_rt(request).catalog.get_output(output_id))
+
+
+@router.delete("/outputs/{output_id}", status_code=204)
+def delete_output(output_id: int, request: Request) -> Response:
+    _rt(request).catalog.delete_output(output_id)
+    return Response(status_code=204)
+
+
+@router.get("/audiences/{audience_id}/connections")
+def list_connections(audience_id: int, request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    rt.catalog.milestone_by_audience(audience_id)
+    return {"connections": rt.views.connections(audience_id)}
+
+
+@router.post("/audiences/{audience_id}/connections", status_code=201)
+def create_connection(audience_id: int, body: ConnectionIn, request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    rt.catalog.milestone_by_audience(audience_id)
+    c = rt.catalog.create_connection(
+        audience_id,
+        body.output_id,
+        status=body.status,
+        settings=body.settings,
+        on_deactivate=body.on_deactivate,
+    )
+    rt.journeys.refresh()
+    return asdict(c)
+
+
+@router.get("/connections/{connection_id}")
+def get_connection(connection_id: int, request: Request) -> dict[str, Any]:
+    return asdict(_rt(request).catalog.get_connection(connection_id))
+
+
+@router.patch("/connections/{connection_id}")
+def patch_connection(connection_id: int, body: ConnectionPatch, request: Request) -> dict[str, Any]:
+    rt = _rt(request)
+    c = rt.catalog.update_connection(
+        connection_id, status=body.status, settings=body.settings, on_deactivate=body.on_deactivate
+    )
+    rt.journeys.refresh()
+    out = asdict(c)
+    if body.status == "inactive":
+        out["warning"] = (
+            "the partner's copy of this audience may go out of sync while the connection is inactive"
+        )
+    return out
+
+
+@router.delete("/connections/{connection_id}", status_code=204)
+def delete_connection(connection_id: int, request: Request) -> Response:
+    rt = _rt(request)
+    rt.catalog.delete_connection(connection_id)
+    rt.journeys.refresh()
+    return Response(status_code=204)

@@ -1,0 +1,261 @@
+"""What users see of journeys and audiences: the journey document with status and sizes, members, activity."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from milepost.catalog.journey_records import MilestoneRecord
+from milepost.engines.duckdb import DuckDBStore
+from milepost.errors import InvalidRequest
+from milepost.journeys.service import JourneyService
+
+DAY_MS = 86_400_000
+
+
+class JourneyViews:
+    def __init__(self, service: JourneyService, store: DuckDBStore) -> None:
+        self.service = service
+        self.store = store
+        self.catalog = service.catalog
+
+    # ---- status and size ---------------------------------------------------------------------
+
+    def status(self, audience_id: int, activated: set[int]) -> str:
+        if audience_id in activated:
+            return "activated"
+        return "calculated" if audience_id in self.service.calculated else "estimated"
+
+    def _previews(self, journey_id: int) -> dict[int, list[int]]:
+        """Exact members of the journey's audiences that are not calculated (every user is the sample)."""
+        journeys = self.service.journeys()
+        ids = [m.audience_id for j in journeys if j.id == journey_id for m in j.milestones]
+        wanted = [a for a in ids if a not in self.service.calculated]
+        if not wanted:
+            return {}
+        _, members = self.service.engine.what_if(
+            [j for j in journeys if j.id == journey_id], self.service.calculated_attributes(), wanted
+        )
+        return members
+
+    def _users(self) -> int:
+        return int(self.store.reader().execute("SELECT count(*) FROM users").fetchall()[0][0])
+
+    def size(self, audience_id: int, previews: dict[int, list[int]], population: int) -> dict[str, Any]:
+        if audience_id in self.service.calculated:
+            if audience_id in self.service.pending:
+                return {"kind": "calculating"}
+            n = self.service.engine.size(audience_id)
+            return {"kind": "actual", "value": n, "exact": True}
+        n = len(previews.get(audience_id, []))
+        return {
+            "kind": "estimate",
+            "value": n,
+            "low": n,
+            "high": n,
+            "exact": True,
+            "sample_size": population,
+            "sample_hits": n,
+        }
+
+    # ---- the journey document ------------------------------------------------------------------
+
+    def document(self, journey_ref: int | str) -> dict[str, Any]:
+        j = self.catalog.get_journey(journey_ref)
+        milestones = self.catalog.milestones(j.id)
+        activated = self.service.activated()
+        previews = self._previews(j.id)
+        population = self._users()
+        inputs = {i.id: i.name for i in self.catalog.list_inputs()}
+        by_parent: dict[int | None, list[MilestoneRecord]] = {}
+        for m in milestones:
+            by_parent.setdefault(m.parent_id, []).append(m)
+
+        def node(m: MilestoneRecord) -> dict[str, Any]:
+            out: dict[str, Any] = {"id": m.id, "name": m.name, "position": m.position}
+            if m.remaining:
+                out["remaining"] = True
+                siblings = [s.criteria for s in by_parent.get(m.parent_id, []) if not s.remaining]
+                out["derived_criteria"] = {"not": {"any": siblings}}
+            else:
+                out["criteria"] = m.criteria
+            out["audience"] = self._audience_summary(m, activated, previews, population)
+            kids = sorted(by_parent.get(m.id, []), key=lambda k: (k.remaining, k.position))
+            out["children"] = [node(k) for k in kids]
+            return out
+
+        top = sorted(by_parent.get(None, []), key=lambda k: (k.remaining, k.position))
+        return {
+            "id": j.id,
+            "name": j.name,
+            "inputs": [inputs.get(i, str(i)) for i in j.input_ids],
+            "milestones": [node(m) for m in top],
+            "created_at": j.created_at,
+            "updated_at": j.updated_at,
+        }
+
+    def _audience_summary(
+        self, m: MilestoneRecord, activated: set[int], previews: dict[int, list[int]], population: int
+    ) -> dict[str, Any]:
+        return {
+            "id": m.audience_id,
+            "external_name": m.external_name,
+            "size": self.size(m.audience_id, previews, population),
+            "status": self.status(m.audience_id, activated),
+            "connections": self.connections(m.audience_id),
+        }
+
+    def connections(self, audience_id: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": c.id,
+                "output_id": c.output_id,
+                "output": c.output_name,
+                "type": c.output_type,
+                "status": c.status,
+                "health": c.health,
+                "on_deactivate": c.on_deactivate,
+            }
+            for c in self.catalog.connections(audience_id)
+        ]
+
+    def journey_list(self) -> list[dict[str, Any]]:
+        activated = self.service.activated()
+        inputs = {i.id: i.name for i in self.catalog.list_inputs()}
+        out = []
+        for j in self.catalog.list_journeys():
+            audiences = [m.audience_id for m in self.catalog.milestones(j.id)]
+            out.append(
+                {
+                    "id": j.id,
+                    "name": j.name,
+                    "inputs": [inputs.get(i, str(i)) for i in j.input_ids],
+                    "audiences": len(audiences),
+                    "activated": sum(1 for a in audiences if a in activated),
+                    "updated_at": j.updated_at,
+                }
+            )
+        return out
+
+    # ---- one audience --------------------------------------------------------------------------
+
+    def audience(self, audience_id: int) -> dict[str, Any]:
+        m = self.catalog.milestone_by_audience(audience_id)
+        previews = {} if audience_id in self.service.calculated else self._previews(m.journey_id)
+        activated = self.service.activated()
+        out = {
+            "id": audience_id,
+            "journey_id": m.journey_id,
+            "milestone_id": m.id,
+            "name": m.name,
+            **self._audience_summary(m, activated, previews, self._users()),
+        }
+        if audience_id in self.service.calculated and audience_id not in self.service.pending:
+            out["activity"] = self.activity(audience_id)
+        return out
+
+    def _all_members(self, audience_id: int) -> list[int]:
+        if audience_id in self.service.calculated and audience_id not in self.service.pending:
+            return self.service.engine.members(audience_id)
+        m = self.catalog.milestone_by_audience(audience_id)
+        return self._previews(m.journey_id).get(audience_id, [])
+
+    def members(self, audience_id: int, limit: int, cursor: str | None) -> dict[str, Any]:
+        """The complete, exact membership in pages ordered by MPID; the cursor is the last MPID served."""
+        self.catalog.milestone_by_audience(audience_id)
+        if not 1 <= limit <= 10_000:
+            raise InvalidRequest("limit must be between 1 and 10000")
+        try:
+            after = int(cursor) if cursor else None
+        except ValueError:
+            raise InvalidRequest("cursor is not one this API returned") from None
+        everyone = self._all_members(audience_id)
+        page = [m for m in everyone if after is None or m > after][: limit + 1]
+        more = len(page) > limit
+        page = page[:limit]
+        ids = self._identities(page)
+        return {
+            "members": [{"mpid": m, "identities": ids.get(m, {})} for m in page],
+            "next_cursor": str(page[-1]) if more and page else None,
+        }
+
+    def _identities(self, mpids: list[int]) -> dict[int, dict[str, str]]:
+        if not mpids:
+            return {}
+        rows = (
+            self.store.reader()
+            .execute(
+                "SELECT mpid, identity_type, value FROM identities WHERE list_contains(?::BIGINT[], mpid) "
+                "ORDER BY identity_type",
+                [mpids],
+            )
+            .fetchall()
+        )
+        out: dict[int, dict[str, str]] = {}
+        for mpid, t, v in rows:
+            out.setdefault(int(mpid), {})[t] = v
+        return out
+
+    def members_csv(self, audience_id: int) -> Iterator[str]:
+        """`mpid, identity_type, identity_value`, one row per identity (a member without any: one empty row)."""
+        self.catalog.milestone_by_audience(audience_id)
+        everyone = self._all_members(audience_id)
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["mpid", "identity_type", "identity_value"])
+        yield buf.getvalue()
+        for start in range(0, len(everyone), 1000):
+            chunk = everyone[start : start + 1000]
+            ids = self._identities(chunk)
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            for mpid in chunk:
+                pairs = ids.get(mpid) or {"": ""}
+                for t, v in pairs.items():
+                    writer.writerow([mpid, t, v])
+            yield buf.getvalue()
+
+    def activity(self, audience_id: int) -> dict[str, Any]:
+        since = self.service.now() - DAY_MS
+        row = (
+            self.store.reader()
+            .execute(
+                "SELECT count(*) FILTER (WHERE action = 'add'), count(*) FILTER (WHERE action = 'remove') "
+                "FROM membership_changes WHERE audience_id = ? AND changed_at > ?",
+                [audience_id, since],
+            )
+            .fetchall()[0]
+        )
+        adds, drops = int(row[0]), int(row[1])
+        size = self.service.engine.size(audience_id)
+        return {
+            "adds_24h": adds,
+            "drops_24h": drops,
+            "volatility": round((adds + drops) / size, 4) if size else None,
+        }
+
+    def memberships_of(self, mpid: int) -> list[dict[str, Any]]:
+        """A user's audience memberships, for the profile view."""
+        rows = (
+            self.store.reader()
+            .execute(
+                "SELECT audience_id, entered_at FROM memberships WHERE mpid = ? AND audience_id > 0 ORDER BY audience_id",
+                [mpid],
+            )
+            .fetchall()
+        )
+        out = []
+        for audience_id, entered_at in rows:
+            m = self.catalog.milestone_by_audience(int(audience_id))
+            j = self.catalog.get_journey(m.journey_id)
+            out.append(
+                {
+                    "audience_id": int(audience_id),
+                    "journey": {"id": j.id, "name": j.name},
+                    "milestone": {"id": m.id, "name": m.name},
+                    "since": int(entered_at),
+                }
+            )
+        return out
