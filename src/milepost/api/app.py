@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from milepost import __version__
-from milepost.api import accounts, audiences, errors, events, journeys, operations, testclock, users
+from milepost.api import (
+    accounts,
+    audiences,
+    calculated,
+    errors,
+    events,
+    journeys,
+    operations,
+    testclock,
+    users,
+)
 from milepost.clock import ManualClock
 from milepost.runtime import Runtime
 
@@ -40,6 +50,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(users.router)
     app.include_router(journeys.router)
     app.include_router(audiences.router)
+    app.include_router(calculated.router)
     if isinstance(runtime.clock, ManualClock):
         app.include_router(testclock.router)
     app.include_router(operations.router)
