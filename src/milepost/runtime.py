@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
+from milepost.audiences.estimator import Estimator
 from milepost.catalog import Catalog
 from milepost.clock import Clock, SystemClock
 from milepost.config import Config
@@ -73,7 +74,7 @@ class Runtime:
         )
         journeys = JourneyService(catalog, engine, clock.now_ms)
         journeys.load()
-        views = JourneyViews(journeys, store)
+        views = JourneyViews(journeys, store, Estimator(store.connect()))
         return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys, views)
 
     def start(self, *, background: bool = True) -> None:
@@ -98,6 +99,7 @@ class Runtime:
                 self.journeys.settle()  # first calculations (after start-up: recovery too)
                 self.audiences.catch_up()
                 self.audiences.advance(granularity_ms=1000)
+                self.views.estimator.refresh()  # keep the sample current between estimate requests
             except Exception:
                 log.exception("audience evaluation failed")
             self._wake.wait(0.2)

@@ -79,7 +79,7 @@ def test_an_inactive_connection_does_not_activate(
     catalog: Catalog, hook: OutputRecord, files: OutputRecord
 ) -> None:
     first, second = make_audiences(catalog, 2)
-    created = catalog.create_connection(first, "files", status="inactive", on_deactivate="remove_members")  # type: ignore[arg-type]
+    created = catalog.create_connection(first, "files", status="inactive", on_deactivate="remove_members")
     assert (created.status, created.output_id, created.settings) == ("inactive", files.id, {})
     assert created.on_deactivate == "remove_members"
     assert catalog.activated_count() == 0
@@ -105,8 +105,8 @@ def test_create_connection_refusals_change_nothing(catalog: Catalog, hook: Outpu
         (
             InvalidRequest,
             "an audience is referred to by its id",
-            lambda: catalog.create_connection("1", hook.id),
-        ),  # type: ignore[arg-type]
+            lambda: catalog.create_connection("1", hook.id),  # type: ignore[arg-type]
+        ),
         (
             InvalidRequest,
             r"status must be one of active, inactive \(got 'on'\)",
@@ -188,8 +188,9 @@ def test_delete_connection_returns_it_and_frees_the_credit(catalog: Catalog, hoo
 
 
 def test_unknown_audiences_and_connections(catalog: Catalog) -> None:
-    with pytest.raises(NotFound, match="there is no audience with id 5"):
-        catalog.connections(5)
+    assert catalog.connections(5) == []
+    with pytest.raises(InvalidRequest, match="an audience is referred to by its id"):
+        catalog.connections("5")  # type: ignore[arg-type]
     with pytest.raises(NotFound, match="there is no connection with id 5"):
         catalog.get_connection(5)
     with pytest.raises(InvalidRequest, match="a connection is referred to by its id"):
@@ -301,7 +302,7 @@ def test_a_plan_is_applied_in_one_go(catalog: Catalog, hook: OutputRecord, files
     done = catalog.apply_connection_plan(
         [
             (audiences[2], hook.id, "active", {"tag": "x"}, "keep"),
-            (audiences[2], files.id, "active", {}, "remove_members"),
+            (audiences[2], "files", "active", None, "remove_members"),
             (audiences[3], hook.id, "active", {}, "keep"),
         ],
         [(old.id, "inactive"), (spare.id, "active")],
@@ -314,7 +315,7 @@ def test_a_plan_is_applied_in_one_go(catalog: Catalog, hook: OutputRecord, files
         (audiences[1], hook.id, "active"),
     ]
     assert done[0].settings == {"tag": "x"}
-    assert done[1].on_deactivate == "remove_members"
+    assert (done[1].on_deactivate, done[1].settings) == ("remove_members", {})
     assert catalog.activated_audience_ids() == set(audiences[1:])
     assert catalog.apply_connection_plan([], []) == []
 

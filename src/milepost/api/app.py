@@ -13,6 +13,7 @@ from milepost.api import (
     audiences,
     calculated,
     errors,
+    estimates,
     events,
     journeys,
     operations,
@@ -51,6 +52,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(journeys.router)
     app.include_router(audiences.router)
     app.include_router(calculated.router)
+    app.include_router(estimates.router)
     if isinstance(runtime.clock, ManualClock):
         app.include_router(testclock.router)
     app.include_router(operations.router)

@@ -7,6 +7,7 @@ the limit on the result, so concurrent callers (threads or processes) can never 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -21,8 +22,11 @@ from milepost.errors import Conflict, InvalidRequest
 
 RETRY = "the connections changed concurrently; try again"
 
-PlannedCreate = tuple[int, int, str, dict[str, Any], str]
+# (audience_id, output id or name, status, settings or None, on_deactivate)
+PlannedCreate = tuple[int, int | str, str, dict[str, Any] | None, str]
+# (connection_id, status)
 PlannedUpdate = tuple[int, str]
+_Create = tuple[int, int | str, str, dict[str, Any], str]
 
 
 class ConnectionsMixin(CatalogBase):
@@ -31,14 +35,14 @@ class ConnectionsMixin(CatalogBase):
     def create_connection(
         self,
         audience_id: int,
-        output_id: int,
+        output_id: int | str,
         *,
         status: str = "active",
         settings: dict[str, Any] | None = None,
         on_deactivate: str = "keep",
     ) -> ConnectionRecord:
-        """Connect an audience to an output; an active connection activates the audience, which
-        needs a free credit unless the audience is activated already (CreditLimitReached)."""
+        """Connect an audience to an output (its id, or its name); an active connection activates
+        the audience, which needs a free credit unless it is activated already (CreditLimitReached)."""
         planned = _checked_create((audience_id, output_id, status, settings, on_deactivate))
         with self._transaction(RETRY) as session:
             limit, before = _lock(session)
@@ -104,12 +108,16 @@ class ConnectionsMixin(CatalogBase):
             return orow.connection_record(session, orow.find_connection(session, connection_id).id)
 
     def connections(self, audience_id: int | None = None) -> list[ConnectionRecord]:
-        """Every connection, or those of one audience (NotFound if it does not exist), in id order."""
+        """Every connection, or those of one audience, in id order.
+
+        An audience that does not exist (perhaps deleted a moment ago) has none.
+        """
+        if audience_id is not None and not rows.valid_id(audience_id):
+            raise InvalidRequest(f"an audience is referred to by its id (got {audience_id!r})")
         with self._sessions() as session:
             if audience_id is None:
                 return orow.connection_records(session)
-            found = orow.find_audience(session, audience_id)
-            return orow.connection_records(session, ConnectionRow.audience_id == found.id)
+            return orow.connection_records(session, ConnectionRow.audience_id == audience_id)
 
     def activated_audience_ids(self) -> set[int]:
         """The audiences with at least one active connection."""
@@ -122,11 +130,12 @@ class ConnectionsMixin(CatalogBase):
             return credits.activated_count(session)
 
     def apply_connection_plan(
-        self, creates: list[PlannedCreate], updates: list[PlannedUpdate]
+        self, creates: Sequence[PlannedCreate], updates: Sequence[PlannedUpdate]
     ) -> list[ConnectionRecord]:
         """Create connections `(audience_id, output_id, status, settings, on_deactivate)` and set
         the status of others `(connection_id, status)` in one transaction, checked as a whole
-        against the credit limit: either all of it happens or, refused, none of it.
+        against the credit limit: either all of it happens or, refused, none of it. An output may
+        be given by name, and settings None means none.
 
         Returns the created connections, then the updated ones, in the order given.
         """
@@ -158,7 +167,7 @@ class ConnectionsMixin(CatalogBase):
         self,
         session: Session,
         audience_id: int,
-        output_id: int,
+        output_id: int | str,
         status: str,
         settings: dict[str, Any],
         on_deactivate: str,
@@ -197,7 +206,7 @@ def _lock(session: Session) -> tuple[int, int]:
     return settings.audience_limit, credits.activated_count(session)
 
 
-def _checked_create(item: object) -> PlannedCreate:
+def _checked_create(item: object) -> _Create:
     if not isinstance(item, list | tuple) or len(item) != 5:
         raise InvalidRequest(
             "a planned connection is (audience_id, output_id, status, settings, on_deactivate) "

@@ -7,19 +7,23 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
+from milepost.audiences.estimator import Estimator, NodeEstimate
+from milepost.audiences.tree import JourneyRows
 from milepost.catalog.journey_records import MilestoneRecord
 from milepost.engines.duckdb import DuckDBStore
-from milepost.errors import InvalidRequest
+from milepost.errors import InvalidRequest, MilepostError
+from milepost.journeys import whatif
 from milepost.journeys.service import JourneyService
 
 DAY_MS = 86_400_000
 
 
 class JourneyViews:
-    def __init__(self, service: JourneyService, store: DuckDBStore) -> None:
+    def __init__(self, service: JourneyService, store: DuckDBStore, estimator: Estimator) -> None:
         self.service = service
         self.store = store
         self.catalog = service.catalog
+        self.estimator = estimator
 
     # ---- status and size ---------------------------------------------------------------------
 
@@ -29,7 +33,7 @@ class JourneyViews:
         return "calculated" if audience_id in self.service.calculated else "estimated"
 
     def _previews(self, journey_id: int) -> dict[int, list[int]]:
-        """Exact members of the journey's audiences that are not calculated (every user is the sample)."""
+        """Exact members of the journey's audiences that are not calculated (computed on demand)."""
         journeys = self.service.journeys()
         ids = [m.audience_id for j in journeys if j.id == journey_id for m in j.milestones]
         wanted = [a for a in ids if a not in self.service.calculated]
@@ -40,25 +44,116 @@ class JourneyViews:
         )
         return members
 
-    def _users(self) -> int:
-        return int(self.store.reader().execute("SELECT count(*) FROM users").fetchall()[0][0])
+    def input_problems(self, input_ids: tuple[int, ...]) -> tuple[list[str], bool]:
+        """Names of the journey's inputs that are disabled or never received data; True if none is usable."""
+        inputs = {i.id: i for i in self.catalog.list_inputs()}
+        with_data = {
+            int(r[0])
+            for r in self.store.reader()
+            .execute("SELECT DISTINCT unnest(inputs) FROM users WHERE len(inputs) > 0")
+            .fetchall()
+        }
+        bad = [
+            inputs[i].name if i in inputs else str(i)
+            for i in input_ids
+            if i not in inputs or not inputs[i].enabled or i not in with_data
+        ]
+        return bad, len(bad) == len(input_ids)
 
-    def size(self, audience_id: int, previews: dict[int, list[int]], population: int) -> dict[str, Any]:
+    def estimates(self, journey: JourneyRows) -> dict[int, NodeEstimate | dict[str, Any]]:
+        """Sample estimates for every audience of a journey, or the error each must show instead."""
+        bad, none_usable = self.input_problems(journey.input_ids)
+        if none_usable:
+            error = {
+                "kind": "error",
+                "code": "NO_DATA",
+                "message": "none of the journey's inputs is enabled and has received data",
+            }
+            return {m.audience_id: error for m in journey.milestones}
+        actual = {
+            a: self.service.engine.size(a) for a in self.service.calculated if a not in self.service.pending
+        }
+        settings = self.service.settings()
+        try:
+            found: dict[int, NodeEstimate | dict[str, Any]] = dict(
+                self.estimator.journey(
+                    journey,
+                    self.service.calculated_attributes(),
+                    actual,
+                    self.service.now(),
+                    settings.lookback_ms,
+                    settings.lifetime_ms,
+                )
+            )
+        except MilepostError as exc:
+            return {
+                m.audience_id: {"kind": "error", "code": exc.code, "message": exc.message}
+                for m in journey.milestones
+            }
+        except Exception as exc:  # the engine failed: say so on the canvas instead of failing the page
+            message = f"the estimator failed: {type(exc).__name__}"
+            return {
+                m.audience_id: {"kind": "error", "code": "ENGINE_ERROR", "message": message}
+                for m in journey.milestones
+            }
+        if bad:
+            for est in found.values():
+                if isinstance(est, NodeEstimate):
+                    est.size["warning"] = "no data from disabled or silent inputs: " + ", ".join(bad)
+        return found
+
+    def _journey_rows(self, journey_id: int) -> JourneyRows:
+        return next(j for j in self.service.journeys() if j.id == journey_id)
+
+    def size(self, audience_id: int, estimates: dict[int, NodeEstimate | dict[str, Any]]) -> dict[str, Any]:
         if audience_id in self.service.calculated:
             if audience_id in self.service.pending:
                 return {"kind": "calculating"}
             n = self.service.engine.size(audience_id)
             return {"kind": "actual", "value": n, "exact": True}
-        n = len(previews.get(audience_id, []))
-        return {
-            "kind": "estimate",
-            "value": n,
-            "low": n,
-            "high": n,
-            "exact": True,
-            "sample_size": population,
-            "sample_hits": n,
-        }
+        est = estimates.get(audience_id)
+        if est is None:
+            return {"kind": "error", "code": "ENGINE_ERROR", "message": "no estimate"}
+        return est.size if isinstance(est, NodeEstimate) else est
+
+    def estimate_detail(
+        self, audience_id: int, estimates: dict[int, NodeEstimate | dict[str, Any]]
+    ) -> dict[str, Any]:
+        est = estimates.get(audience_id)
+        if not isinstance(est, NodeEstimate):
+            return {}
+        return {"parent_share": est.parent_share, "criteria": est.criteria}
+
+    def adhoc(
+        self,
+        *,
+        journey_id: int | None,
+        input_ids: tuple[int, ...] | None,
+        parent_id: int | None,
+        position: int | None,
+        criteria: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The estimate of unsaved criteria placed under a parent (the criteria builder's live size)."""
+        if journey_id is not None:
+            base = self._journey_rows(journey_id)
+        else:
+            ids = input_ids if input_ids is not None else tuple(i.id for i in self.catalog.list_inputs())
+            base = JourneyRows(0, "(unsaved)", ids, ())
+        try:
+            resolved = self.service.resolved(criteria)
+        except MilepostError as exc:
+            if exc.code == "NOT_FOUND":
+                return {
+                    "size": {"kind": "error", "code": "UNKNOWN_REFERENCE", "message": exc.message},
+                    "criteria": [],
+                }
+            raise
+        journey = whatif.with_added(base, parent_id, "(unsaved)", resolved, False, position)
+        estimates = self.estimates(journey)
+        est = estimates.get(whatif.NEW_AUDIENCE_ID)
+        if not isinstance(est, NodeEstimate):
+            return {"size": est, "criteria": []}
+        return {"size": est.size, "parent_share": est.parent_share, "criteria": est.criteria}
 
     # ---- the journey document ------------------------------------------------------------------
 
@@ -66,8 +161,7 @@ class JourneyViews:
         j = self.catalog.get_journey(journey_ref)
         milestones = self.catalog.milestones(j.id)
         activated = self.service.activated()
-        previews = self._previews(j.id)
-        population = self._users()
+        estimates = self.estimates(self._journey_rows(j.id))
         inputs = {i.id: i.name for i in self.catalog.list_inputs()}
         by_parent: dict[int | None, list[MilestoneRecord]] = {}
         for m in milestones:
@@ -81,7 +175,8 @@ class JourneyViews:
                 out["derived_criteria"] = {"not": {"any": siblings}}
             else:
                 out["criteria"] = m.criteria
-            out["audience"] = self._audience_summary(m, activated, previews, population)
+            out["audience"] = self._audience_summary(m, activated, estimates)
+            out["estimate"] = self.estimate_detail(m.audience_id, estimates)
             kids = sorted(by_parent.get(m.id, []), key=lambda k: (k.remaining, k.position))
             out["children"] = [node(k) for k in kids]
             return out
@@ -97,12 +192,12 @@ class JourneyViews:
         }
 
     def _audience_summary(
-        self, m: MilestoneRecord, activated: set[int], previews: dict[int, list[int]], population: int
+        self, m: MilestoneRecord, activated: set[int], estimates: dict[int, NodeEstimate | dict[str, Any]]
     ) -> dict[str, Any]:
         return {
             "id": m.audience_id,
             "external_name": m.external_name,
-            "size": self.size(m.audience_id, previews, population),
+            "size": self.size(m.audience_id, estimates),
             "status": self.status(m.audience_id, activated),
             "connections": self.connections(m.audience_id),
         }
@@ -143,14 +238,15 @@ class JourneyViews:
 
     def audience(self, audience_id: int) -> dict[str, Any]:
         m = self.catalog.milestone_by_audience(audience_id)
-        previews = {} if audience_id in self.service.calculated else self._previews(m.journey_id)
+        estimates = self.estimates(self._journey_rows(m.journey_id))
         activated = self.service.activated()
         out = {
             "id": audience_id,
             "journey_id": m.journey_id,
             "milestone_id": m.id,
             "name": m.name,
-            **self._audience_summary(m, activated, previews, self._users()),
+            **self._audience_summary(m, activated, estimates),
+            "estimate": self.estimate_detail(audience_id, estimates),
         }
         if audience_id in self.service.calculated and audience_id not in self.service.pending:
             out["activity"] = self.activity(audience_id)

@@ -1,0 +1,120 @@
+"""The estimator's sample: a fixed, deterministic subset of users (by a hash of the MPID), materialised.
+
+The sample lives in its own DuckDB schema `sample` with the same tables as the store, so the very
+same compiled criteria run on it (the estimator's connection puts `sample` first on its search
+path). The sampling rate comes from a ladder (1, 1/2, 1/4, ...) chosen so the sample holds at
+least `target` users; a lower rate keeps a subset of the users a higher one kept, so estimates do
+not jump when the ladder steps.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+
+MODULUS = 1_000_003
+PROFILE_TABLES = ("users", "identities", "consents", "devices")
+
+
+def sample_key(column: str) -> str:
+    """A well-spread key in [0, MODULUS) from an MPID column; fits in BIGINT arithmetic."""
+    return f"(((({column} % {MODULUS}) + {MODULUS}) % {MODULUS}) * 7919 + 12345) % {MODULUS}"
+
+
+class Sample:
+    def __init__(self, con: duckdb.DuckDBPyConnection, target: int) -> None:
+        self.con = con
+        self.target = target
+        self.threshold = MODULUS  # keep users whose key is below it
+        self.version = 0
+        self.size = 0
+        self.population = 0
+        self._batch_seq = 0
+        self._event_id = 0
+        self._lock = threading.RLock()
+        con.execute("CREATE SCHEMA IF NOT EXISTS sample").fetchall()
+
+    @property
+    def exact(self) -> bool:
+        return self.threshold >= MODULUS
+
+    def _count(self, sql: str) -> int:
+        return int(self.con.execute(sql).fetchall()[0][0] or 0)
+
+    def rebuild(self) -> None:
+        """Choose the rate for today's population and materialise the sample from scratch."""
+        with self._lock:
+            con = self.con
+            self.population = self._count("SELECT count(*) FROM main.users")
+            rate = 1.0
+            while self.population * rate / 2 >= self.target:
+                rate /= 2
+            self.threshold = MODULUS if rate >= 1 else int(MODULUS * rate)
+            key = sample_key("mpid")
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                self._batch_seq = self._count("SELECT max(seq) FROM main.batches")
+                self._event_id = self._count("SELECT max(event_id) FROM main.events")
+                con.execute(
+                    f"CREATE OR REPLACE TABLE sample.users AS SELECT * FROM main.users WHERE {key} < {self.threshold}"
+                ).fetchall()
+                for table in PROFILE_TABLES[1:]:
+                    con.execute(
+                        f"CREATE OR REPLACE TABLE sample.{table} AS SELECT * FROM main.{table} "
+                        f"WHERE {key} < {self.threshold}"
+                    ).fetchall()
+                con.execute(
+                    f"CREATE OR REPLACE TABLE sample.events AS SELECT * FROM main.events "
+                    f"WHERE {key} < {self.threshold} AND event_id <= {self._event_id}"
+                ).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+            self.size = self._count("SELECT count(*) FROM sample.users")
+            self.version += 1
+
+    def refresh(self) -> bool:
+        """Bring the sample up to date with batches accepted since the last refresh; True if it changed."""
+        with self._lock:
+            con = self.con
+            population = self._count("SELECT count(*) FROM main.users")
+            rate = self.threshold / MODULUS
+            if population * rate > 4 * self.target or (self.exact and population > 2 * self.target):
+                self.rebuild()
+                return True
+            key = sample_key("mpid")
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                # One snapshot: batches and their events were committed together.
+                top = self._count("SELECT max(seq) FROM main.batches")
+                newest = self._count("SELECT max(event_id) FROM main.events")
+                if top <= self._batch_seq:
+                    con.execute("COMMIT").fetchall()
+                    return False
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE sample_touched AS SELECT DISTINCT mpid FROM main.batches "
+                    f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {key} < {self.threshold}"
+                ).fetchall()
+                for table in PROFILE_TABLES:
+                    con.execute(
+                        f"DELETE FROM sample.{table} WHERE mpid IN (SELECT mpid FROM sample_touched)"
+                    ).fetchall()
+                    con.execute(
+                        f"INSERT INTO sample.{table} SELECT * FROM main.{table} "
+                        "WHERE mpid IN (SELECT mpid FROM sample_touched)"
+                    ).fetchall()
+                con.execute(
+                    f"INSERT INTO sample.events SELECT * FROM main.events WHERE event_id > {self._event_id} "
+                    f"AND event_id <= {newest} AND mpid IN (SELECT mpid FROM sample_touched)"
+                ).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+            self._batch_seq, self._event_id = top, newest
+            self.population = population
+            self.size = self._count("SELECT count(*) FROM sample.users")
+            self.version += 1
+            return True
