@@ -266,5 +266,97 @@ def demo(
     _serve(config, host, port)
 
 
+# ---- journeys as code -----------------------------------------------------------------------------
+
+journeys_app = typer.Typer(
+    help="Journeys as code: a journey as a YAML document (SPEC §7.1).", no_args_is_help=True
+)
+app.add_typer(journeys_app, name="journeys")
+
+
+@journeys_app.command("export")
+def journeys_export(
+    journey: Annotated[str, typer.Argument(help="Journey id (or name)")],
+    data_dir: DataDir = None,
+    ids: Annotated[
+        bool, typer.Option("--ids", help="Include ids, so apply matches this data directory's journey by id")
+    ] = False,
+) -> None:
+    """Print a journey as a YAML document on standard output."""
+    from milepost.journeys.backends import open_backend
+    from milepost.journeys.code import export_document
+    from milepost.journeys.documents import dump_yaml
+
+    config = _config(data_dir)
+    _require_initialised(config)
+    ref: int | str = int(journey) if journey.isdigit() else journey
+    try:
+        with open_backend(config) as backend:
+            document = export_document(backend, ref)
+    except MilepostError as exc:
+        raise _fail(exc.message) from None
+    sys.stdout.write(dump_yaml(document, ids=ids))
+
+
+@journeys_app.command("apply")
+def journeys_apply(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Journey document (YAML)")],
+    data_dir: DataDir = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking for confirmation")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing")] = False,
+) -> None:
+    """Create or update a journey to match a YAML document: print the plan, confirm, apply."""
+    from milepost.journeys.backends import open_backend
+    from milepost.journeys.code import apply_plan, gather
+    from milepost.journeys.documents import DocumentError, load_yaml
+    from milepost.journeys.plan_print import print_plan
+
+    config = _config(data_dir)
+    _require_initialised(config)
+    out = Console()
+    try:
+        document = load_yaml(file.read_text())
+    except DocumentError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]error:[/red] {file}: {problem}")
+        raise typer.Exit(1) from None
+    try:
+        with open_backend(config) as backend:
+            plan = gather(document, backend)
+            if plan.problems:
+                console.print(f"[red]error:[/red] cannot apply {file}:")
+                for problem in plan.problems:
+                    console.print(f"  - {problem}")
+                raise typer.Exit(1)
+            if plan.empty:
+                out.print(f"journey {document.name!r}: nothing to change")
+                return
+            print_plan(plan, out)
+            if plan.over_limit:
+                raise _fail(plan.credit_message)
+            if dry_run:
+                out.print("dry run: nothing changed")
+                return
+            if not yes and not _confirm(out, "Apply these changes?"):
+                raise _fail("not applied")
+            journey_id = apply_plan(plan, backend)
+    except MilepostError as exc:
+        raise _fail(exc.message) from None
+    out.print(f"applied: journey {document.name!r} (id {journey_id}), {plan.changes} changes")
+
+
+def _confirm(out: Console, question: str) -> bool:
+    """Ask on standard input; no answer (no terminal, end of input) is no."""
+    out.print(f"{question} \\[y/N] ", end="")
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, ValueError):
+        answer = ""
+    if not answer:
+        out.print()
+        console.print("no answer on standard input; pass --yes to apply without asking")
+    return answer.strip().lower() in ("y", "yes")
+
+
 def main() -> None:
     app()

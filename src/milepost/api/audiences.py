@@ -140,3 +140,33 @@ def delete_connection(connection_id: int, request: Request) -> Response:
     rt.catalog.delete_connection(connection_id)
     rt.journeys.refresh()
     return Response(status_code=204)
+
+
+class PlanCreate(_Body):
+    audience_id: int
+    output_id: int
+    status: Literal["active", "inactive"] = "active"
+    settings: dict[str, Any] | None = None
+    on_deactivate: Literal["keep", "remove_members"] = "keep"
+
+
+class PlanUpdate(_Body):
+    connection_id: int
+    status: Literal["active", "inactive"]
+
+
+class ConnectionPlan(_Body):
+    creates: list[PlanCreate] = Field(default_factory=list)
+    updates: list[PlanUpdate] = Field(default_factory=list)
+
+
+@router.post("/connection-plans", status_code=201)
+def apply_connection_plan(body: ConnectionPlan, request: Request) -> dict[str, Any]:
+    """Create and (de)activate several connections at once, checked as a whole against the credit limit."""
+    rt = _rt(request)
+    records = rt.catalog.apply_connection_plan(
+        [(c.audience_id, c.output_id, c.status, c.settings or {}, c.on_deactivate) for c in body.creates],
+        [(u.connection_id, u.status) for u in body.updates],
+    )
+    rt.journeys.refresh()
+    return {"connections": [asdict(r) for r in records]}

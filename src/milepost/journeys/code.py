@@ -8,18 +8,19 @@ Three layers, kept apart:
 - **applying** (`apply_plan`): runs the plan through the backend in a safe order, undoing what it
   did if a step before the removals fails, so a refused plan (credits) changes nothing.
 
-Backends: `LocalBackend` over an in-process `Runtime`, and `HttpBackend` over a running server's
-management API (`milepost.journeys.remote`).
+Backends (`backends.py`): `LocalBackend` over an in-process `Runtime`, and `HttpBackend` over a
+running server's management API; `open_backend` picks one as the other CLI commands do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from milepost.criteria import parse_criteria, references
-from milepost.errors import CreditLimitReached, MilepostError
+from milepost.errors import CreditLimitReached, MilepostError, NotFound
 from milepost.journeys.documents import (
     DocConnection,
     DocMilestone,
@@ -141,8 +142,6 @@ def export_document(backend: Backend, ref: int | str) -> JourneyDocument:
     """The journey as a document: criteria canonical, audience references by name, connections by output."""
     journey_id = backend.journey_id(ref)
     if journey_id is None:
-        from milepost.errors import NotFound
-
         raise NotFound(f"there is no journey {ref!r}")
     live = backend.journey(journey_id)
     account = backend.account()
@@ -221,6 +220,10 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.lines
+
+    @property
+    def changes(self) -> int:
+        return sum(1 for line in self.lines if line.kind != "credits")
 
     @property
     def over_limit(self) -> bool:
@@ -318,21 +321,26 @@ def _check_names(plan: Plan) -> None:
     for _, m in doc.walk():
         for leaf in audience_leaves(m.criteria):
             j, ms = leaf.get("journey"), leaf.get("milestone")
-            if isinstance(j, str) and isinstance(ms, str) and name_key(j) == name_key(doc.name):
-                if name_key(ms) not in own:
-                    dangling.append(f"{j!r} / {ms!r}")
+            same = isinstance(j, str) and name_key(j) == name_key(doc.name)
+            if same and isinstance(ms, str) and name_key(ms) not in own:
+                dangling.append(f"{j!r} / {ms!r}")
     if dangling:
         plan.problems.append(
             f"unknown audience reference{'s' if len(dangling) > 1 else ''}: {', '.join(dangling)}"
         )
-    for c in plan.document.calculated_attributes:
-        have = account.calculated_attributes.get(name_key(c["name"]))
+    for definition in plan.document.calculated_attributes:
+        have = account.calculated_attributes.get(name_key(definition["name"]))
         if have is None:
-            plan.calc_creates.append(c)
-        elif {k: v for k, v in have.items() if k != "name"} != {k: v for k, v in c.items() if k != "name"}:
+            plan.calc_creates.append(definition)
+        elif _without_name(have) != _without_name(definition):
             plan.warnings.append(
-                f"calculated attribute {c['name']!r} exists with another definition; it is left as it is"
+                f"calculated attribute {definition['name']!r} exists with another definition; "
+                "it is left as it is"
             )
+
+
+def _without_name(definition: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in definition.items() if k != "name"}
 
 
 def _match(plan: Plan) -> None:
@@ -471,7 +479,10 @@ def _milestone_changes(plan: Plan) -> None:
             if journey_id is not None and parent_exists and (resolved is None or not _uses_new(resolved)):
                 pid = parent_live.id if parent_live else None
                 dry = _dry_add(journey_id, pid, node.name, resolved, node.remaining)
-            plan.lines.append(Line("add", f"{what} {x.path}", dry=dry))
+            siblings = [s for s in targets if s.parent == x.parent and not s.node.remaining]
+            at = siblings.index(x) if not node.remaining else len(siblings)
+            place = f" (position {at})" if not node.remaining and at < len(siblings) - 1 else ""
+            plan.lines.append(Line("add", f"{what} {x.path}{place}", dry=dry))
             continue
         m = x.live
         rename = node.name if node.name != m.name else None
@@ -503,8 +514,8 @@ def _milestone_changes(plan: Plan) -> None:
             plan.problems.append(
                 f"{live.path(m)} is removed but {referenced[m.audience_id]} still refers to its audience"
             )
-        leaf = not any(c.parent_id == m.id for c in live.milestones)
-        plan.lines.append(Line("remove", f"{what} {live.path(m)}", dry=_dry_delete(m.id) if leaf else None))
+        bottom = not any(c.parent_id == m.id for c in live.milestones)
+        plan.lines.append(Line("remove", f"{what} {live.path(m)}", dry=_dry_delete(m.id) if bottom else None))
 
 
 def _reorders(plan: Plan) -> None:
@@ -635,10 +646,10 @@ class Applied:
     """What apply did, so a failure before the removals can be undone."""
 
     def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
+        self.undo: list[Callable[[], object]] = []
         self.count = 0
 
-    def did(self, undo: Callable[[], None] | None = None) -> None:
+    def did(self, undo: Callable[[], object] | None = None) -> None:
         self.count += 1
         if undo is not None:
             self.undo.append(undo)
@@ -679,7 +690,7 @@ def _apply_reversible(plan: Plan, backend: Backend, done: Applied) -> int:
     for c in plan.calc_creates:
         backend.create_calculated_attribute(c)
         name = str(c["name"])
-        done.did(lambda name=name: backend.delete_calculated_attribute(name))  # type: ignore[misc]
+        done.did(partial(backend.delete_calculated_attribute, name))
     if live is None:
         journey_id = backend.create_journey(doc.name, list(doc.inputs) if doc.inputs is not None else None)
         done.did(lambda: backend.delete_journey(journey_id))
@@ -694,7 +705,7 @@ def _apply_reversible(plan: Plan, backend: Backend, done: Applied) -> int:
             done.did(lambda: backend.set_inputs(journey_id, old_inputs))
     for mid, temporary, original in plan.temp_names:
         backend.update_milestone(mid, name=temporary)
-        done.did(lambda mid=mid, original=original: backend.update_milestone(mid, name=original))  # type: ignore[misc]
+        done.did(partial(backend.update_milestone, mid, name=original))
     ids: dict[int, tuple[int, int]] = {
         x.t: (x.live.id, x.live.audience_id) for x in plan.targets if x.live is not None
     }
@@ -713,7 +724,7 @@ def _apply_reversible(plan: Plan, backend: Backend, done: Applied) -> int:
         created, _ = backend.add_milestone(journey_id, parent_id, x.node.name, criteria, x.node.remaining)
         assert created is not None
         ids[t] = created
-        done.did(lambda mid=created[0]: backend.delete_milestone(mid))  # type: ignore[misc]
+        done.did(partial(backend.delete_milestone, created[0]))
     for t, rename, criteria in plan.edits:
         x = plan.targets[t]
         assert x.live is not None
@@ -722,18 +733,15 @@ def _apply_reversible(plan: Plan, backend: Backend, done: Applied) -> int:
             criteria = resolve_criteria(x.node.criteria or {}, doc.name, own_audiences(), plan.external)
         backend.update_milestone(m.id, name=rename, criteria=criteria)
         original = next((o for mid, _, o in plan.temp_names if mid == m.id), m.name)
-        done.did(
-            lambda m=m, original=original, c=criteria: backend.update_milestone(  # type: ignore[misc]
-                m.id, name=original, criteria=m.criteria if c is not None else None
-            )
-        )
+        old_criteria = m.criteria if criteria is not None else None
+        done.did(partial(backend.update_milestone, m.id, name=original, criteria=old_criteria))
     for parent_id, order in plan.reorders:
         assert live is not None
         before = [m.id for m in live.children(parent_id) if not m.remaining]
         added = [ids[t][0] for t in order if plan.targets[t].live is None]
         wanted = [ids[t][0] for t in order]
         _reorder(backend, before + added, wanted)
-        done.did(lambda w=wanted, b=before: _reorder(backend, w, b))  # type: ignore[misc]
+        done.did(partial(_reorder, backend, wanted, before))
     creates = [
         (ids[t][1], output_id, status, settings, od) for t, output_id, status, settings, od in plan.creates
     ]
@@ -764,6 +772,4 @@ def _apply_removals(plan: Plan, backend: Backend) -> None:
         backend.delete_milestone(m.id)
 
 
-def removed_paths(plan: Plan) -> Iterable[str]:
-    live = plan.live
-    return [live.path(m) for m in plan.removes] if live else []
+# ---- backends --------------------------------------------------------------------------------------

@@ -71,10 +71,13 @@ class JourneyDocument:
 # ---- criteria in canonical form --------------------------------------------------------------------
 
 
+_LAST = ("op", "value", "values", "min", "max")
+
+
 def _type_first(obj: Any) -> Any:
-    """Canonical JSON with `type` first in every leaf, for readable files (content unchanged)."""
+    """Canonical JSON in reading order: `type` first, a leaf's operator and value last (content unchanged)."""
     if isinstance(obj, dict):
-        keys = sorted(obj, key=lambda k: k != "type")
+        keys = sorted(obj, key=lambda k: (k != "type", _LAST.index(k) if k in _LAST else -1))
         return {k: _type_first(obj[k]) for k in keys}
     if isinstance(obj, list):
         return [_type_first(x) for x in obj]
@@ -341,10 +344,19 @@ def _small(data: Any) -> bool:
     if isinstance(data, dict):
         if any(k in data for k in ("milestones", "children", "criteria", "remaining", "all", "any", "not")):
             return False
-        return len(repr(data)) <= 100 and all(_small(v) for v in data.values())
+        return _width(data) <= 90 and all(_small(v) for v in data.values())
     if isinstance(data, list):
-        return len(repr(data)) <= 100 and all(_small(v) for v in data)
+        return _width(data) <= 90 and all(_small(v) for v in data)
     return True
+
+
+def _width(data: Any) -> int:
+    """Roughly how wide `data` is in YAML flow style."""
+    if isinstance(data, dict):
+        return 2 + sum(len(str(k)) + 4 + _width(v) for k, v in data.items())
+    if isinstance(data, list):
+        return 2 + sum(2 + _width(v) for v in data)
+    return len(str(data))
 
 
 _Dumper.add_representer(dict, _represent_dict)

@@ -212,6 +212,7 @@ class JourneyViews:
                 "status": c.status,
                 "health": c.health,
                 "on_deactivate": c.on_deactivate,
+                "settings": c.settings,
             }
             for c in self.catalog.connections(audience_id)
         ]
