@@ -20,6 +20,7 @@ from milepost.ingest.service import IngestService
 from milepost.ingest.writer import IngestWriter
 from milepost.journeys.service import JourneyService
 from milepost.journeys.views import JourneyViews
+from milepost.outputs.delivery import DeliveryRunner
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -37,6 +38,7 @@ class Runtime:
     audiences: AudienceEngine
     journeys: JourneyService
     views: JourneyViews
+    delivery: DeliveryRunner
 
     @classmethod
     def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
@@ -75,7 +77,12 @@ class Runtime:
         journeys = JourneyService(catalog, engine, clock.now_ms)
         journeys.load()
         views = JourneyViews(journeys, store, Estimator(store.connect()))
-        return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys, views)
+
+        def settled(audience_id: int) -> bool:  # calculated, and its first full calculation done
+            return audience_id in journeys.calculated and audience_id not in journeys.pending
+
+        delivery = DeliveryRunner(catalog, store, settled, clock)
+        return cls(config, clock, catalog, store, writer, inputs, ingest, engine, journeys, views, delivery)
 
     def start(self, *, background: bool = True) -> None:
         """Start the writer; with `background`, also upkeep and real-time evaluation threads."""
@@ -91,6 +98,7 @@ class Runtime:
         self._maintenance.start()
         self._evaluator = threading.Thread(target=self._evaluate, name="milepost-evaluator", daemon=True)
         self._evaluator.start()
+        self.delivery.start()
 
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
@@ -98,7 +106,7 @@ class Runtime:
             try:
                 self.journeys.settle()  # first calculations (after start-up: recovery too)
                 self.audiences.catch_up()
-                self.audiences.advance(granularity_ms=1000)
+                self.audiences.advance(exact=False)
                 self.views.estimator.refresh()  # keep the sample current between estimate requests
             except Exception:
                 log.exception("audience evaluation failed")
@@ -134,5 +142,6 @@ class Runtime:
             self.writer.stop()
             if hasattr(self, "_evaluator"):
                 self._evaluator.join(30)
+        self.delivery.close()
         self.store.close()
         self.catalog.close()

@@ -1,6 +1,7 @@
 """Membership state in the embedded store: current members, the change log (outbox), user timers.
 
-Written only by the audience engine, on its own connection, one transaction per evaluation, so a
+`changed_at` is the instant the change takes effect (a timer's boundary, a batch's evaluation);
+`recorded_at` is the clock when it was written, so lateness shows. Written only by the audience engine, on its own connection, one transaction per evaluation, so a
 membership and the change that produced it are always stored together.
 """
 
@@ -18,7 +19,8 @@ MEMBERSHIP_DDL = [
         mpid BIGINT NOT NULL,
         action VARCHAR NOT NULL,
         changed_at BIGINT NOT NULL,
-        cause VARCHAR NOT NULL)""",
+        cause VARCHAR NOT NULL,
+        recorded_at BIGINT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS timers (mpid BIGINT PRIMARY KEY, due_at BIGINT NOT NULL)",
 ]
 
