@@ -153,6 +153,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=400, help="requests per mix")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--mix", choices=("a", "b", "both"), default="both", help="which mix to run")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="milepost-bench-"))
     try:
@@ -165,8 +166,10 @@ def main() -> None:
             orjson.dumps(r)
             for r in single_user_requests(seed=2, requests=args.requests * 5, events_per_batch=100)
         ]
-        run_mix("(a) realistic mix: 100 batches x 1-10 events", mix_a, args.concurrency, workdir, 20_000)
-        run_mix("(b) one user, 100 events per batch", mix_b, args.concurrency, workdir, 50_000)
+        if args.mix != "b":
+            run_mix("(a) realistic mix: 100 batches x 1-10 events", mix_a, args.concurrency, workdir, 20_000)
+        if args.mix != "a":
+            run_mix("(b) one user, 100 events per batch", mix_b, args.concurrency, workdir, 50_000)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"\npeak RSS of the server process: {peak:.0f} MiB")
     finally:

@@ -120,7 +120,6 @@ def _client(url: str, auth: tuple[str, str], sent: Sent, stop: threading.Event, 
 
 def test_acknowledged_batches_survive_sigkill(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    started = time.monotonic()
     sent = Sent()
     restarts = 0
     with running_server(data_dir) as (server, creds):
@@ -188,4 +187,3 @@ def test_acknowledged_batches_survive_sigkill(tmp_path: Path) -> None:
     assert len(batch_rows) == len(sent.request_ids)
 
     assert users <= set(MPIDS)
-    assert time.monotonic() - started < 150, "the crash test is meant to stay well under two minutes"

@@ -25,7 +25,7 @@ from milepost.engines.duckdb_rows import (
 )
 from milepost.engines.duckdb_schema import CONSENTS_UPSERT, DEVICES_UPSERT, IDENTITIES_UPSERT, USERS_UPSERT
 from milepost.errors import EngineError, StoreLocked
-from milepost.ingest.plan import CommitPlan
+from milepost.ingest.plan import CommitPlan, Snapshot
 
 # Columns shared by `events_hot` and the Parquet segments, in table order.
 EVENT_FIELDS = (
@@ -33,6 +33,9 @@ EVENT_FIELDS = (
     "ts, received_at, total_amount, transaction_id, currency_code, coupon_code, attrs, products, "
     "source_message_id, data"
 )
+
+
+CHECKPOINT_THRESHOLD = "256MB"
 
 
 class DuckDBStore:
@@ -53,6 +56,9 @@ class DuckDBStore:
                 ) from None
             raise EngineError(f"cannot open the store {self.path}: {exc}") from None
         self._local = threading.local()
+        # Checkpoints run inside a COMMIT; at the default 16 MB of WAL they ran every few group
+        # commits and were most of the commit time. Fewer, larger checkpoints cost less in total.
+        self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
         for ddl in duckdb_schema.DDL:
             self._con.execute(ddl).fetchall()
         self._check_version()
@@ -125,60 +131,93 @@ class DuckDBStore:
             self._local.cur = cur
         return cur
 
-    # ---- lookups for the commit plan (writer thread only) -----------------------------------
+    # ---- look-ups for the commit plan (writer thread only) -----------------------------------
+    #
+    # Each call into DuckDB hands the GIL over and back; while the event loop validates requests,
+    # taking it back waits for the interpreter's switch interval. So a commit makes two calls: one
+    # query for every look-up and one script for every write. The Arrow tables reach SQL through
+    # DuckDB's replacement scan of the calling frame's locals (the keyword parameters of `_run`).
 
-    def identity_owners(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        probe = pa.table({"t": [k[0] for k in keys], "v": [k[1] for k in keys]})
-        self._con.register("probe", probe)
-        rows = self._con.execute(
-            "SELECT i.identity_type, i.value_key, i.mpid FROM identities i JOIN probe p "
-            "ON i.identity_type = p.t AND i.value_key = p.v"
-        ).fetchall()
-        self._con.unregister("probe")
-        return {(r[0], r[1]): int(r[2]) for r in rows}
+    def snapshot(
+        self,
+        request_keys: set[tuple[int, str]],
+        request_since_ms: int,
+        message_keys: set[tuple[int, str]],
+        message_since_ms: int,
+        identity_keys: set[tuple[str, str]],
+        mpids: set[int],
+    ) -> Snapshot:
+        snap = Snapshot()
+        if not (request_keys or message_keys or identity_keys or mpids):
+            return snap
+        parts = []
+        tables: dict[str, pa.Table] = {}
+        if request_keys:
+            tables["p_requests"] = _key_probe(request_keys)
+            parts.append(
+                "SELECT 0, k.input_id, k.request_id, NULL, NULL FROM request_keys k JOIN p_requests p "
+                f"ON k.input_id = p.i AND k.request_id = p.k WHERE k.received_at > {int(request_since_ms)}"
+            )
+        if message_keys:
+            tables["p_messages"] = _key_probe(message_keys)
+            parts.append(
+                "SELECT 1, k.input_id, k.message_id, NULL, NULL FROM message_keys k JOIN p_messages p "
+                f"ON k.input_id = p.i AND k.message_id = p.k WHERE k.received_at > {int(message_since_ms)}"
+            )
+        owned = "SELECT m FROM p_mpids"
+        if identity_keys:
+            keys = list(identity_keys)
+            tables["p_identities"] = pa.table({"t": [k[0] for k in keys], "v": [k[1] for k in keys]})
+            owners = (
+                "SELECT i.identity_type, i.value_key, i.mpid FROM identities i JOIN p_identities p "
+                "ON i.identity_type = p.t AND i.value_key = p.v"
+            )
+            parts.append(f"SELECT 2, NULL, o.identity_type, o.value_key, o.mpid FROM ({owners}) o")
+            owned += f" UNION SELECT mpid FROM ({owners})"
+        if mpids or identity_keys:
+            tables["p_mpids"] = pa.table({"m": pa.array(list(mpids), pa.int64())})
+            parts.append(f"SELECT 3, NULL, NULL, NULL, u.mpid FROM users u WHERE u.mpid IN ({owned})")
+            parts.append(
+                "SELECT 4, NULL, i.identity_type, i.value_key, i.mpid FROM identities i "
+                f"WHERE NOT i.is_device AND i.mpid IN ({owned})"
+            )
+        rows = self._run(self._con, " UNION ALL ".join(parts), **tables)
+        for kind, input_id, a, b, mpid in rows:
+            if kind == 0:
+                snap.seen_requests.add((int(input_id), a))
+            elif kind == 1:
+                snap.seen_messages.add((int(input_id), a))
+            elif kind == 2:
+                snap.owners[(a, b)] = int(mpid)
+            elif kind == 3:
+                snap.known_mpids.add(int(mpid))
+            else:
+                snap.user_keys.setdefault(int(mpid), {})[a] = b
+        return snap
 
-    def user_identity_keys(self, mpids: set[int]) -> dict[int, dict[str, str]]:
-        if not mpids:
-            return {}
-        probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
-        self._con.register("probe", probe)
-        rows = self._con.execute(
-            "SELECT i.mpid, i.identity_type, i.value_key FROM identities i JOIN probe p ON i.mpid = p.m "
-            "WHERE NOT i.is_device"
-        ).fetchall()
-        self._con.unregister("probe")
-        out: dict[int, dict[str, str]] = {}
-        for mpid, id_type, key in rows:
-            out.setdefault(int(mpid), {})[id_type] = key
-        return out
-
-    def existing_mpids(self, mpids: set[int]) -> set[int]:
-        if not mpids:
-            return set()
-        probe = pa.table({"m": pa.array(list(mpids), pa.int64())})
-        self._con.register("probe", probe)
-        rows = self._con.execute("SELECT u.mpid FROM users u JOIN probe p ON u.mpid = p.m").fetchall()
-        self._con.unregister("probe")
-        return {int(r[0]) for r in rows}
-
-    def seen_request_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
-        return self._seen_keys("request_keys", "request_id", keys, since_ms)
-
-    def seen_message_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]:
-        return self._seen_keys("message_keys", "message_id", keys, since_ms)
-
-    def _seen_keys(
-        self, table: str, column: str, keys: set[tuple[int, str]], since_ms: int
-    ) -> set[tuple[int, str]]:
-        probe = pa.table({"i": pa.array([k[0] for k in keys], pa.int32()), "k": [k[1] for k in keys]})
-        self._con.register("probe", probe)
-        rows = self._con.execute(
-            f"SELECT t.input_id, t.{column} FROM {table} t JOIN probe p ON t.input_id = p.i AND t.{column} = p.k "
-            "WHERE t.received_at > ?",
-            [since_ms],
-        ).fetchall()
-        self._con.unregister("probe")
-        return {(int(r[0]), r[1]) for r in rows}
+    @staticmethod
+    def _run(
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        *,
+        p_requests: pa.Table | None = None,
+        p_messages: pa.Table | None = None,
+        p_identities: pa.Table | None = None,
+        p_mpids: pa.Table | None = None,
+        t_events: pa.Table | None = None,
+        t_other: pa.Table | None = None,
+        t_batches: pa.Table | None = None,
+        t_users: pa.Table | None = None,
+        t_fresh: pa.Table | None = None,
+        t_released: pa.Table | None = None,
+        t_identities: pa.Table | None = None,
+        t_consents: pa.Table | None = None,
+        t_devices: pa.Table | None = None,
+        t_request_keys: pa.Table | None = None,
+        t_message_keys: pa.Table | None = None,
+    ) -> list[Any]:
+        """Run `sql` (one statement or a script) seeing the given Arrow tables by their parameter names."""
+        return con.execute(sql).fetchall()
 
     # ---- the one write path ----------------------------------------------------------------
 
@@ -186,81 +225,67 @@ class DuckDBStore:
         con = self._con
         first_event_id, first_seq = self._next_event_id, self._next_batch_seq
         try:
-            con.execute("BEGIN TRANSACTION").fetchall()
-            self._write(con, plan)
-            con.execute("COMMIT").fetchall()
+            statements, tables = self._write(plan)
+            self._run(con, ";\n".join(["BEGIN TRANSACTION", *statements, "COMMIT"]), **tables)
         except BaseException:
             self._next_event_id, self._next_batch_seq = first_event_id, first_seq
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK").fetchall()
             raise
 
-    @staticmethod
-    def _with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> None:
-        """Run `sql` with the Arrow `table` visible under `name`, then forget it."""
-        con.register(name, table)
-        try:
-            con.execute(sql).fetchall()
-        finally:
-            con.unregister(name)
-
-    def _write(self, con: duckdb.DuckDBPyConnection, plan: CommitPlan) -> None:
-        w = self._with
+    def _write(self, plan: CommitPlan) -> tuple[list[str], dict[str, pa.Table]]:
+        """The statements of one commit and the Arrow tables they read."""
+        sql: list[str] = []
+        t: dict[str, pa.Table] = {}
         if plan.events:
-            w(
-                con,
-                "t",
-                event_table(plan.events, self._next_event_id),
-                f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t",
-            )
+            t["t_events"] = event_table(plan.events, self._next_event_id)
+            sql.append(f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t_events")
             self._next_event_id += len(plan.events)
         if plan.other_events:
-            w(
-                con,
-                "t",
-                event_table(plan.other_events, self._next_event_id),
-                f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t",
+            t["t_other"] = event_table(plan.other_events, self._next_event_id)
+            sql.append(
+                f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t_other"
             )
             self._next_event_id += len(plan.other_events)
         if plan.batches:
-            w(
-                con,
-                "t",
-                batch_table(plan.batches, self._next_batch_seq),
-                "INSERT INTO batches SELECT * FROM t",
-            )
+            t["t_batches"] = batch_table(plan.batches, self._next_batch_seq)
+            sql.append("INSERT INTO batches SELECT * FROM t_batches")
             self._next_batch_seq += len(plan.batches)
         if plan.users:
-            w(con, "t", user_table(plan.users), USERS_UPSERT)
+            t["t_users"] = user_table(plan.users)
+            sql.append(USERS_UPSERT)
             fresh = [m for m, c in plan.users.items() if c.is_new and None in c.attributes_patch.values()]
             if fresh:  # a new row must not keep the deletions (nulls) of its merge patch
-                w(
-                    con,
-                    "t",
-                    pa.table({"m": pa.array(fresh, pa.int64())}),
-                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) WHERE mpid IN (SELECT m FROM t)",
+                t["t_fresh"] = pa.table({"m": pa.array(fresh, pa.int64())})
+                sql.append(
+                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) "
+                    "WHERE mpid IN (SELECT m FROM t_fresh)"
                 )
         if plan.released_identities:
             released = list(plan.released_identities)
-            w(
-                con,
-                "t",
-                pa.table(
-                    {"m": pa.array([k[0] for k in released], pa.int64()), "k": [k[1] for k in released]}
-                ),
-                "DELETE FROM identities WHERE EXISTS "
-                "(SELECT 1 FROM t WHERE identities.mpid = t.m AND identities.identity_type = t.k)",
+            t["t_released"] = pa.table(
+                {"m": pa.array([k[0] for k in released], pa.int64()), "k": [k[1] for k in released]}
+            )
+            sql.append(
+                "DELETE FROM identities WHERE EXISTS (SELECT 1 FROM t_released r "
+                "WHERE identities.mpid = r.m AND identities.identity_type = r.k)"
             )
         if plan.identities:
-            w(con, "t", identity_table(plan.identities), IDENTITIES_UPSERT)
+            t["t_identities"] = identity_table(plan.identities)
+            sql.append(IDENTITIES_UPSERT)
         if plan.consents:
-            w(con, "t", consent_table(plan.consents), CONSENTS_UPSERT)
+            t["t_consents"] = consent_table(plan.consents)
+            sql.append(CONSENTS_UPSERT)
         if plan.devices:
-            w(con, "t", device_table(plan.devices), DEVICES_UPSERT)
+            t["t_devices"] = device_table(plan.devices)
+            sql.append(DEVICES_UPSERT)
         if plan.request_keys:
-            w(con, "t", key_table(plan.request_keys), "INSERT OR REPLACE INTO request_keys SELECT * FROM t")
+            t["t_request_keys"] = key_table(plan.request_keys)
+            sql.append("INSERT OR REPLACE INTO request_keys SELECT * FROM t_request_keys")
         if plan.message_keys:
-            w(con, "t", key_table(plan.message_keys), "INSERT OR REPLACE INTO message_keys SELECT * FROM t")
+            t["t_message_keys"] = key_table(plan.message_keys)
+            sql.append("INSERT OR REPLACE INTO message_keys SELECT * FROM t_message_keys")
+        return sql, t
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
 
@@ -418,6 +443,11 @@ def _consent_view(rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, dict[s
             "hardware_id": hardware_id,
         }
     return out
+
+
+def _key_probe(keys: set[tuple[int, str]]) -> pa.Table:
+    items = list(keys)
+    return pa.table({"i": pa.array([k[0] for k in items], pa.int32()), "k": [k[1] for k in items]})
 
 
 def _first(rows: list[Any]) -> Any:

@@ -90,24 +90,24 @@ DDL = [
         max_event_id BIGINT NOT NULL, rows BIGINT NOT NULL)""",
 ]
 
-USERS_UPSERT = """INSERT INTO users SELECT * FROM t ON CONFLICT (mpid) DO UPDATE SET
+USERS_UPSERT = """INSERT INTO users SELECT * FROM t_users ON CONFLICT (mpid) DO UPDATE SET
     first_seen = coalesce(users.first_seen, excluded.first_seen),
     last_seen = greatest(users.last_seen, excluded.last_seen),
     inputs = list_sort(list_distinct(list_concat(users.inputs, excluded.inputs))),
     attributes = json_merge_patch(users.attributes, excluded.attributes),
     updated_at = excluded.updated_at"""
 
-IDENTITIES_UPSERT = """INSERT INTO identities SELECT * FROM t ON CONFLICT (identity_type, value_key) DO UPDATE SET
+IDENTITIES_UPSERT = """INSERT INTO identities SELECT * FROM t_identities ON CONFLICT (identity_type, value_key) DO UPDATE SET
     mpid = excluded.mpid, value = excluded.value, updated_at = excluded.updated_at"""
 
 # The stored consent is the latest statement: highest timestamp, ties by later arrival.
-CONSENTS_UPSERT = """INSERT INTO consents SELECT * FROM t ON CONFLICT (mpid, regulation, purpose) DO UPDATE SET
+CONSENTS_UPSERT = """INSERT INTO consents SELECT * FROM t_consents ON CONFLICT (mpid, regulation, purpose) DO UPDATE SET
     consented = excluded.consented, ts = excluded.ts, received_at = excluded.received_at,
     document = excluded.document, location = excluded.location, hardware_id = excluded.hardware_id
     WHERE excluded.ts > consents.ts OR (excluded.ts = consents.ts AND excluded.received_at >= consents.received_at)"""
 
 # A report without a field keeps the device's earlier value.
-DEVICES_UPSERT = """INSERT INTO devices SELECT * FROM t ON CONFLICT (mpid, device_key) DO UPDATE SET
+DEVICES_UPSERT = """INSERT INTO devices SELECT * FROM t_devices ON CONFLICT (mpid, device_key) DO UPDATE SET
     platform = coalesce(excluded.platform, devices.platform),
     os_version = coalesce(excluded.os_version, devices.os_version),
     device_model = coalesce(excluded.device_model, devices.device_model),

@@ -9,7 +9,15 @@ from pydantic import ValidationError
 
 from milepost.errors import InvalidBatch
 from milepost.ingest import schema
-from milepost.ingest.limits import LimitReport, clip_attributes, clip_name, clip_value
+from milepost.ingest.limits import (
+    MAX_ATTRIBUTES,
+    MAX_NAME,
+    MAX_VALUE,
+    LimitReport,
+    clip_attributes,
+    clip_name,
+    clip_value,
+)
 from milepost.model.batch import (
     DEVICE_FIELDS,
     DEVICE_ID_TYPES,
@@ -66,6 +74,11 @@ def _normalize_batch(
 ) -> NormalizedBatch:
     if not isinstance(raw, dict):
         raise InvalidBatch(f"{where}: must be a JSON object")
+    mark = len(report.messages)
+    try:
+        return _fast_batch(raw, index, where, historical, received_at, report)
+    except _Slow:
+        del report.messages[mark:]  # the pydantic path reports the same changes again
     try:
         batch = schema.Batch.model_validate(raw)
     except ValidationError as exc:
@@ -281,4 +294,321 @@ def _event_row(
         products=products,
         source_message_id=data.source_message_id,
         data=data_out,
+    )
+
+
+# ---- the fast path -----------------------------------------------------------------------------
+#
+# Most batches are plainly well formed. For those, checking the parsed JSON directly gives the same
+# NormalizedBatch as the pydantic models at a fraction of the cost. Anything outside that plain
+# subset (a coercion pydantic would make, an error, a rare field) raises `_Slow`, and the batch
+# goes through pydantic, which stays the one source of validation rules and error messages.
+
+
+class _Slow(Exception):
+    """The batch needs the pydantic path."""
+
+
+_NONE = type(None)
+_SCALAR_TYPES = frozenset({str, int, float, bool, _NONE})
+_LIST_ITEM_TYPES = frozenset({str, int, float, bool})
+_STR_OR_NONE = frozenset({str, _NONE})
+_STR_INT_OR_NONE = frozenset({str, int, _NONE})
+_NUMBER_OR_NONE = frozenset({int, float, _NONE})
+_BOOL_OR_NONE = frozenset({bool, _NONE})
+_ENVIRONMENTS = frozenset({"production", "development"})
+_CUSTOM_EVENT_TYPES = frozenset(schema.CUSTOM_EVENT_TYPES)
+_PRODUCT_ACTIONS = frozenset(schema.PRODUCT_ACTIONS)
+_PROMOTION_ACTIONS = frozenset(schema.PROMOTION_ACTIONS)
+_TRANSITIONS = frozenset(
+    {"application_initialized", "application_exit", "application_background", "application_foreground"}
+)
+# Declared fields in declaration order: model_dump writes them first, then the extra fields.
+_DATA_FIELDS: dict[str, tuple[str, ...]] = {
+    "custom_event": tuple(schema.CustomEventData.model_fields),
+    "screen_view": tuple(schema.ScreenViewData.model_fields),
+    "commerce_event": tuple(schema.CommerceEventData.model_fields),
+    "application_state_transition": tuple(schema.StateTransitionData.model_fields),
+    **{t: tuple(schema.EventData.model_fields) for t in schema.GENERIC_EVENT_TYPES},
+}
+_PRODUCT_ACTION_FIELDS = tuple(schema.ProductAction.model_fields)
+_PRODUCT_FIELDS = tuple(schema.Product.model_fields)
+_PROMOTION_FIELDS = tuple(schema.PromotionAction.model_fields)
+_DEVICE_INFO_FIELDS = tuple(schema.DeviceInfo.model_fields)
+_MIN_MPID, _MAX_MPID = -(2**63), 2**63 - 1
+
+
+def _dump(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """What `model_dump(exclude_none=True)` gives for an already checked model without nested models."""
+    out = {f: raw[f] for f in fields if raw.get(f) is not None}
+    for k, v in raw.items():
+        if v is not None and k not in out:
+            out[k] = v
+    return out
+
+
+def _check_attrs(attrs: Any, list_items: bool) -> None:
+    if type(attrs) is not dict:
+        raise _Slow
+    for v in attrs.values():
+        t = type(v)
+        if t not in _SCALAR_TYPES:
+            if not list_items or t is not list:
+                raise _Slow
+            for item in v:
+                if type(item) not in _LIST_ITEM_TYPES:
+                    raise _Slow
+
+
+def _fast_batch(
+    raw: dict[str, Any], index: int, where: str, historical: bool, received_at: int, report: LimitReport
+) -> NormalizedBatch:
+    get = raw.get
+    environment = get("environment", "production")
+    if type(environment) is not str or environment not in _ENVIRONMENTS or get("consent_state") is not None:
+        raise _Slow
+    mpid = get("mpid")
+    if mpid is not None and (type(mpid) is not int or mpid == 0 or not _MIN_MPID <= mpid <= _MAX_MPID):
+        raise _Slow
+    source_request_id = get("source_request_id")
+    if type(source_request_id) not in _STR_OR_NONE or type(get("ip")) not in _STR_OR_NONE:
+        raise _Slow
+    user_attributes = get("user_attributes")
+    if user_attributes is not None:
+        _check_attrs(user_attributes, True)
+    deleted = get("deleted_user_attributes")
+    if deleted is not None and (type(deleted) is not list or any(type(n) is not str for n in deleted)):
+        raise _Slow
+    app_info = get("application_info")
+    if app_info is not None and type(app_info) is not dict:
+        raise _Slow
+    device_info = get("device_info")
+    if device_info is not None and (
+        type(device_info) is not dict
+        or "app_version" in device_info
+        or any(type(device_info.get(f)) not in _STR_OR_NONE for f in _DEVICE_INFO_FIELDS)
+    ):
+        raise _Slow
+    raw_events = get("events")
+    if raw_events is not None and type(raw_events) is not list:
+        raise _Slow
+    events = [
+        _fast_event(ev, f"{where}.events[{j}]", historical, received_at, report)
+        for j, ev in enumerate(raw_events or ())
+    ]
+    if historical and not events:
+        raise _Slow
+    identities = _fast_identities(get("user_identities"), device_info)
+    attributes_deleted = [
+        clip_name(n, f"{where}.deleted_user_attributes", report) if len(n) > MAX_NAME else n
+        for n in deleted or ()
+    ]
+    attributes_set: dict[str, Any] = {}
+    if user_attributes:
+        for name, value in clip_attributes(user_attributes, f"{where}.user_attributes", report).items():
+            if value is None:
+                attributes_deleted.append(name)
+            else:
+                attributes_set[name] = value
+    device = None
+    if device_info is not None:
+        fields = {k: str(v) for k in DEVICE_FIELDS if (v := device_info.get(k)) is not None}
+        app_version = (app_info or {}).get("application_version")
+        if app_version is not None:
+            fields["app_version"] = str(app_version)
+        ids = {
+            k: v.strip() for k in DEVICE_ID_TYPES if isinstance(v := device_info.get(k), str) and v.strip()
+        }
+        device = DeviceReport(fields=fields, device_ids=ids)
+    return NormalizedBatch(
+        index=index,
+        environment=environment,
+        historical=historical,
+        mpid=mpid,
+        identities=identities,
+        attributes_set=attributes_set,
+        attributes_deleted=attributes_deleted,
+        device=device,
+        consents=[],
+        source_request_id=source_request_id,
+        events=events,
+        body=raw,
+    )
+
+
+def _fast_identities(user_identities: Any, device_info: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    if user_identities is not None:
+        if type(user_identities) is not dict:
+            raise _Slow
+        for raw_type, raw_value in user_identities.items():
+            id_type = IDENTITY_ALIASES.get(raw_type, raw_type)
+            if id_type not in USER_IDENTITY_TYPES or type(raw_value) not in _STR_INT_OR_NONE:
+                raise _Slow
+            if raw_value is None:
+                continue
+            value = str(raw_value).strip()
+            if value:
+                out[id_type] = (value, value.lower() if id_type == "email" else value)
+    if device_info is not None:
+        for id_type in DEVICE_ID_TYPES:
+            raw_value = device_info.get(id_type)
+            if isinstance(raw_value, str) and raw_value.strip():
+                out[id_type] = (raw_value.strip(), raw_value.strip())
+    return out
+
+
+def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report: LimitReport) -> EventRow:
+    if type(ev) is not dict:
+        raise _Slow
+    event_type = ev.get("event_type")
+    if type(event_type) is not str or (fields := _DATA_FIELDS.get(event_type)) is None:
+        raise _Slow
+    data = ev.get("data", _NONE) if event_type in schema.GENERIC_EVENT_TYPES else ev.get("data")
+    if data is _NONE:
+        data = {}
+    elif type(data) is not dict:
+        raise _Slow
+    get = data.get
+    raw_ts = get("timestamp_unixtime_ms")
+    if raw_ts is None:
+        if historical:
+            raise _Slow
+        ts = received_at
+    else:
+        if type(raw_ts) not in _NUMBER_OR_NONE or not 0 <= raw_ts <= schema.MAX_TIMESTAMP_MS:
+            raise _Slow
+        ts = int(raw_ts)
+        if ts < MIN_TIMESTAMP_MS or (historical and ts > received_at - HISTORICAL_MIN_AGE_MS):
+            raise _Slow
+    source_message_id = get("source_message_id")
+    if type(source_message_id) not in _STR_OR_NONE:
+        raise _Slow
+    custom_attributes = get("custom_attributes")
+    if custom_attributes is not None:
+        _check_attrs(custom_attributes, False)
+    name: str | None = None
+    custom_event_type = action = transaction_id = currency_code = coupon_code = None
+    total: Decimal | None = None
+    products: list[dict[str, Any]] = []
+    is_install = is_upgrade = False
+    nested: dict[str, Any] = {}
+    if event_type == "custom_event":
+        name = get("event_name")
+        custom_event_type = get("custom_event_type")
+        if type(name) is not str or not name or type(custom_event_type) is not str:
+            raise _Slow
+        if custom_event_type not in _CUSTOM_EVENT_TYPES:
+            raise _Slow
+    elif event_type == "screen_view":
+        name = get("screen_name")
+        if type(name) not in _STR_OR_NONE:
+            raise _Slow
+    elif event_type == "commerce_event":
+        currency_code = get("currency_code")
+        impressions = get("product_impressions")
+        if type(currency_code) not in _STR_OR_NONE or (
+            impressions is not None
+            and (type(impressions) is not list or any(type(i) is not dict for i in impressions))
+        ):
+            raise _Slow
+        pa = get("product_action")
+        promo = get("promotion_action")
+        if promo is not None:
+            if type(promo) is not dict or type(promo.get("action")) is not str:
+                raise _Slow
+            if promo["action"] not in _PROMOTION_ACTIONS:
+                raise _Slow
+            nested["promotion_action"] = _dump(promo, _PROMOTION_FIELDS)
+        if pa is not None:
+            if (
+                type(pa) is not dict
+                or type(pa.get("action")) is not str
+                or pa["action"] not in _PRODUCT_ACTIONS
+            ):
+                raise _Slow
+            raw_total = pa.get("total_amount")
+            transaction = pa.get("transaction_id")
+            coupon_code = pa.get("coupon_code")
+            raw_products = pa.get("products")
+            if (
+                type(raw_total) not in _NUMBER_OR_NONE
+                or type(transaction) not in _STR_INT_OR_NONE
+                or type(coupon_code) not in _STR_OR_NONE
+                or (raw_products is not None and type(raw_products) is not list)
+            ):
+                raise _Slow
+            for p in raw_products or ():
+                if (
+                    type(p) is not dict
+                    or type(p.get("id")) not in _STR_INT_OR_NONE
+                    or type(p.get("name")) not in _STR_OR_NONE
+                    or type(p.get("category")) not in _STR_OR_NONE
+                    or type(p.get("brand")) not in _STR_OR_NONE
+                    or type(p.get("price")) not in _NUMBER_OR_NONE
+                    or type(p.get("quantity")) not in _NUMBER_OR_NONE
+                ):
+                    raise _Slow
+            action = pa["action"]
+            if raw_total is not None:
+                errors: list[str] = []
+                total = _amount(raw_total, "", errors)
+                if errors:
+                    raise _Slow
+            transaction_id = str(transaction) if transaction is not None else None
+            products = [_dump(p, _PRODUCT_FIELDS) for p in raw_products or ()]
+            dumped = _dump(pa, _PRODUCT_ACTION_FIELDS)
+            if raw_products is not None:
+                dumped["products"] = [_dump(p, _PRODUCT_FIELDS) for p in raw_products]
+            nested["product_action"] = dumped
+        elif promo is not None:
+            action = promo["action"]
+    elif event_type == "application_state_transition":
+        transition = get("application_transition_type")
+        first_run = get("is_first_run")
+        upgrade = get("is_upgrade")
+        if (
+            (transition is not None and (type(transition) is not str or transition not in _TRANSITIONS))
+            or type(first_run) not in _BOOL_OR_NONE
+            or type(upgrade) not in _BOOL_OR_NONE
+        ):
+            raise _Slow
+        is_install = bool(first_run)
+        is_upgrade = bool(upgrade)
+    elif event_type == "first_run":
+        is_install = True
+    data_out = _dump(data, fields)
+    if nested:
+        data_out.update(nested)
+    if raw_ts is not None and ts > received_at + FUTURE_TOLERANCE_MS:
+        data_out["original_timestamp_unixtime_ms"] = ts
+        ts = received_at
+    attrs: dict[str, Any] = {}
+    if custom_attributes is not None:
+        clipped = custom_attributes
+        if len(custom_attributes) > MAX_ATTRIBUTES or any(
+            len(k) > MAX_NAME or (type(v) is str and len(v) > MAX_VALUE) for k, v in custom_attributes.items()
+        ):
+            clipped = clip_attributes(custom_attributes, f"{where}.data.custom_attributes", report)
+        attrs = {k: v for k, v in clipped.items() if v is not None}
+        data_out["custom_attributes"] = attrs
+    if name is not None and len(name) > MAX_NAME:
+        field_name = "event_name" if event_type == "custom_event" else "screen_name"
+        name = clip_name(name, f"{where}.data.{field_name}", report)
+    return EventRow(
+        event_type,
+        name,
+        custom_event_type,
+        action,
+        is_install,
+        is_upgrade,
+        ts,
+        total,
+        transaction_id,
+        currency_code,
+        coupon_code,
+        attrs,
+        products,
+        source_message_id,
+        data_out,
     )

@@ -21,14 +21,32 @@ from milepost.model.batch import (
 )
 
 
+@dataclass
+class Snapshot:
+    """What one commit needs to know about the stored state, read in one look-up."""
+
+    seen_requests: set[tuple[int, str]] = field(default_factory=set)
+    seen_messages: set[tuple[int, str]] = field(default_factory=set)
+    owners: dict[tuple[str, str], int] = field(default_factory=dict)  # identity -> owning mpid
+    known_mpids: set[int] = field(default_factory=set)  # of `mpids` and the owners, those with a profile
+    user_keys: dict[int, dict[str, str]] = field(default_factory=dict)  # their user identities by type
+
+
 class Lookups(Protocol):
     """What the plan needs to know about the stored state (answered by the engine)."""
 
-    def identity_owners(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]: ...
-    def user_identity_keys(self, mpids: set[int]) -> dict[int, dict[str, str]]: ...
-    def existing_mpids(self, mpids: set[int]) -> set[int]: ...
-    def seen_request_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]: ...
-    def seen_message_ids(self, keys: set[tuple[int, str]], since_ms: int) -> set[tuple[int, str]]: ...
+    def snapshot(
+        self,
+        request_keys: set[tuple[int, str]],
+        request_since_ms: int,
+        message_keys: set[tuple[int, str]],
+        message_since_ms: int,
+        identity_keys: set[tuple[str, str]],
+        mpids: set[int],
+    ) -> Snapshot:
+        """Request and message keys seen after their `since`, owners of the identity keys, and for
+        `mpids` plus those owners: which have a profile and their user identities."""
+        ...
 
 
 @dataclass
@@ -76,16 +94,16 @@ def build_plan(
     now = max(r.received_at for r in requests)
     all_batches = [(r, b) for r in requests for b in r.batches]
     req_keys = {(r.input_id, b.source_request_id) for r, b in all_batches if b.source_request_id}
-    seen_requests = lookups.seen_request_ids(req_keys, now - windows.request_ms) if req_keys else set()
     msg_keys = {
         (r.input_id, e.source_message_id) for r, b in all_batches for e in b.events if e.source_message_id
     }
-    seen_messages = lookups.seen_message_ids(msg_keys, now - windows.message_ms) if msg_keys else set()
     id_keys = {(t, key) for _, b in all_batches for t, (_, key) in b.identities.items()}
-    owners = lookups.identity_owners(id_keys) if id_keys else {}
     explicit = {b.mpid for _, b in all_batches if b.mpid is not None}
-    known_mpids = lookups.existing_mpids(explicit | set(owners.values()))
-    user_keys = lookups.user_identity_keys(explicit | set(owners.values()))
+    snap = lookups.snapshot(
+        req_keys, now - windows.request_ms, msg_keys, now - windows.message_ms, id_keys, explicit
+    )
+    seen_requests, seen_messages = snap.seen_requests, snap.seen_messages
+    owners, known_mpids, user_keys = snap.owners, snap.known_mpids, snap.user_keys
     for request in requests:
         stored = dup_batches = stored_events = dup_events = 0
         mpids: list[int] = []
