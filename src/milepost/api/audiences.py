@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from milepost.api.security import require_token
-from milepost.catalog.output_records import OutputRecord
+from milepost.catalog.output_records import ConnectionRecord, OutputRecord
 from milepost.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["audiences"], dependencies=[Depends(require_token)])
@@ -92,11 +92,19 @@ def delete_output(output_id: int, request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _connection(rt: Runtime, c: ConnectionRecord) -> dict[str, Any]:
+    """A connection with its delivery: sent, pending, failed, ineligible, last error (SPEC §6)."""
+    return {**asdict(c), "delivery": rt.delivery.stats(c.id, c.audience_id)}
+
+
 @router.get("/audiences/{audience_id}/connections")
 def list_connections(audience_id: int, request: Request) -> dict[str, Any]:
     rt = _rt(request)
     rt.catalog.milestone_by_audience(audience_id)
-    return {"connections": rt.views.connections(audience_id)}
+    listed = rt.views.connections(audience_id)
+    for c in listed:
+        c["delivery"] = rt.delivery.stats(c["id"], audience_id)
+    return {"connections": listed}
 
 
 @router.post("/audiences/{audience_id}/connections", status_code=201)
@@ -111,12 +119,20 @@ def create_connection(audience_id: int, body: ConnectionIn, request: Request) ->
         on_deactivate=body.on_deactivate,
     )
     rt.journeys.refresh()
-    return asdict(c)
+    return _connection(rt, c)
 
 
 @router.get("/connections/{connection_id}")
 def get_connection(connection_id: int, request: Request) -> dict[str, Any]:
-    return asdict(_rt(request).catalog.get_connection(connection_id))
+    rt = _rt(request)
+    return _connection(rt, rt.catalog.get_connection(connection_id))
+
+
+@router.post("/connections/{connection_id}/resume")
+def resume_connection(connection_id: int, request: Request) -> dict[str, Any]:
+    """Resume a faulted connection: it sends its backlog, kept while it was paused."""
+    rt = _rt(request)
+    return _connection(rt, rt.delivery.resume(connection_id))
 
 
 @router.patch("/connections/{connection_id}")
@@ -126,7 +142,7 @@ def patch_connection(connection_id: int, body: ConnectionPatch, request: Request
         connection_id, status=body.status, settings=body.settings, on_deactivate=body.on_deactivate
     )
     rt.journeys.refresh()
-    out = asdict(c)
+    out = _connection(rt, c)
     if body.status == "inactive":
         out["warning"] = (
             "the partner's copy of this audience may go out of sync while the connection is inactive"

@@ -1,0 +1,1 @@
+"""Audience delivery: change records, the retry policy, output types, and the per-connection runner."""

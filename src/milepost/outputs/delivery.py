@@ -1,0 +1,525 @@
+"""The delivery runner: one worker thread per connection, following the outbox (SPEC §6).
+
+A supervisor thread re-reads the catalog every `poll_s` and hands each worker its connection and
+output. A worker, for an active connection whose audience is calculated and settled, first
+synchronises (removes for delivered users who are no longer members, then adds for members not
+delivered: on a first activation that is the whole membership), then streams every later change of
+the outbox in `seq` order, in batches. Only after the partner acknowledges a batch does its cursor
+move, in the same transaction as the connection's counters and its record of what the partner
+has; so delivery is at least once and in order per user. What to do after each try is decided by
+the pure `policy.decide`; a worker only sleeps, so a slow or failing partner delays nobody else.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import httpx
+
+from milepost.catalog import Catalog
+from milepost.catalog.output_records import ConnectionRecord, OutputRecord
+from milepost.clock import Clock
+from milepost.engines.duckdb import DuckDBStore
+from milepost.errors import MilepostError, NotFound
+from milepost.outputs import registry
+from milepost.outputs import state as st
+from milepost.outputs.policy import Verdict, decide, split
+from milepost.outputs.records import (
+    Change,
+    Identities,
+    change_record,
+    idempotency_key,
+    outbox_change_id,
+    sync_change_id,
+)
+from milepost.outputs.registry import Output, OutputContext
+from milepost.outputs.settings import DeliverySettings
+from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
+
+log = logging.getLogger(__name__)
+
+NAME_TTL_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What the supervisor last saw of a connection; `deleted` once it is gone from the catalog."""
+
+    connection: ConnectionRecord
+    output: OutputRecord | None
+    deleted: bool = False
+
+
+class ConnectionWorker:
+    """Delivers one connection. `step` does one unit of work and says how long to wait before the next."""
+
+    def __init__(self, runner: DeliveryRunner, connection_id: int, con: duckdb.DuckDBPyConnection) -> None:
+        self.runner = runner
+        self.id = connection_id
+        self.store = DeliveryStore(con)
+        self.state: DeliveryState = self.store.load(connection_id)
+        self.wake = threading.Event()
+        self.finished = False
+        self._assignment: Assignment | None = None
+        self._lock = threading.Lock()
+        self._parts: list[list[Change]] = []  # the unacknowledged batch, possibly split, in order
+        self._failures = 0
+        self._redundant = 0  # changes of the current part that the partner already reflects
+        self._retry_at = 0.0  # monotonic time before which the unacknowledged batch is not retried
+        self._sender: tuple[tuple[int, int, str], Output] | None = None
+        self._names: tuple[float, str, str] | None = None
+        self._health: str | None = None  # what this worker last set (or found) in the catalog
+        self._paused = False  # faulted: nothing is sent until the connection is resumed
+        self._resumed = False
+        self._thread: threading.Thread | None = None
+        self._random = random.Random()
+
+    # ---- control -------------------------------------------------------------------------------
+
+    def assign(self, assignment: Assignment) -> None:
+        with self._lock:
+            before = self._assignment
+            self._assignment = assignment
+            if before is None:
+                self._health = assignment.connection.health
+        if before is None or before != assignment:
+            self.wake.set()
+
+    def resume(self, record: ConnectionRecord) -> None:
+        with self._lock:
+            current = self._assignment
+            self._assignment = Assignment(record, current.output if current else None)
+            self._resumed = True
+        self.wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"milepost-delivery-{self.id}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        errors = 0
+        try:
+            while not self.runner.stopping.is_set() and not self.finished:
+                try:
+                    wait = self.step()
+                    errors = 0
+                except Exception as error:
+                    errors += 1
+                    if errors == 1 or errors % 100 == 0:
+                        log.exception("delivery of connection %s failed", self.id)
+                    self.state.last_error = f"internal error: {error}"
+                    self._parts.clear()
+                    self.state = self._reload()
+                    wait = min(30.0, self.runner.settings.poll_s * 2**errors)
+                if wait > 0 and not self.finished:
+                    self.wake.wait(wait)
+                    self.wake.clear()
+        finally:
+            self.store.close()
+
+    def _reload(self) -> DeliveryState:
+        try:
+            return self.store.load(self.id)
+        except Exception:
+            return self.state
+
+    # ---- one step ----------------------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Do the next piece of work; return seconds to wait (0: go on at once)."""
+        with self._lock:
+            assignment = self._assignment
+            resumed, self._resumed = self._resumed, False
+        poll = self.runner.settings.poll_s
+        if assignment is None:
+            return poll
+        conn, s = assignment.connection, self.state
+        if resumed:
+            self._paused, self._health, self._failures, s.failing_since = False, "ok", 0, None
+            self._retry_at = 0.0
+            self._sender = None  # settings may have been fixed
+            self.store.save(s)
+        if self._paused or conn.health == "faulted":
+            if assignment.deleted:  # a paused partner gets nothing more; forget the connection
+                self.store.forget(self.id)
+                self.finished = True
+                return 0
+            return poll  # paused until resumed; the backlog stays in the outbox
+        if assignment.deleted:
+            if conn.on_deactivate == "remove_members" and s.phase not in (st.NEW, st.INACTIVE):
+                if s.phase != st.DRAIN:
+                    self._begin(st.DRAIN)
+                return self._advance(assignment)
+            self.store.forget(self.id)
+            self.finished = True
+            return 0
+        if conn.status != "active":
+            if s.phase in (st.NEW, st.INACTIVE):
+                return poll
+            if conn.on_deactivate == "remove_members":
+                if s.phase != st.DRAIN:
+                    self._begin(st.DRAIN)
+                return self._advance(assignment)
+            self._parts.clear()
+            s.phase = st.INACTIVE
+            self.store.save(s)
+            return poll
+        if s.phase in (st.NEW, st.INACTIVE, st.DRAIN):
+            if not self.runner.ready(conn.audience_id):
+                return poll
+            # Changes up to the outbox head are reflected in the membership read from now on.
+            self._begin(st.SYNC_REMOVE, cursor_seq=self.store.head_seq())
+        return self._advance(assignment)
+
+    def _begin(self, phase: str, cursor_seq: int | None = None) -> None:
+        s = self.state
+        self._parts.clear()
+        self._retry_at = 0.0
+        s.phase, s.epoch, s.sync_after = phase, s.epoch + 1, None
+        if cursor_seq is not None:
+            s.cursor_seq = cursor_seq
+        self.store.save(s)
+
+    def _advance(self, assignment: Assignment) -> float:
+        if not self._parts:
+            batch = self._next_batch(assignment)
+            if batch is None:
+                return 0  # moved to the next phase
+            if not batch:
+                return self.runner.settings.poll_s
+            self._parts = [batch]
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            return wait  # backing off (other wake-ups do not cut a wait the partner asked for)
+        return self._send(assignment)
+
+    def _batch_size(self, assignment: Assignment) -> int:
+        try:
+            sender = self._sender_for(assignment)
+        except MilepostError:
+            sender = None
+        return sender.batch_size if sender is not None else self.runner.settings.batch_size
+
+    def _next_batch(self, assignment: Assignment) -> list[Change] | None:
+        """The next batch of the current phase; [] when there is nothing yet, None after a phase change."""
+        s, conn = self.state, assignment.connection
+        size = self._batch_size(assignment)
+        now = self.runner.clock.now_ms()
+        aid = conn.audience_id
+        if s.phase == st.STREAM:
+            if self.runner.head_seq <= s.cursor_seq:
+                return []
+            rows = self.store.outbox(aid, s.cursor_seq, size)
+            if not rows:
+                return []
+            return [Change(outbox_change_id(q), aid, m, a, t, q) for q, m, a, t in rows]
+        if s.phase == st.SYNC_REMOVE:
+            stale = self.store.stale(self.id, aid, s.sync_after, size)
+            if stale:
+                return [
+                    Change(sync_change_id("r", self.id, s.epoch, m), aid, m, "remove", now, m) for m in stale
+                ]
+            s.phase, s.sync_after = st.SYNC_ADD, None
+        elif s.phase == st.SYNC_ADD:
+            missing = self.store.missing(self.id, aid, s.sync_after, size)
+            if missing:
+                return [
+                    Change(sync_change_id("s", self.id, s.epoch, m), aid, m, "add", t, m) for m, t in missing
+                ]
+            s.phase, s.sync_after = st.STREAM, None
+        elif s.phase == st.DRAIN:
+            left = self.store.delivered_after(self.id, s.sync_after, size)
+            if left:
+                return [
+                    Change(sync_change_id("d", self.id, s.epoch, m), aid, m, "remove", now, m) for m in left
+                ]
+            if assignment.deleted:
+                self.store.forget(self.id)
+                self.finished = True
+                return None
+            s.phase, s.sync_after = st.INACTIVE, None
+        else:
+            return []
+        self.store.save(s)
+        return None
+
+    # ---- sending -------------------------------------------------------------------------------------
+
+    def _sender_for(self, assignment: Assignment) -> Output | None:
+        output, conn = assignment.output, assignment.connection
+        if output is None:
+            return None
+        key = (output.id, output.updated_at, repr(sorted(conn.settings.items())))
+        if self._sender is not None and self._sender[0] == key:
+            return self._sender[1]
+        kind = registry.output_type(output.type)
+        if kind is None:
+            return None
+        sender = kind.open(output, conn, self.runner.context)
+        self._sender = (key, sender)
+        return sender
+
+    def _names_of(self, audience_id: int) -> tuple[str, str]:
+        now = time.monotonic()
+        if self._names is None or now - self._names[0] > NAME_TTL_S:
+            m = self.runner.catalog.milestone_by_audience(audience_id)
+            self._names = (now, m.name, m.external_name)
+        return self._names[1], self._names[2]
+
+    def _send(self, assignment: Assignment) -> float:
+        s, conn, output = self.state, assignment.connection, assignment.output
+        poll = self.runner.settings.poll_s
+        if output is None:
+            return poll
+        try:
+            sender = self._sender_for(assignment)
+        except MilepostError as error:
+            return self._fault(f"the output's settings cannot work: {error.message}")
+        if sender is None:
+            s.last_error = (
+                f"output type {output.type!r} cannot deliver yet (no such output type is registered)"
+            )
+            return poll
+        part = self._parts[0]
+        identities = self.store.identities([c.mpid for c in part])
+        audience_name, external_name = self._names_of(conn.audience_id)
+        # While streaming, a change the partner already reflects (an add of a user it has, a
+        # remove of one it does not) is redundant: a synchronisation sent the same state already.
+        has = self.store.delivered_among(self.id, [c.mpid for c in part]) if s.phase == st.STREAM else None
+        sendable: list[tuple[Change, dict[str, Any]]] = []
+        redundant = 0
+        for change in part:
+            if has is not None and (change.action == "add") == (change.mpid in has):
+                redundant += 1
+                continue
+            ids = identities.get(change.mpid, Identities()).only(output.accepted_identities, output.hashing)
+            if output.accepted_identities is not None and not ids:
+                if has is not None and change.action == "remove":
+                    has.discard(change.mpid)
+                continue  # none of the identities the partner accepts: ineligible
+            if has is not None:
+                (has.add if change.action == "add" else has.discard)(change.mpid)
+            sendable.append((change, change_record(change, audience_name, external_name, ids)))
+        self._redundant = redundant
+        now = self.runner.clock.now_ms()
+        if not sendable:
+            self._acknowledged(part, [], [], now)
+            return 0
+        records = [r for _, r in sendable]
+        attempt = sender.send(records, idempotency_key([r["id"] for r in records]))
+        now = self.runner.clock.now_ms()
+        s.last_attempt_at = now
+        failures = 0 if attempt.ok else self._failures + 1
+        decision = decide(
+            attempt,
+            failures=failures,
+            failing_since_ms=s.failing_since,
+            now_ms=now,
+            policy=self.runner.settings.policy,
+            jitter=self._random.random(),
+        )
+        if decision.verdict is Verdict.DELIVERED:
+            self._acknowledged(part, [c for c, _ in sendable], [], now)
+            self._set_health("ok")
+            return 0
+        if decision.verdict is Verdict.RETRY:
+            self._failures = failures
+            if s.failing_since is None:
+                s.failing_since = now
+            s.last_error = decision.reason
+            self.store.save(s)
+            self._set_health("retrying")
+            self._retry_at = time.monotonic() + decision.delay_s
+            return decision.delay_s
+        if decision.verdict is Verdict.FAULT:
+            return self._fault(decision.reason)
+        # SPLIT: the partner refuses something in this batch.
+        self._failures = 0
+        s.last_error = decision.reason
+        if len(part) > 1:
+            first, second = split(part)
+            self._redundant = 0
+            self._parts[0:1] = [first, second]
+            return 0
+        dead = [(part[0], DeadLetter(records[0], attempt.status, attempt.body[:2000]))]
+        self._acknowledged(part, [], dead, now)
+        return 0
+
+    def _acknowledged(
+        self,
+        part: list[Change],
+        sent: list[Change],
+        dead: list[tuple[Change, DeadLetter]],
+        now: int,
+    ) -> None:
+        """The partner has `sent`; it refused `dead`; the rest of `part` was ineligible. Move on."""
+        s = self.state
+        delivered = {id(c) for c in sent}
+        refused = {id(c) for c, _ in dead}
+        final: dict[int, str] = {}  # what the partner has of each user after this part
+        for change in part:
+            if id(change) in delivered:
+                final[change.mpid] = change.action
+            elif id(change) not in refused and change.action == "remove":
+                final[change.mpid] = "remove"  # ineligible now: not the partner's any more either
+        if s.phase == st.STREAM:
+            s.cursor_seq = max(s.cursor_seq, part[-1].position)
+        else:
+            s.sync_after = part[-1].position
+        s.sent += len(sent)
+        s.failed += len(dead)
+        s.ineligible += len(part) - len(sent) - len(dead) - self._redundant
+        if sent:
+            s.last_success_at = now
+            s.failing_since = None
+        self._failures = 0
+        added = [m for m, a in final.items() if a == "add"]
+        removed = [m for m, a in final.items() if a == "remove"]
+        if s.phase == st.DRAIN:  # given up or not, a drained user is no longer ours to remove
+            removed = sorted({c.mpid for c in part})
+            added = []
+        self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now)
+        self._parts.pop(0)
+
+    def _fault(self, reason: str) -> float:
+        s = self.state
+        s.last_error = reason
+        if s.failing_since is None:
+            s.failing_since = self.runner.clock.now_ms()
+        self.store.save(s)
+        self._paused = True
+        self._set_health("faulted")
+        log.warning("connection %s faulted: %s", self.id, reason)
+        return self.runner.settings.poll_s
+
+    def _set_health(self, health: str) -> None:
+        if self._health == health:
+            return
+        try:
+            self.runner.catalog.set_connection_health(self.id, health)
+        except NotFound:
+            return
+        except MilepostError:
+            return  # a concurrent catalog change: set it on the next batch
+        self._health = health
+
+
+class DeliveryRunner:
+    """Supervises one worker per connection; also answers delivery stats and resumes connections."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: DuckDBStore,
+        ready: Callable[[int], bool],
+        clock: Clock,
+        settings: DeliverySettings | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.ready = ready
+        self.clock = clock
+        self.settings = settings or DeliverySettings.from_env()
+        self._own_http = http is None
+        self.http = http or httpx.Client(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        )
+        self.context = OutputContext(self.http, clock, self.settings.allow_private)
+        self._con = store.connect()  # used by the supervisor thread only (and here, before it starts)
+        DeliveryStore.create_tables(self._con)
+        self.head_seq = 0
+        self.workers: dict[int, ConnectionWorker] = {}
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._threads = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._threads = True
+        self._forget_orphans()
+        self._thread = threading.Thread(target=self._supervise, name="milepost-delivery", daemon=True)
+        self._thread.start()
+
+    def _supervise(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("delivery supervision failed")
+            self.stopping.wait(self.settings.poll_s)
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(self.settings.stop_timeout_s)
+        deadline = time.monotonic() + self.settings.stop_timeout_s
+        for worker in list(self.workers.values()):
+            worker.wake.set()
+        for worker in list(self.workers.values()):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if self._own_http:
+            self.http.close()
+        self._con.close()
+
+    # ---- supervision -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Re-read the catalog and the outbox head; give every worker its connection; wake those behind."""
+        connections = {c.id: c for c in self.catalog.connections()}
+        outputs = {o.id: o for o in self.catalog.list_outputs()}
+        head = int(self._con.execute("SELECT coalesce(max(seq), 0) FROM membership_changes").fetchall()[0][0])
+        moved, self.head_seq = head != self.head_seq, head
+        for cid, conn in connections.items():
+            worker = self.workers.get(cid)
+            if worker is None:
+                worker = self.workers[cid] = ConnectionWorker(self, cid, self._con.cursor())
+                if self._threads:
+                    worker.start()
+            worker.assign(Assignment(conn, outputs.get(conn.output_id)))
+            if moved and worker.state.cursor_seq < head:
+                worker.wake.set()
+        for cid, worker in list(self.workers.items()):
+            if worker.finished:
+                del self.workers[cid]
+            elif cid not in connections:
+                current = worker._assignment
+                if current is not None and not current.deleted:
+                    worker.assign(Assignment(current.connection, current.output, deleted=True))
+
+    def _forget_orphans(self) -> None:
+        """Drop the state of connections deleted while Milepost was not running."""
+        known = {c.id for c in self.catalog.connections()}
+        rows = self._con.execute("SELECT connection_id FROM delivery_state").fetchall()
+        store = DeliveryStore(self._con)
+        for (cid,) in rows:
+            if int(cid) not in known:
+                store.forget(int(cid))
+
+    # ---- for the API ---------------------------------------------------------------------------------
+
+    def resume(self, connection_id: int) -> ConnectionRecord:
+        """Resume a faulted connection: it retries its backlog at once."""
+        record = self.catalog.set_connection_health(connection_id, "ok")
+        worker = self.workers.get(connection_id)
+        if worker is not None:
+            worker.resume(record)
+        return record
+
+    def stats(self, connection_id: int, audience_id: int) -> dict[str, Any]:
+        return st.stats(self.store.reader(), connection_id, audience_id)
+
+    def dead_letters(self, connection_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        return st.dead_letters(self.store.reader(), connection_id, limit)

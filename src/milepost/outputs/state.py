@@ -1,0 +1,319 @@
+"""Delivery state in the store, beside the outbox it follows.
+
+Per connection: a cursor (where delivery stands in the outbox, or in a synchronisation), counters
+and the last error (`delivery_state`); the MPIDs the partner has (`delivered`, what reconciliation
+compares membership with); and the records the partner refused (`dead_letters`). The cursor, the
+counters and `delivered` move in one transaction, only after the partner acknowledged a batch, so
+a crash re-sends at most the unacknowledged batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+
+from milepost.outputs.records import Identities
+
+T = TypeVar("T")
+
+DELIVERY_DDL = [
+    """CREATE TABLE IF NOT EXISTS delivery_state (
+        connection_id BIGINT PRIMARY KEY,
+        phase VARCHAR NOT NULL,
+        epoch BIGINT NOT NULL,
+        cursor_seq BIGINT NOT NULL,
+        sync_after BIGINT,
+        sent BIGINT NOT NULL,
+        failed BIGINT NOT NULL,
+        ineligible BIGINT NOT NULL,
+        last_error VARCHAR,
+        last_attempt_at BIGINT,
+        last_success_at BIGINT,
+        failing_since BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS delivered (
+        connection_id BIGINT NOT NULL,
+        mpid BIGINT NOT NULL,
+        PRIMARY KEY (connection_id, mpid))""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        connection_id BIGINT NOT NULL,
+        record JSON NOT NULL,
+        status INTEGER,
+        body VARCHAR,
+        failed_at BIGINT NOT NULL)""",
+]
+
+# Phases of a connection's delivery.
+NEW = "new"  # never active yet
+INACTIVE = "inactive"  # stopped; the partner keeps what `delivered` lists
+SYNC_REMOVE = "sync_remove"  # (re)activation, step 1: removes for delivered users no longer members
+SYNC_ADD = "sync_add"  # step 2: adds for members not delivered yet
+STREAM = "stream"  # every change of the outbox after `cursor_seq`
+DRAIN = "drain"  # on_deactivate remove_members: removes for everyone delivered, then inactive
+SYNC_PHASES = (SYNC_REMOVE, SYNC_ADD, DRAIN)
+
+_STATE_COLUMNS = (
+    "connection_id, phase, epoch, cursor_seq, sync_after, sent, failed, ineligible, last_error, "
+    "last_attempt_at, last_success_at, failing_since"
+)
+
+
+@dataclass
+class DeliveryState:
+    connection_id: int
+    phase: str = NEW
+    epoch: int = 0
+    cursor_seq: int = 0
+    sync_after: int | None = None  # the last MPID acknowledged during a synchronisation
+    sent: int = 0
+    failed: int = 0
+    ineligible: int = 0
+    last_error: str | None = None
+    last_attempt_at: int | None = None
+    last_success_at: int | None = None
+    failing_since: int | None = None
+
+    def row(self) -> list[Any]:
+        return list(asdict(self).values())
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: dict[str, Any]
+    status: int | None
+    body: str
+
+
+def _retrying(work: Callable[[], T], attempts: int = 20) -> T:
+    """Run a write transaction again when a concurrent writer touched the same rows."""
+    for n in range(attempts):
+        try:
+            return work()
+        except duckdb.TransactionException:
+            if n == attempts - 1:
+                raise
+            time.sleep(0.01 * (n + 1))
+    raise AssertionError("unreachable")
+
+
+class DeliveryStore:
+    """One connection to the store per worker (DuckDB connections are not shared across threads)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    @staticmethod
+    def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+        for ddl in DELIVERY_DDL:
+            con.execute(ddl).fetchall()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def load(self, connection_id: int) -> DeliveryState:
+        rows = self.con.execute(
+            f"SELECT {_STATE_COLUMNS} FROM delivery_state WHERE connection_id = ?", [connection_id]
+        ).fetchall()
+        if not rows:
+            return DeliveryState(connection_id)
+        return DeliveryState(*rows[0])
+
+    def save(self, state: DeliveryState) -> None:
+        def work() -> None:
+            self.con.execute(
+                f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                state.row(),
+            ).fetchall()
+
+        _retrying(work)
+
+    def commit(
+        self,
+        state: DeliveryState,
+        *,
+        added: Iterable[int] = (),
+        removed: Iterable[int] = (),
+        dead: Sequence[DeadLetter] = (),
+        now_ms: int,
+    ) -> None:
+        """Record an acknowledged batch: the new cursor and counters, what the partner now has, and
+        the records it refused, in one transaction."""
+        adds, removes = sorted(set(added)), sorted(set(removed) - set(added))
+
+        def work() -> None:
+            con = self.con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                con.execute(
+                    f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) "
+                    f"VALUES ({', '.join('?' * 12)})",
+                    state.row(),
+                ).fetchall()
+                if removes:
+                    con.execute(
+                        "DELETE FROM delivered WHERE connection_id = ? AND list_contains(?::BIGINT[], mpid)",
+                        [state.connection_id, removes],
+                    ).fetchall()
+                if adds:
+                    con.execute(
+                        "INSERT INTO delivered SELECT ?, unnest(?::BIGINT[]) ON CONFLICT DO NOTHING",
+                        [state.connection_id, adds],
+                    ).fetchall()
+                for d in dead:
+                    con.execute(
+                        "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                        [state.connection_id, orjson.dumps(d.record).decode(), d.status, d.body, now_ms],
+                    ).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+
+        _retrying(work)
+
+    def forget(self, connection_id: int) -> None:
+        """Drop everything kept for a deleted connection."""
+
+        def work() -> None:
+            con = self.con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                for table in ("delivery_state", "delivered", "dead_letters"):
+                    con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+
+        _retrying(work)
+
+    # ---- what to send ----------------------------------------------------------------------------
+
+    def head_seq(self) -> int:
+        rows = self.con.execute("SELECT coalesce(max(seq), 0) FROM membership_changes").fetchall()
+        return int(rows[0][0])
+
+    def outbox(self, audience_id: int, after_seq: int, limit: int) -> list[tuple[int, int, str, int]]:
+        """(seq, mpid, action, changed_at) of the audience's changes after `after_seq`, in seq order."""
+        rows = self.con.execute(
+            "SELECT seq, mpid, action, changed_at FROM membership_changes "
+            "WHERE seq > ? AND audience_id = ? ORDER BY seq LIMIT ?",
+            [after_seq, audience_id, limit],
+        ).fetchall()
+        return [(int(s), int(m), str(a), int(t)) for s, m, a, t in rows]
+
+    def stale(self, connection_id: int, audience_id: int, after: int | None, limit: int) -> list[int]:
+        """Delivered MPIDs (after `after`) that are no longer members of the audience."""
+        rows = self.con.execute(
+            "SELECT d.mpid FROM delivered d WHERE d.connection_id = $c AND ($a IS NULL OR d.mpid > $a) "
+            "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = d.mpid) "
+            "ORDER BY d.mpid LIMIT $n",
+            {"c": connection_id, "a": after, "aud": audience_id, "n": limit},
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def missing(
+        self, connection_id: int, audience_id: int, after: int | None, limit: int
+    ) -> list[tuple[int, int]]:
+        """(mpid, entered_at) of members (after `after`) the partner does not have yet."""
+        rows = self.con.execute(
+            "SELECT m.mpid, m.entered_at FROM memberships m WHERE m.audience_id = $aud "
+            "AND ($a IS NULL OR m.mpid > $a) AND NOT EXISTS "
+            "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) "
+            "ORDER BY m.mpid LIMIT $n",
+            {"c": connection_id, "a": after, "aud": audience_id, "n": limit},
+        ).fetchall()
+        return [(int(m), int(t)) for m, t in rows]
+
+    def delivered_after(self, connection_id: int, after: int | None, limit: int) -> list[int]:
+        rows = self.con.execute(
+            "SELECT mpid FROM delivered WHERE connection_id = $c AND ($a IS NULL OR mpid > $a) "
+            "ORDER BY mpid LIMIT $n",
+            {"c": connection_id, "a": after, "n": limit},
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def delivered_among(self, connection_id: int, mpids: Sequence[int]) -> set[int]:
+        """Which of these MPIDs the partner has."""
+        if not mpids:
+            return set()
+        rows = self.con.execute(
+            "SELECT mpid FROM delivered WHERE connection_id = ? AND list_contains(?::BIGINT[], mpid)",
+            [connection_id, sorted(set(mpids))],
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def identities(self, mpids: Sequence[int]) -> dict[int, Identities]:
+        if not mpids:
+            return {}
+        rows = self.con.execute(
+            "SELECT mpid, identity_type, value, is_device FROM identities "
+            "WHERE list_contains(?::BIGINT[], mpid) ORDER BY mpid, identity_type, value",
+            [sorted(set(mpids))],
+        ).fetchall()
+        users: dict[int, dict[str, str]] = {}
+        devices: dict[int, list[tuple[str, str]]] = {}
+        for mpid, kind, value, is_device in rows:
+            if is_device:
+                devices.setdefault(int(mpid), []).append((str(kind), str(value)))
+            else:
+                users.setdefault(int(mpid), {})[str(kind)] = str(value)
+        return {m: Identities(users.get(m, {}), tuple(devices.get(m, []))) for m in mpids}
+
+
+def stats(con: duckdb.DuckDBPyConnection, connection_id: int, audience_id: int) -> dict[str, Any]:
+    """What a user sees of a connection's delivery: sent, pending, failed, ineligible, last error."""
+    store = DeliveryStore(con)
+    state = store.load(connection_id)
+    pending = 0
+    if state.phase == STREAM:
+        pending = int(
+            con.execute(
+                "SELECT count(*) FROM membership_changes WHERE seq > ? AND audience_id = ?",
+                [state.cursor_seq, audience_id],
+            ).fetchall()[0][0]
+        )
+    elif state.phase in (SYNC_REMOVE, SYNC_ADD):
+        missing = con.execute(
+            "SELECT count(*) FROM memberships m WHERE m.audience_id = $aud AND NOT EXISTS "
+            "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid)",
+            {"aud": audience_id, "c": connection_id},
+        ).fetchall()
+        pending = int(missing[0][0])
+    elif state.phase == DRAIN:
+        left = con.execute(
+            "SELECT count(*) FROM delivered WHERE connection_id = ?", [connection_id]
+        ).fetchall()
+        pending = int(left[0][0])
+    dead = con.execute(
+        "SELECT count(*) FROM dead_letters WHERE connection_id = ?", [connection_id]
+    ).fetchall()
+    return {
+        "phase": state.phase,
+        "sent": state.sent,
+        "pending": pending,
+        "failed": state.failed,
+        "dead_letters": int(dead[0][0]),
+        "ineligible": state.ineligible,
+        "last_error": state.last_error,
+        "last_attempt_at": state.last_attempt_at,
+        "last_success_at": state.last_success_at,
+        "failing_since": state.failing_since,
+    }
+
+
+def dead_letters(
+    con: duckdb.DuckDBPyConnection, connection_id: int, limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT record, status, body, failed_at FROM dead_letters WHERE connection_id = ? "
+        "ORDER BY failed_at DESC LIMIT ?",
+        [connection_id, limit],
+    ).fetchall()
+    return [{"record": orjson.loads(r), "status": s, "body": b, "at": a} for r, s, b, a in rows]
