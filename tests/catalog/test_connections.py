@@ -402,12 +402,12 @@ def test_a_plan_with_a_bad_step_changes_nothing(catalog: Catalog, hook: OutputRe
 def test_deleting_a_milestone_deletes_its_connections_and_frees_its_credit(
     catalog: Catalog, hook: OutputRecord, files: OutputRecord
 ) -> None:
-    first, second = make_audiences(catalog, 2)
+    kept_audience, deleted = make_audiences(catalog, 2)  # the last one can be deleted
     catalog.update_settings(audience_limit=1)
-    catalog.create_connection(first, hook.id)
-    catalog.create_connection(first, files.id, status="inactive")
-    kept = catalog.create_connection(second, files.id, status="inactive")
-    catalog.delete_milestone(catalog.milestone_by_audience(first).id)
+    catalog.create_connection(deleted, hook.id)
+    catalog.create_connection(deleted, files.id, status="inactive")
+    kept = catalog.create_connection(kept_audience, files.id, status="inactive")
+    catalog.delete_milestone(catalog.milestone_by_audience(deleted).id)
     assert catalog.connections() == [kept]
     assert catalog.activated_count() == 0
     catalog.delete_output(hook.id)

@@ -213,27 +213,30 @@ def test_delete_milestone_rules(catalog: Catalog, journey: int) -> None:
     a = add(catalog, journey, "a")
     b = add(catalog, journey, "b")
     split = add(catalog, journey, "rest", remaining=True)
-    child = add(catalog, journey, "child", a.id)
+    child = add(catalog, journey, "child", b.id)
     under_split = add(catalog, journey, "under", split.id)
+    # Milestones are removed from last to first, and the remaining split is always last.
     with pytest.raises(
         JourneyRuleViolation,
-        match=r"cannot delete milestone 'a': 1 milestone \('child'\) hang below it; delete them first",
+        match="cannot delete milestone 'a': milestones are removed from last to first; "
+        "delete the remaining users split 'rest' first",
     ):
         catalog.delete_milestone(a.id)
     with pytest.raises(JourneyRuleViolation, match="cannot delete remaining users split 'rest': 1 milestone"):
         catalog.delete_milestone(split.id)
-    catalog.delete_milestone(child.id)
-    catalog.delete_milestone(a.id)
-    assert names(catalog, journey) == ["b", "rest"]
-    with pytest.raises(
-        JourneyRuleViolation,
-        match="cannot delete milestone 'b': it is the last milestone before the remaining users split 'rest'; "
-        "delete the remaining users split 'rest' first",
-    ):
-        catalog.delete_milestone(b.id)
     catalog.delete_milestone(under_split.id)
     catalog.delete_milestone(split.id)
+    with pytest.raises(
+        JourneyRuleViolation,
+        match=r"cannot delete milestone 'b': 1 milestone \('child'\) hang below it; delete them first",
+    ):
+        catalog.delete_milestone(b.id)
+    with pytest.raises(JourneyRuleViolation, match="delete milestone 'b' first"):
+        catalog.delete_milestone(a.id)
+    catalog.delete_milestone(child.id)
     catalog.delete_milestone(b.id)
+    assert names(catalog, journey) == ["a"]
+    catalog.delete_milestone(a.id)
     assert catalog.milestones(journey) == []
     with pytest.raises(NotFound, match=f"there is no milestone with id {b.id}"):
         catalog.delete_milestone(b.id)
@@ -243,12 +246,13 @@ def test_delete_milestone_rules(catalog: Catalog, journey: int) -> None:
         catalog.get_milestone(b.id)
 
 
-def test_deleting_compacts_positions(catalog: Catalog, journey: int) -> None:
+def test_deleting_the_last_keeps_positions_dense(catalog: Catalog, journey: int) -> None:
     milestones = [add(catalog, journey, name) for name in "abcd"]
-    catalog.delete_milestone(milestones[1].id)
-    assert names(catalog, journey) == ["a", "c", "d"]
+    catalog.delete_milestone(milestones[3].id)
+    assert names(catalog, journey) == ["a", "b", "c"]
     add(catalog, journey, "e", position=1)
-    assert names(catalog, journey) == ["a", "e", "c", "d"]
+    assert names(catalog, journey) == ["a", "e", "b", "c"]
+    assert [m.position for m in catalog.milestones(journey)] == [0, 1, 2, 3]
 
 
 def test_audience_references(catalog: Catalog, journey: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from milepost.api.security import require_token
@@ -136,7 +137,9 @@ def add_milestone(journey_id: int, body: MilestoneIn, request: Request, dry_run:
         position=body.position,
         dry_run=dry_run,
     )
-    return result if isinstance(result, dict) else _milestone(rt, result)
+    if isinstance(result, dict):  # a dry run creates nothing
+        return JSONResponse(result, status_code=200)
+    return _milestone(rt, result)
 
 
 @router.get("/milestones/{milestone_id}")
@@ -157,4 +160,6 @@ def patch_milestone(milestone_id: int, body: MilestonePatch, request: Request, d
 @router.delete("/milestones/{milestone_id}", status_code=204, response_model=None)
 def delete_milestone(milestone_id: int, request: Request, dry_run: bool = False) -> Any:
     report = _rt(request).journeys.delete_milestone(milestone_id, dry_run=dry_run)
-    return report if dry_run else Response(status_code=204)
+    if report is not None:  # a dry run deletes nothing and answers its report
+        return JSONResponse(report, status_code=200)
+    return Response(status_code=204)

@@ -8,6 +8,7 @@ the new membership, the change log and the users' next timers in one transaction
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -296,9 +297,9 @@ class AudienceEngine:
             + self._scope("mpid", scoped),
             [group.parent_audience_id],
         ).fetchall()
-        con.execute("DELETE FROM eval_new").fetchall()
         regular = [c for c in group.children if c.criteria is not None]
         remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
+        select = None
         if regular:
             ctx = CompileContext(
                 now_ms=now,
@@ -318,20 +319,27 @@ class AudienceEngine:
                 default=exp.convert(remaining) if remaining is not None else exp.Null(),
             )
             select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(query.subquery("q"))
-            outer = (
-                exp.select("audience_id", "mpid").from_(select.subquery("p")).where("audience_id IS NOT NULL")
-            )
-            con.execute(f"INSERT INTO eval_new {to_sql(outer)}").fetchall()
-        elif remaining is not None:
-            con.execute("INSERT INTO eval_new SELECT ?, mpid FROM eval_parent", [remaining]).fetchall()
-        kept = [a for a in group.audience_ids if plan.keeps(a)]
-        if len(kept) < len(
-            group.audience_ids
-        ):  # siblings still decide exclusivity, but only kept ones are stored
-            con.execute(
-                "DELETE FROM eval_new WHERE NOT list_contains(?::BIGINT[], audience_id)", [kept]
-            ).fetchall()
-        self._apply_diff(kept, now, scoped, cause, result)
+        # Usually one segment; a child reading an earlier sibling's audience starts a new one, so the
+        # group is evaluated again after the earlier siblings' new membership is stored.
+        bounds = [0, *group.segment_starts, len(group.children)]
+        for lo, hi in itertools.pairwise(bounds):
+            if lo == hi:
+                continue
+            segment = [c.audience_id for c in group.children[lo:hi]]
+            kept = [a for a in segment if plan.keeps(a)]
+            con.execute("DELETE FROM eval_new").fetchall()
+            if select is not None:
+                outer = (
+                    exp.select("audience_id", "mpid")
+                    .from_(select.subquery("p"))
+                    .where(
+                        exp.column("audience_id").isin(*[exp.convert(a) for a in kept]) if kept else "false"
+                    )
+                )
+                con.execute(f"INSERT INTO eval_new {to_sql(outer)}").fetchall()
+            elif remaining is not None and remaining in kept:
+                con.execute("INSERT INTO eval_new SELECT ?, mpid FROM eval_parent", [remaining]).fetchall()
+            self._apply_diff(kept, now, scoped, cause, result)
 
     def _apply_diff(
         self, audience_ids: list[int], now: int, scoped: bool, cause: str, result: EvalResult

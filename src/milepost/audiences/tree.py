@@ -58,6 +58,9 @@ class SiblingGroup:
     input_ids: tuple[int, ...]
     children: tuple[Child, ...]
     depends_on: frozenset[int] = field(default_factory=frozenset)
+    # Indices of children that read an earlier sibling's audience: each starts a new evaluation
+    # segment, so it sees that sibling's membership as this evaluation leaves it.
+    segment_starts: tuple[int, ...] = ()
 
     @property
     def audience_ids(self) -> tuple[int, ...]:
@@ -73,20 +76,38 @@ def sibling_groups(journey: JourneyRows) -> list[SiblingGroup]:
     groups: list[SiblingGroup] = []
     for parent_id, rows in by_parent.items():
         rows.sort(key=lambda m: (m.remaining, m.position))
+        own = {m.audience_id: i for i, m in enumerate(rows)}
         children: list[Child] = []
         deps: set[int] = set()
-        for m in rows:
-            crit = (
-                None if m.remaining else parse_criteria(m.criteria if m.criteria is not None else {"all": []})
-            )
-            if crit is not None:
-                deps |= set(references(crit).audience_ids)
+        starts: list[int] = []
+        for i, m in enumerate(rows):
+            crit = None
+            if not m.remaining:
+                crit = parse_criteria(m.criteria if m.criteria is not None else {"all": []})
+                refs = set(references(crit).audience_ids)
+                for a in refs & own.keys():
+                    if own[a] >= i:
+                        what = "itself" if own[a] == i else f"a later sibling, {rows[own[a]].name!r}"
+                        raise JourneyRuleViolation(
+                            f"audience references would form a cycle: milestone {m.name!r} refers to {what}; "
+                            "a milestone may refer only to earlier siblings, other paths and other journeys"
+                        )
+                if refs & own.keys():
+                    starts.append(i)
+                deps |= refs - own.keys()
             children.append(Child(m.audience_id, m.name, crit))
         parent_audience = root_audience_id(journey.id) if parent_id is None else audience_of[parent_id]
         if parent_id is not None:
             deps.add(parent_audience)
         groups.append(
-            SiblingGroup(journey.id, parent_audience, journey.input_ids, tuple(children), frozenset(deps))
+            SiblingGroup(
+                journey.id,
+                parent_audience,
+                journey.input_ids,
+                tuple(children),
+                frozenset(deps),
+                tuple(starts),
+            )
         )
     return groups
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -195,8 +196,15 @@ class MilestonesMixin(CatalogBase):
             )
             return jr.milestone_records(session, (MilestoneRow.journey_id == owner.id) & parent_match)
 
-    def delete_milestone(self, milestone_id: int) -> None:
-        """Delete a milestone and its audience, unless a rule of SPEC §2 refuses it."""
+    def delete_milestone(self, milestone_id: int, *, check_only: bool = False) -> None:
+        """Delete a milestone and its audience, unless a rule of SPEC §2 refuses it.
+
+        With `check_only`, apply the rules and change nothing (a dry run refuses as the real call would).
+        """
+        with contextlib.suppress(_RolledBack):
+            self._delete_milestone(milestone_id, check_only)
+
+    def _delete_milestone(self, milestone_id: int, check_only: bool) -> None:
         with self._transaction(RETRY) as session:
             row = jr.locked_milestone(session, milestone_id, self._clock.now_ms())
             what = "remaining users split" if row.remaining else "milestone"
@@ -208,11 +216,12 @@ class MilestonesMixin(CatalogBase):
                     f"({jr.quoted(m.name for m in below)}) hang below it; delete them first, last to first"
                 )
             siblings = jr.children(session, row.journey_id, row.parent_id)
-            split = next((s for s in siblings if s.remaining), None)
-            if not row.remaining and split is not None and len(siblings) == 2:
+            later = sorted((s for s in siblings if s.position > row.position), key=lambda s: -s.position)
+            if later:  # milestones are removed from last to first (a remaining split is always last)
+                last = later[0]
+                kind = "the remaining users split" if last.remaining else "milestone"
                 raise JourneyRuleViolation(
-                    f"{refused}: it is the last milestone before the remaining users split {split.name!r}; "
-                    f"delete the remaining users split {split.name!r} first"
+                    f"{refused}: milestones are removed from last to first; delete {kind} {last.name!r} first"
                 )
             audience = session.scalars(select(AudienceRow).where(AudienceRow.milestone_id == row.id)).one()
             users = session.execute(
@@ -228,6 +237,8 @@ class MilestonesMixin(CatalogBase):
                     f"{refused}: {listed} {'refers' if len(users) == 1 else 'refer'} to its audience "
                     f"({audience.id}); remove {'that reference' if len(users) == 1 else 'those references'} first"
                 )
+            if check_only:
+                raise _RolledBack
             session.execute(delete(AudienceReferenceRow).where(AudienceReferenceRow.milestone_id == row.id))
             session.delete(audience)
             session.flush()
@@ -300,6 +311,10 @@ def _find_audience(session: Session, journey_name: object, milestone_name: objec
     return audience_id
 
 
+class _RolledBack(Exception):
+    """Leaves a transaction without committing it (a rules check that changes nothing)."""
+
+
 def _checked_criteria(session: Session, criteria: object) -> tuple[str, set[int]]:
     """The canonical JSON text of valid criteria and the audience ids they refer to.
 
@@ -312,7 +327,10 @@ def _checked_criteria(session: Session, criteria: object) -> tuple[str, set[int]
     found = references(parsed)
     audience_ids = set(found.audience_ids)
     if audience_ids:
-        known = set(session.scalars(select(AudienceRow.id).where(AudienceRow.id.in_(audience_ids))))
+        valid = {a for a in audience_ids if rows.valid_id(a)}  # larger ids exist nowhere (and overflow SQL)
+        known = (
+            set(session.scalars(select(AudienceRow.id).where(AudienceRow.id.in_(valid)))) if valid else set()
+        )
         missing = sorted(audience_ids - known)
         if missing:
             raise NotFound(

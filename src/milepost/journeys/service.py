@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings, EvalResult
-from milepost.audiences.tree import JourneyRows, MilestoneRow
+from milepost.audiences.tree import JourneyRows, MilestoneRow, evaluation_order, sibling_groups
 from milepost.catalog import Catalog
 from milepost.catalog.journey_records import MilestoneRecord
 from milepost.criteria import (
@@ -23,6 +23,7 @@ from milepost.criteria import (
     resolve_audiences,
     to_json,
 )
+from milepost.errors import InvalidRequest, JourneyRuleViolation
 from milepost.journeys import whatif
 from milepost.journeys.status import calculated_set
 
@@ -45,6 +46,7 @@ class JourneyService:
         self.deferred = False  # in the server, first calculations run on the evaluator thread
         self.calculated: frozenset[int] = frozenset()
         self.pending: set[int] = set()  # calculated, first full calculation not finished: "calculating"
+        self.stale = False  # the plan changed and the evaluator thread has not recalculated yet
         self._lock = threading.RLock()
 
     # ---- documents --------------------------------------------------------------------------
@@ -122,6 +124,9 @@ class JourneyService:
             return self._dry_run(
                 j.id, lambda rows: whatif.with_added(rows, parent_id, name, resolved, remaining, position)
             )
+        self._check(
+            j.id, lambda rows: whatif.with_added(rows, parent_id, name, resolved, remaining, position)
+        )
         row = self.catalog.add_milestone(
             j.id, parent_id=parent_id, name=name, criteria=resolved, remaining=remaining, position=position
         )
@@ -139,10 +144,25 @@ class JourneyService:
     ) -> MilestoneRecord | dict[str, Any]:
         current = self.catalog.get_milestone(milestone_id)
         resolved = None if criteria is None else self.resolved(criteria)
+        if position is not None:
+            if current.remaining:
+                raise JourneyRuleViolation("a remaining users split is always last; it cannot be moved")
+            regular = sum(
+                1
+                for m in self.catalog.milestones(current.journey_id)
+                if m.parent_id == current.parent_id and not m.remaining
+            )
+            if position >= regular:
+                raise InvalidRequest(
+                    f"position: {position} is out of range; there are {regular} milestones here (0-based)"
+                )
         if dry_run:
             return self._dry_run(
                 current.journey_id, lambda rows: whatif.with_edited(rows, milestone_id, resolved, position)
             )
+        self._check(
+            current.journey_id, lambda rows: whatif.with_edited(rows, milestone_id, resolved, position)
+        )
         if name is not None or resolved is not None:
             self.catalog.update_milestone(milestone_id, name=name, criteria=resolved)
         if position is not None:
@@ -167,28 +187,44 @@ class JourneyService:
     def delete_milestone(self, milestone_id: int, dry_run: bool = False) -> dict[str, Any] | None:
         current = self.catalog.get_milestone(milestone_id)
         if dry_run:
+            self.catalog.delete_milestone(milestone_id, check_only=True)  # refuses as the real call would
             return self._dry_run(current.journey_id, lambda rows: whatif.with_deleted(rows, milestone_id))
         self.catalog.delete_milestone(milestone_id)
         self.refresh()
         return None
 
+    def _check(self, journey_id: int, change: Callable[[JourneyRows], JourneyRows]) -> None:
+        """Refuse a change that would make audience references circular, before anything is stored."""
+        journeys = [change(j) if j.id == journey_id else j for j in self.journeys()]
+        for j in journeys:
+            ids = {m.id for m in j.milestones}
+            if any(m.parent_id is not None and m.parent_id not in ids for m in j.milestones):
+                return  # a parent outside the journey: the catalog refuses it with the right message
+        evaluation_order(g for j in journeys for g in sibling_groups(j))
+
     def _dry_run(self, journey_id: int, change: Callable[[JourneyRows], JourneyRows]) -> dict[str, Any]:
         """Per activated audience, how many users would enter and leave if `change` were made."""
-        journeys = [change(j) if j.id == journey_id else j for j in self.journeys()]
+        before = self.journeys()
+        journeys = [change(j) if j.id == journey_id else j for j in before]
         result, _ = self.engine.what_if(journeys, self.calculated_attributes(), [])
-        activated = self.activated()
-        names = {m.audience_id: (j.name, m.name) for j in journeys for m in j.milestones}
-        rows = [
-            {
-                "audience_id": a,
-                "journey": names[a][0],
-                "milestone": names[a][1],
-                "enter": result.per_audience.get(a, (0, 0))[0],
-                "leave": result.per_audience.get(a, (0, 0))[1],
-            }
-            for a in sorted(activated)
-            if a in names
-        ]
+        after = {m.audience_id for j in journeys for m in j.milestones}
+        names = {m.audience_id: (j.name, m.name) for j in before for m in j.milestones}
+        rows = []
+        for a in sorted(self.activated()):
+            if a not in names:
+                continue
+            enter, leave = result.per_audience.get(a, (0, 0))
+            if a not in after:  # the change deletes it: every member leaves
+                enter, leave = 0, self.engine.size(a)
+            rows.append(
+                {
+                    "audience_id": a,
+                    "journey": names[a][0],
+                    "milestone": names[a][1],
+                    "enter": enter,
+                    "leave": leave,
+                }
+            )
         return {"dry_run": True, "activated_audiences": rows}
 
     # ---- the engine's view ---------------------------------------------------------------------
@@ -251,14 +287,16 @@ class JourneyService:
                 maintained=None if self.maintain_all else calculated,
             )
             if self.deferred:
+                self.stale = True
                 return EvalResult()
             return self.settle(force=True)
 
     def settle(self, force: bool = False) -> EvalResult:
         """Run the full calculation that audiences still "calculating" wait for."""
         with self._lock:
-            if not self.pending and not force:
+            if not (self.pending or self.stale or force):
                 return EvalResult()
             result = self.engine.full_calculation(self.now(), cause="calculation")
             self.pending.clear()
+            self.stale = False
             return result
