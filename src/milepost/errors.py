@@ -35,6 +35,12 @@ class InvalidCriteria(InvalidRequest):
     code = "INVALID_CRITERIA"
 
 
+class UnknownReference(InvalidCriteria):
+    """Criteria name an audience or calculated attribute that does not exist (any more)."""
+
+    code = "UNKNOWN_REFERENCE"
+
+
 class Unauthorized(MilepostError):
     """No credentials were given."""
 

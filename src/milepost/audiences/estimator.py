@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,12 +113,13 @@ class Estimator:
 
     # ---- sets on the sample --------------------------------------------------------------------
 
-    def _set(self, key: tuple[Any, ...], sql: str) -> frozenset[int]:
+    def _set(self, key: tuple[Any, ...], sql: str | Callable[[], str]) -> frozenset[int]:
+        """Sampled members for `key`, from the cache when fresh; `sql` is built only on a miss."""
         hit = self._cache.get(key)
         now = time.monotonic() * 1000
         if hit is not None and hit[1] == self.sample.version and now - hit[0] < CACHE_TTL_MS:
             return hit[2]
-        rows = self.con.execute(sql).fetchall()
+        rows = self.con.execute(sql if isinstance(sql, str) else sql()).fetchall()
         value = frozenset(int(r[0]) for r in rows)
         self._cache[key] = (now, self.sample.version, value)
         if len(self._cache) > 5000:
@@ -142,7 +143,7 @@ class Estimator:
             ctx.parent_audience_id,
             ctx.now_ms // 1000,
         )
-        return self._set(key, to_sql(compile_criteria(criteria, ctx)))
+        return self._set(key, lambda: to_sql(compile_criteria(criteria, ctx)))
 
     def criteria_set(
         self, criteria: Criteria, ctx: CompileContext

@@ -115,6 +115,8 @@ class Sample:
                 raise
             self._batch_seq, self._event_id = top, newest
             self.population = population
+            if not self._count("SELECT count(*) FROM sample_touched"):
+                return False  # no sampled user changed: cached results stay valid
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.version += 1
             return True

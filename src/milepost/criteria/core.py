@@ -12,7 +12,7 @@ from typing import Literal
 
 from milepost.criteria import model as m
 from milepost.criteria.values import DAY_MS, day_start
-from milepost.errors import InvalidCriteria
+from milepost.errors import InvalidCriteria, UnknownReference
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def lower(criteria: m.Criteria, calculated: Mapping[str, m.CalculatedAttribute])
         return ValueTest("attribute", c.attribute, c.condition())
     if isinstance(c, m.CalculatedAttributeLeaf):
         if c.name not in calculated:
-            raise InvalidCriteria(f"name: unknown calculated attribute {c.name!r}")
+            raise UnknownReference(f"name: unknown calculated attribute {c.name!r}")
         return ValueTest("calculated", c.name, c.condition(), calculated[c.name])
     if isinstance(c, m.IdentityLeaf):
         return ValueTest("identity", c.identity, c.condition())

@@ -10,8 +10,9 @@ from typing import Any
 from milepost.audiences.estimator import Estimator, NodeEstimate
 from milepost.audiences.tree import JourneyRows
 from milepost.catalog.journey_records import MilestoneRecord
+from milepost.criteria import parse_criteria, references
 from milepost.engines.duckdb import DuckDBStore
-from milepost.errors import InvalidRequest, MilepostError
+from milepost.errors import InvalidRequest, MilepostError, UnknownReference
 from milepost.journeys import whatif
 from milepost.journeys.service import JourneyService
 
@@ -102,6 +103,13 @@ class JourneyViews:
                     est.size["warning"] = "no data from disabled or silent inputs: " + ", ".join(bad)
         return found
 
+    def _audience_exists(self, audience_id: int) -> bool:
+        try:
+            self.catalog.milestone_by_audience(audience_id)
+        except MilepostError:
+            return False
+        return True
+
     def _journey_rows(self, journey_id: int) -> JourneyRows:
         return next(j for j in self.service.journeys() if j.id == journey_id)
 
@@ -141,8 +149,18 @@ class JourneyViews:
             base = JourneyRows(0, "(unsaved)", ids, ())
         try:
             resolved = self.service.resolved(criteria)
+            refs = references(parse_criteria(resolved))
+            missing = [a for a in refs.audience_ids if not self._audience_exists(a)]
+            if missing:
+                raise UnknownReference(f"the criteria refer to audience {missing[0]}, which does not exist")
+            known = self.service.calculated_attributes()
+            unknown = [n for n in refs.calculated_attributes if n not in known]
+            if unknown:
+                raise UnknownReference(
+                    f"the criteria use calculated attribute {unknown[0]!r}, which does not exist"
+                )
         except MilepostError as exc:
-            if exc.code == "NOT_FOUND":
+            if exc.code in ("NOT_FOUND", "UNKNOWN_REFERENCE"):
                 return {
                     "size": {"kind": "error", "code": "UNKNOWN_REFERENCE", "message": exc.message},
                     "criteria": [],
