@@ -326,19 +326,21 @@ def test_delete_milestones_last_to_first(rest: Rest) -> None:
 
     msg = rest.refused("DELETE", f"/api/v1/milestones/{m['a']['id']}", 409, "JOURNEY_RULE")
     assert "a1" in msg and "first" in msg, msg
+    # b is not the last sibling: the remaining split comes after it and goes first
+    msg = rest.refused("DELETE", f"/api/v1/milestones/{m['b']['id']}", 409, "JOURNEY_RULE")
+    assert "rest" in msg and "remaining" in msg and "first" in msg, msg
+    assert len(list(_walk(rest.document(doc["id"])["milestones"]))) == 4
+    rest.ok("DELETE", f"/api/v1/milestones/{m['rest']['id']}", 204)
+    # now b is last, but another journey refers to its audience
     msg = rest.refused("DELETE", f"/api/v1/milestones/{m['b']['id']}", 409, "JOURNEY_RULE")
     assert "uses b" in msg and "reference" in msg, msg
-    assert len(list(_walk(rest.document(doc["id"])["milestones"]))) == 4
-
     rest.ok("DELETE", f"/api/v1/milestones/{refs['milestones'][0]['id']}", 204)
     rest.ok("DELETE", f"/api/v1/milestones/{m['b']['id']}", 204)
     rest.refused("GET", f"/api/v1/milestones/{m['b']['id']}", 404)
     rest.refused("GET", f"/api/v1/audiences/{m['b']['audience']['id']}", 404)
-    rest.ok("DELETE", f"/api/v1/milestones/{m['a1']['id']}", 204)
-    # a is now the last regular milestone before the remaining split
     msg = rest.refused("DELETE", f"/api/v1/milestones/{m['a']['id']}", 409, "JOURNEY_RULE")
-    assert "rest" in msg and "remaining" in msg and "first" in msg, msg
-    rest.ok("DELETE", f"/api/v1/milestones/{m['rest']['id']}", 204)
+    assert "a1" in msg, msg
+    rest.ok("DELETE", f"/api/v1/milestones/{m['a1']['id']}", 204)
     rest.ok("DELETE", f"/api/v1/milestones/{m['a']['id']}", 204)
     assert rest.document(doc["id"])["milestones"] == []
     rest.refused("DELETE", f"/api/v1/milestones/{m['a']['id']}", 404, "NOT_FOUND")
