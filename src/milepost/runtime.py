@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
@@ -24,6 +25,7 @@ from milepost.outputs.delivery import DeliveryRunner
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
+SAMPLE_REFRESH_S = 5.0
 
 
 @dataclass
@@ -102,12 +104,15 @@ class Runtime:
 
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
+        last_sample = 0.0
         while not self._stop.is_set():
             try:
                 self.journeys.settle()  # first calculations (after start-up: recovery too)
                 self.audiences.catch_up()
                 self.audiences.advance(exact=False)
-                self.views.estimator.refresh()  # keep the sample current between estimate requests
+                if time.monotonic() - last_sample > SAMPLE_REFRESH_S:  # estimates refresh it on demand too
+                    self.views.estimator.refresh()
+                    last_sample = time.monotonic()
             except Exception:
                 log.exception("audience evaluation failed")
             self._wake.wait(0.2)

@@ -176,6 +176,11 @@ class AudienceEngine:
             top = rows[0][0]
             if top is None:
                 return EvalResult()
+            if not self._plan.journeys:  # nothing maintained: only remember how far the log was read
+                self.con.execute(
+                    "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(int(top))]
+                ).fetchall()
+                return EvalResult()
             mpids = [
                 int(r[0])
                 for r in self.con.execute(
