@@ -327,7 +327,7 @@ def mass_boundary(store_dir: Path, now: int) -> dict[str, float]:
     reset(con)
     engine.full_calculation(now)
     t0 = time.perf_counter()
-    res = engine.advance(now + 61_000, granularity_ms=1000)
+    res = engine.advance(now + 61_000, exact=False, max_users=10_000_000)
     secs = time.perf_counter() - t0
     flipped = con.execute("SELECT count(*) FROM memberships WHERE audience_id = 62").fetchall()[0][0]
     reset(con)
@@ -649,6 +649,11 @@ def create_catalog_journeys(data_dir: Path) -> tuple[dict[str, int], float]:
         for doc in journey_documents():
             j = cat.create_journey(doc["name"], None)
             svc._add_children(j.id, None, doc["milestones"])  # the service's create, without its refresh
+        # Only calculated audiences are maintained in real time: activate every one of them.
+        cat.update_settings(audience_limit=1000)
+        out = cat.create_output("file", "benchmark", {"directory": str(data_dir / "outputs")})
+        plan = [(m.audience_id, out.id, "active", {}, "keep") for j in svc.journeys() for m in j.milestones]
+        cat.apply_connection_plan(plan, [])
         t0 = time.perf_counter()
         rt.journeys.refresh()
         full_s = time.perf_counter() - t0
