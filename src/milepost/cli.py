@@ -15,13 +15,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from milepost.clock import DAY_MS
 from milepost.config import DEFAULT_PORT, Config
 from milepost.errors import MilepostError
 from milepost.local import load_cli_token, running_server, save_cli_token
 
 app = typer.Typer(help="Milepost: journey orchestration on real-time audiences.", no_args_is_help=True)
 console = Console(stderr=True)
-DAY_MS = 86_400_000
 
 DataDir = Annotated[
     Path | None,

@@ -6,6 +6,8 @@ import threading
 import time
 from typing import Protocol
 
+DAY_MS = 86_400_000  # a day is always 24 h (SPEC §4.3)
+
 
 class Clock(Protocol):
     def now_ms(self) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.audiences.estimator import Estimator
 from milepost.catalog import Catalog
-from milepost.clock import Clock, SystemClock
+from milepost.clock import DAY_MS, Clock, SystemClock
 from milepost.config import Config
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.auth import InputDirectory
@@ -24,7 +24,7 @@ from milepost.journeys.views import JourneyViews
 from milepost.outputs.delivery import DeliveryRunner
 
 log = logging.getLogger(__name__)
-DAY_MS = 86_400_000
+
 SAMPLE_REFRESH_S = 5.0
 
 

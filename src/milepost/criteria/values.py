@@ -12,7 +12,7 @@ import math
 import re
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
-DAY_MS = 86_400_000
+from milepost.clock import DAY_MS
 
 NUMBER_PATTERN = r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 DATE_ONLY_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"

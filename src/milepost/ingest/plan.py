@@ -107,7 +107,6 @@ def build_plan(
     for request in requests:
         stored = dup_batches = stored_events = dup_events = 0
         mpids: list[int] = []
-        touched: set[int] = set()
         for batch in request.batches:
             rkey = (request.input_id, batch.source_request_id) if batch.source_request_id else None
             if rkey is not None and (rkey in seen_requests or rkey in plan.request_keys):
@@ -129,11 +128,7 @@ def build_plan(
             _apply_batch(plan, request, batch, mpid, kept, owners, known_mpids, user_keys)
             stored += 1
             stored_events += len(kept)
-            if batch.counts_as_seen:
-                touched.add(mpid)
-        plan.outcomes.append(
-            IngestOutcome(stored, dup_batches, stored_events, dup_events, tuple(mpids), frozenset(touched))
-        )
+        plan.outcomes.append(IngestOutcome(stored, dup_batches, stored_events, dup_events, tuple(mpids)))
     return plan
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from milepost.audiences.engine import AudienceEngine, EngineSettings, EvalResult
 from milepost.audiences.tree import JourneyRows, MilestoneRow, evaluation_order, sibling_groups
 from milepost.catalog import Catalog
-from milepost.catalog.journey_records import MilestoneRecord
+from milepost.catalog.journey_records import JourneyRecord, MilestoneRecord
+from milepost.clock import DAY_MS
 from milepost.criteria import (
     CalculatedAttribute,
     parse_calculated_attribute,
@@ -26,8 +27,6 @@ from milepost.criteria import (
 from milepost.errors import InvalidRequest, JourneyRuleViolation
 from milepost.journeys import whatif
 from milepost.journeys.status import calculated_set
-
-DAY_MS = 86_400_000
 
 
 class JourneyService:
@@ -230,23 +229,18 @@ class JourneyService:
     # ---- the engine's view ---------------------------------------------------------------------
 
     def journeys(self) -> list[JourneyRows]:
-        out = []
-        for j in self.catalog.list_journeys():
-            rows = tuple(
-                MilestoneRow(
-                    m.id,
-                    m.journey_id,
-                    m.parent_id,
-                    m.position,
-                    m.name,
-                    m.audience_id,
-                    m.criteria,
-                    m.remaining,
-                )
-                for m in self.catalog.milestones(j.id)
+        return [self.journey_rows(j) for j in self.catalog.list_journeys()]
+
+    def journey_rows(self, journey: int | str | JourneyRecord) -> JourneyRows:
+        """One journey as the engine sees it."""
+        j = journey if isinstance(journey, JourneyRecord) else self.catalog.get_journey(journey)
+        rows = tuple(
+            MilestoneRow(
+                m.id, m.journey_id, m.parent_id, m.position, m.name, m.audience_id, m.criteria, m.remaining
             )
-            out.append(JourneyRows(j.id, j.name, tuple(j.input_ids), rows))
-        return out
+            for m in self.catalog.milestones(j.id)
+        )
+        return JourneyRows(j.id, j.name, tuple(j.input_ids), rows)
 
     def calculated_attributes(self) -> dict[str, CalculatedAttribute]:
         return {

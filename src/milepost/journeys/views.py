@@ -10,13 +10,12 @@ from typing import Any
 from milepost.audiences.estimator import Estimator, NodeEstimate
 from milepost.audiences.tree import JourneyRows
 from milepost.catalog.journey_records import MilestoneRecord
+from milepost.clock import DAY_MS
 from milepost.criteria import parse_criteria, references
 from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import InvalidRequest, MilepostError, UnknownReference
 from milepost.journeys import whatif
 from milepost.journeys.service import JourneyService
-
-DAY_MS = 86_400_000
 
 
 class JourneyViews:
@@ -35,14 +34,11 @@ class JourneyViews:
 
     def _previews(self, journey_id: int) -> dict[int, list[int]]:
         """Exact members of the journey's audiences that are not calculated (computed on demand)."""
-        journeys = self.service.journeys()
-        ids = [m.audience_id for j in journeys if j.id == journey_id for m in j.milestones]
-        wanted = [a for a in ids if a not in self.service.calculated]
+        journey = self.service.journey_rows(journey_id)
+        wanted = [m.audience_id for m in journey.milestones if m.audience_id not in self.service.calculated]
         if not wanted:
             return {}
-        _, members = self.service.engine.what_if(
-            [j for j in journeys if j.id == journey_id], self.service.calculated_attributes(), wanted
-        )
+        _, members = self.service.engine.what_if([journey], self.service.calculated_attributes(), wanted)
         return members
 
     def input_problems(self, input_ids: tuple[int, ...]) -> tuple[list[str], bool]:
@@ -110,9 +106,6 @@ class JourneyViews:
             return False
         return True
 
-    def _journey_rows(self, journey_id: int) -> JourneyRows:
-        return next(j for j in self.service.journeys() if j.id == journey_id)
-
     def size(self, audience_id: int, estimates: dict[int, NodeEstimate | dict[str, Any]]) -> dict[str, Any]:
         if audience_id in self.service.calculated:
             if audience_id in self.service.pending:
@@ -143,7 +136,7 @@ class JourneyViews:
     ) -> dict[str, Any]:
         """The estimate of unsaved criteria placed under a parent (the criteria builder's live size)."""
         if journey_id is not None:
-            base = self._journey_rows(journey_id)
+            base = self.service.journey_rows(journey_id)
         else:
             ids = input_ids if input_ids is not None else tuple(i.id for i in self.catalog.list_inputs())
             base = JourneyRows(0, "(unsaved)", ids, ())
@@ -179,7 +172,7 @@ class JourneyViews:
         j = self.catalog.get_journey(journey_ref)
         milestones = self.catalog.milestones(j.id)
         activated = self.service.activated()
-        estimates = self.estimates(self._journey_rows(j.id))
+        estimates = self.estimates(self.service.journey_rows(j.id))
         inputs = {i.id: i.name for i in self.catalog.list_inputs()}
         by_parent: dict[int | None, list[MilestoneRecord]] = {}
         for m in milestones:
@@ -257,7 +250,7 @@ class JourneyViews:
 
     def audience(self, audience_id: int) -> dict[str, Any]:
         m = self.catalog.milestone_by_audience(audience_id)
-        estimates = self.estimates(self._journey_rows(m.journey_id))
+        estimates = self.estimates(self.service.journey_rows(m.journey_id))
         activated = self.service.activated()
         out = {
             "id": audience_id,

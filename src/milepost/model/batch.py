@@ -131,11 +131,10 @@ class IngestRequest:
 
 @dataclass(frozen=True, slots=True)
 class IngestOutcome:
-    """What the store did with a request, for the response and for the evaluator."""
+    """What the store did with a request."""
 
     stored_batches: int
     duplicate_batches: int
     stored_events: int
     duplicate_events: int
     mpids: tuple[int, ...]
-    touched: frozenset[int]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-T = TypeVar("T")
+from milepost.clock import DAY_MS
 
-DAY_MS = 86_400_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from milepost.clock import DAY_MS
 from milepost.synthetic.catalog_plan import CLIENT_PLATFORMS, MOBILE_PLATFORMS, PlacedInput
 from milepost.synthetic.content import (
     CAMPAIGNS,
@@ -25,7 +26,7 @@ from milepost.synthetic.ids import M64, MpidSpace, key, rng_for, uuid_from
 SECOND_MS = 1_000
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-DAY_MS = 86_400_000
+
 EPOCH_2000_MS = 946_684_800_000
 SERVICE_LAUNCH_MS = 1_420_070_400_000  # 2015-01-01: no one signed up earlier
 TRIAL_DAYS = 14
