@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SRC := src/milepost
 
-.PHONY: install demo test check lint typecheck bench clean
+.PHONY: install demo test check lint typecheck bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ test: install
 
 bench: install
 	$(PY) benchmarks/ingest.py
+
+screenshots: install
+	$(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

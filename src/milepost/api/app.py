@@ -19,9 +19,11 @@ from milepost.api import (
     operations,
     testclock,
     users,
+    vocabulary,
 )
 from milepost.clock import ManualClock
 from milepost.runtime import Runtime
+from milepost.web import pages
 
 
 def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -53,8 +55,10 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(audiences.router)
     app.include_router(calculated.router)
     app.include_router(estimates.router)
+    app.include_router(vocabulary.router)
     if isinstance(runtime.clock, ManualClock):
         app.include_router(testclock.router)
     app.include_router(operations.router)
+    pages.install(app)
 
     return app
