@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,10 @@ from milepost.errors import InvalidRequest, MilepostError, UnknownReference
 from milepost.journeys import whatif
 from milepost.journeys.service import JourneyService
 
+# An input seen with data is not re-checked for this long: the check scans users, and every
+# estimate asks it.
+_WITH_DATA_TTL_S = 60.0
+
 
 class JourneyViews:
     def __init__(self, service: JourneyService, store: DuckDBStore, estimator: Estimator) -> None:
@@ -24,6 +29,7 @@ class JourneyViews:
         self.store = store
         self.catalog = service.catalog
         self.estimator = estimator
+        self._with_data: dict[int, float] = {}
 
     # ---- status and size ---------------------------------------------------------------------
 
@@ -44,18 +50,26 @@ class JourneyViews:
     def input_problems(self, input_ids: tuple[int, ...]) -> tuple[list[str], bool]:
         """Names of the journey's inputs that are disabled or never received data; True if none is usable."""
         inputs = {i.id: i for i in self.catalog.list_inputs()}
-        with_data = {
-            int(r[0])
-            for r in self.store.reader()
-            .execute("SELECT DISTINCT unnest(inputs) FROM users WHERE len(inputs) > 0")
-            .fetchall()
-        }
+        with_data = {i for i in input_ids if self._has_data(i)}
         bad = [
             inputs[i].name if i in inputs else str(i)
             for i in input_ids
             if i not in inputs or not inputs[i].enabled or i not in with_data
         ]
         return bad, len(bad) == len(input_ids)
+
+    def _has_data(self, input_id: int) -> bool:
+        seen = self._with_data.get(input_id)
+        if seen is not None and time.monotonic() - seen < _WITH_DATA_TTL_S:
+            return True
+        found = bool(
+            self.store.reader()
+            .execute("SELECT 1 FROM users WHERE list_contains(inputs, ?) LIMIT 1", [input_id])
+            .fetchall()
+        )
+        if found:
+            self._with_data[input_id] = time.monotonic()
+        return found
 
     def estimates(self, journey: JourneyRows) -> dict[int, NodeEstimate | dict[str, Any]]:
         """Sample estimates for every audience of a journey, or the error each must show instead."""
