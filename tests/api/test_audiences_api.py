@@ -327,7 +327,7 @@ def test_outputs_create_list_delete(rest: Rest, tmp_path: Path) -> None:
         json={
             "type": "webhook",
             "name": unique("hook"),
-            "settings": {"url": "http://127.0.0.1:9/x", "secret": "s3cr3t-value"},
+            "settings": {"url": "https://hooks.example.com/x", "secret": "s3cr3t-value"},
         },
     )
     assert "s3cr3t-value" not in rest.call("GET", f"/api/v1/outputs/{hook['id']}").text

@@ -39,6 +39,8 @@ class Route:
     script: list[int] = field(default_factory=list)
     retry_after: str | None = None
     refuse: Callable[[dict[str, Any]], bool] | None = None  # 400 for batches holding such a change
+    reply: Callable[[Any], Any] | None = None  # the JSON answered for a request's JSON (default {})
+    delay_s: float = 0.0  # a slow partner: wait this long before answering
 
 
 class Partner:
@@ -57,7 +59,9 @@ class Partner:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status, headers = partner._answer(self.path, body)
+                status, headers, answer, delay = partner._answer(self.path, body)
+                if delay:
+                    time.sleep(delay)
                 if status == HANG:
                     partner.release.wait(30)
                     status = 200
@@ -66,9 +70,10 @@ class Partner:
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
-                    self.send_header("Content-Length", "2")
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(answer)))
                     self.end_headers()
-                    self.wfile.write(b"{}")
+                    self.wfile.write(answer)
                 except OSError:
                     pass
 
@@ -89,7 +94,7 @@ class Partner:
             self.routes[path] = Route(**kw)
             return self.routes[path]
 
-    def _answer(self, path: str, body: bytes) -> tuple[int, dict[str, str]]:
+    def _answer(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes, float]:
         with self.lock:
             route = self.routes.setdefault(path, Route())
             status = route.script.pop(0) if route.script else route.default
@@ -97,7 +102,8 @@ class Partner:
             if status == 200 and refuse is not None and any(refuse(c) for c in json.loads(body)["changes"]):
                 status = 400
             headers = {"Retry-After": route.retry_after} if status == 429 and route.retry_after else {}
-            return status, headers
+            answer = b"{}" if route.reply is None else json.dumps(route.reply(json.loads(body))).encode()
+            return status, headers, answer, route.delay_s
 
     def _record(self, path: str, headers: dict[str, str], body: bytes, status: int) -> None:
         with self.lock:

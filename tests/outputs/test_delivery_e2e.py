@@ -241,3 +241,83 @@ def test_file_output_appends_json_lines(rest: Rest, tmp_path: Path) -> None:
     (line,) = [json.loads(x) for x in path.read_text().splitlines() if json.loads(x)["mpid"] == user]
     assert line["is_member"] is True and line["audience_id"] == aud and line["audience_name"] == "gold"
     assert line["identities"] == {"email": "f@example.com"} and isinstance(line["timestamp"], int)
+
+
+def test_output_settings_are_checked_by_their_type(rest: Rest, partner: Partner) -> None:
+    def create(kind: str, settings: dict[str, Any]) -> str:
+        body = {"type": kind, "name": unique("o"), "settings": settings}
+        return rest.refused("POST", "/api/v1/outputs", 400, json=body)
+
+    assert "unknown output type 'carrier-pigeon'" in create("carrier-pigeon", {})
+    assert "webhook" in create("carrier-pigeon", {})  # the known types are listed
+    assert create("webhook", {"url": "ftp://x.example", "secret": "s"}).startswith("settings.url")
+    assert create("webhook", {"url": partner.url("/x")}).startswith("settings.secret")
+    assert create("braze", {"base_url": "https://rest.example", "api_key": "k", "mode": "x"}).startswith(
+        "settings.mode"
+    )
+    assert create("firehose", {"url": partner.url("/f"), "verify_interval_s": -1}).startswith(
+        "settings.verify_interval_s"
+    )
+    names = {o["name"] for o in rest.ok("GET", "/api/v1/outputs")["outputs"]}
+    assert not any(n.startswith("o-") for n in names)  # nothing was created
+
+
+def test_credentials_are_encrypted_at_rest_and_never_shown(rest: Rest, partner: Partner) -> None:
+    secret = "whsec-" + unique("plain")
+    body = {"url": partner.url("/hook/secret"), "secret": secret, "batch_size": 5}
+    out = rest.ok(
+        "POST", "/api/v1/outputs", 201, json={"type": "webhook", "name": unique("s"), "settings": body}
+    )
+    assert "settings" not in out  # the answer to the creation holds no settings at all
+    out = rest.ok("GET", f"/api/v1/outputs/{out['id']}")
+    assert out["settings"] == {**body, "secret": "••••"}
+    for shown in (rest.ok("GET", f"/api/v1/outputs/{out['id']}"), rest.ok("GET", "/api/v1/outputs")):
+        assert secret not in json.dumps(shown)
+    data_dir = rest.server.data_dir
+    assert secret.encode() not in (data_dir / "catalog.sqlite").read_bytes()
+    key = data_dir / "secret.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+    # A masked secret sent back keeps the stored one; the output still signs with it.
+    renamed = rest.ok(
+        "PATCH", f"/api/v1/outputs/{out['id']}", json={"settings": {**out["settings"], "batch_size": 7}}
+    )
+    assert renamed["settings"]["batch_size"] == 7 and renamed["settings"]["secret"] == "••••"
+    inp, aud = _gold_audience(rest)
+    _connect(rest, aud, out["id"])
+    user = rest.mpid()
+    rest.send(inp, user, {"tier": "gold"})
+    partner.wait(lambda: partner.accepted("/hook/secret"), what="a signed batch")
+    r = partner.requests("/hook/secret")[0]
+    assert verify(secret, r.headers["X-Milepost-Signature"], r.body, int(time.time()))
+
+
+def test_live_view_and_metrics_show_the_flow(rest: Rest, partner: Partner) -> None:
+    inp, aud = _gold_audience(rest)
+    partner.route("/hook/live", script=[500])
+    conn = _connect(rest, aud, _hook(rest, partner, "/hook/live")["id"])
+    user = rest.mpid()
+    rest.send(inp, user, {"tier": "gold"})
+    partner.wait(lambda: partner.accepted("/hook/live"), what="the add")
+    live = _wait_connection(rest, conn["id"], lambda c: c["delivery"]["sent"] == 1)
+    assert live["delivery"]["lag_ms"] == 0 and live["delivery"]["pending"] == 0
+    view = rest.ok("GET", f"/api/v1/connections/{conn['id']}/live")
+    messages = view["messages"]
+    assert [m["response"]["status"] for m in messages[:2]] == [200, 500]  # newest first
+    assert messages[0]["outcome"] == "delivered" and messages[1]["outcome"] == "failed"
+    assert messages[1]["response"]["error"].startswith("HTTP 500")
+    assert messages[0]["request"]["sample"] == [
+        {"id": partner.accepted("/hook/live")[0]["id"], "mpid": user, "action": "add"}
+    ]
+    assert messages[0]["request"]["idempotency_key"] == messages[1]["request"]["idempotency_key"]
+    rest.refused("GET", "/api/v1/connections/987654321/live", 404, "NOT_FOUND")
+
+    text = rest.admin.get("/metrics").text
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("milepost_delivery_sent_total") and f'connection="{conn["id"]}"' in x
+    )
+    assert line.endswith(" 1")
+    assert f'milepost_delivery_pending{{connection="{conn["id"]}"' in text
+    assert "# TYPE milepost_delivery_lag_seconds gauge" in text

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from milepost.api.security import require_token
 from milepost.catalog.output_records import ConnectionRecord, OutputRecord
+from milepost.errors import Conflict, InvalidRequest, NotFound
+from milepost.outputs import registry
 from milepost.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["audiences"], dependencies=[Depends(require_token)])
@@ -21,9 +23,16 @@ class _Body(BaseModel):
 
 
 class OutputIn(_Body):
-    type: Literal["file", "webhook", "firehose", "braze"]
+    type: str = Field(min_length=1, max_length=32)
     name: str = Field(min_length=1, max_length=200)
     settings: dict[str, Any] = Field(default_factory=dict)
+    accepted_identities: list[str] | None = None
+    hashing: Literal["sha256", "sha1", "md5"] | None = None
+
+
+class OutputPatch(_Body):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    settings: dict[str, Any] | None = None
 
 
 class ConnectionIn(_Body):
@@ -68,7 +77,29 @@ def get_members_csv(audience_id: int, request: Request) -> StreamingResponse:
 
 
 def _output(o: OutputRecord) -> dict[str, Any]:
-    return {"id": o.id, "type": o.type, "name": o.name, "created_at": o.created_at}
+    """An output as the API shows it: its settings with every credential masked."""
+    kind = registry.output_type(o.type)
+    return {
+        "id": o.id,
+        "type": o.type,
+        "name": o.name,
+        "settings": registry.redacted(kind, o.settings),
+        "accepted_identities": None if o.accepted_identities is None else list(o.accepted_identities),
+        "hashing": o.hashing,
+        "created_at": o.created_at,
+        "updated_at": o.updated_at,
+    }
+
+
+def _checked_settings(rt: Runtime, type_name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings checked by their output type (InvalidRequest naming the field), as it will use them."""
+    kind = registry.output_type(type_name.strip().lower())
+    if kind is None:
+        known = ", ".join(sorted(registry.output_types()))
+        raise InvalidRequest(f"type: unknown output type {type_name!r}; the output types are {known}")
+    checked = kind.check_settings(settings, allow_private=rt.delivery.settings.allow_private)
+    # Keep what the user gave (the type's defaults apply when it is read) plus nothing unknown to JSON.
+    return {**settings, **{k: v for k, v in checked.items() if k in settings}}
 
 
 @router.get("/outputs")
@@ -78,12 +109,42 @@ def list_outputs(request: Request) -> dict[str, Any]:
 
 @router.post("/outputs", status_code=201)
 def create_output(body: OutputIn, request: Request) -> dict[str, Any]:
-    return _output(_rt(request).catalog.create_output(body.type, body.name, body.settings))
+    """Create an output; the answer holds no settings (SPEC §7.2: secrets are never returned)."""
+    rt = _rt(request)
+    try:
+        rt.catalog.get_output(body.name.strip())
+    except NotFound:
+        pass
+    else:  # a taken name is the first thing to fix, whatever the settings
+        raise Conflict(
+            f"an output named {body.name.strip()!r} already exists; output names are unique in the account"
+        )
+    settings = _checked_settings(rt, body.type, body.settings)
+    created = rt.catalog.create_output(
+        body.type, body.name, settings, accepted_identities=body.accepted_identities, hashing=body.hashing
+    )
+    return {k: v for k, v in _output(created).items() if k != "settings"}
 
 
 @router.get("/outputs/{output_id}")
 def get_output(output_id: int, request: Request) -> dict[str, Any]:
     return _output(_rt(request).catalog.get_output(output_id))
+
+
+@router.patch("/outputs/{output_id}")
+def patch_output(output_id: int, body: OutputPatch, request: Request) -> dict[str, Any]:
+    """Rename an output or replace its settings; a masked credential ("••••") keeps its stored value."""
+    rt = _rt(request)
+    settings = body.settings
+    if settings is not None:
+        current = rt.catalog.get_output(output_id)
+        kind = registry.output_type(current.type)
+        hidden = set(registry.secret_settings(kind))
+        settings = {
+            k: current.settings.get(k) if k in hidden and v == "••••" else v for k, v in settings.items()
+        }
+        settings = _checked_settings(rt, current.type, settings)
+    return _output(rt.catalog.update_output(output_id, name=body.name, settings=settings))
 
 
 @router.delete("/outputs/{output_id}", status_code=204)
@@ -126,6 +187,22 @@ def create_connection(audience_id: int, body: ConnectionIn, request: Request) ->
 def get_connection(connection_id: int, request: Request) -> dict[str, Any]:
     rt = _rt(request)
     return _connection(rt, rt.catalog.get_connection(connection_id))
+
+
+@router.get("/connections/{connection_id}/live")
+def connection_live(
+    connection_id: int, request: Request, limit: int = Query(default=100, ge=1, le=100)
+) -> dict[str, Any]:
+    """The connection's recent messages with the partner's answers, newest first."""
+    rt = _rt(request)
+    c = rt.catalog.get_connection(connection_id)
+    return {
+        "connection_id": c.id,
+        "health": c.health,
+        "delivery": rt.delivery.stats(c.id, c.audience_id),
+        "messages": rt.delivery.live(c.id, limit),
+        "dead_letters": rt.delivery.dead_letters(c.id, 20),
+    }
 
 
 @router.post("/connections/{connection_id}/resume")

@@ -66,4 +66,5 @@ def metrics(request: Request) -> str:
         "# TYPE milepost_writer_commits_total counter",
         f"milepost_writer_commits_total {rt.writer.commits}",
     ]
+    lines += rt.delivery.metrics()
     return "\n".join(lines) + "\n"

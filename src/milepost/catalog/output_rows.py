@@ -1,14 +1,24 @@
 """Checking output and connection fields, storing their settings, and turning rows into records.
 
-Output and connection settings are written and read only through `_encode_settings` and
-`_decode_settings`: encryption at rest goes there and nowhere else.
+Output settings hold partners' credentials, so settings are stored encrypted (Fernet) with the key
+of the data directory (`secret.key`, created 0600 on first use) or `MILEPOST_SECRET_KEY`; those of
+connections too, through the same seam. They are written and read only through `_encode_settings`
+and `_decode_settings`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
@@ -19,21 +29,111 @@ from milepost.catalog.tables import AudienceRow, ConnectionRow, JourneyRow, Mile
 from milepost.errors import InvalidRequest, NotFound
 from milepost.model.batch import DEVICE_ID_TYPES, USER_IDENTITY_TYPES
 
+log = logging.getLogger(__name__)
+
 MAX_SETTINGS_CHARS = 65_536
 IDENTITY_TYPES = frozenset(USER_IDENTITY_TYPES | set(DEVICE_ID_TYPES))
 _IDENTITY_ALIASES = {"customerid": "customer_id"}
+SECRET_KEY_ENV = "MILEPOST_SECRET_KEY"
+KEY_FILE = "secret.key"
+_ENCRYPTED = "fernet:"
+
+# Output types beyond the built-ins, added when plugins are loaded (see outputs.registry).
+_extra_types: set[str] = set()
+
+
+def allow_output_types(names: Iterable[str]) -> None:
+    """Accept these output types too (the registry calls this with every type it loaded)."""
+    _extra_types.update(n for n in names if n not in OUTPUT_TYPES)
 
 
 # settings at rest
 
 
+class _Keys:
+    """The process's keys: the first encrypts, any decrypts (so a process that served two data
+    directories can still read both)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.files: dict[Path, Fernet] = {}
+        self.order: list[Fernet] = []
+        self.ephemeral: Fernet | None = None
+
+    def cipher(self) -> MultiFernet:
+        with self.lock:
+            keys = list(self.order)
+            env = os.environ.get(SECRET_KEY_ENV, "").strip()
+            if env:
+                keys.insert(0, Fernet(_as_fernet_key(env)))
+            if not keys:
+                if self.ephemeral is None:
+                    log.warning(
+                        "no secret key configured (%s or a data directory's %s): output settings are "
+                        "encrypted with a key that lasts only as long as this process",
+                        SECRET_KEY_ENV,
+                        KEY_FILE,
+                    )
+                    self.ephemeral = Fernet(Fernet.generate_key())
+                keys.append(self.ephemeral)
+            elif self.ephemeral is not None:
+                keys.append(self.ephemeral)
+            return MultiFernet(keys)
+
+
+_keys = _Keys()
+
+
+def _as_fernet_key(text: str) -> bytes:
+    """A Fernet key as given, or one derived from any other text (a passphrase)."""
+    raw = text.encode("utf-8")
+    try:
+        if len(base64.urlsafe_b64decode(raw)) == 32:
+            return raw
+    except ValueError:
+        pass
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest())
+
+
+def use_key_file(data_dir: Path) -> Path:
+    """Encrypt with the key in `data_dir/secret.key`, creating it (readable by its owner only)."""
+    path = (data_dir / KEY_FILE).resolve()
+    with _keys.lock:
+        if path not in _keys.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                key = path.read_bytes().strip()
+            else:
+                key = Fernet.generate_key()
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(key + b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            _keys.files[path] = Fernet(key)
+        fernet = _keys.files[path]
+        _keys.order = [fernet, *(f for f in _keys.order if f is not fernet)]
+    return path
+
+
 def _encode_settings(settings: dict[str, Any]) -> str:
-    """The stored form of checked settings. Stored as JSON text for now; encrypt here."""
-    return json.dumps(settings, ensure_ascii=False, separators=(",", ":"))
+    """The stored form of checked settings: encrypted."""
+    text = json.dumps(settings, ensure_ascii=False, separators=(",", ":"))
+    return _ENCRYPTED + _keys.cipher().encrypt(text.encode("utf-8")).decode("ascii")
 
 
 def _decode_settings(stored: str) -> dict[str, Any]:
-    """The settings `_encode_settings` stored."""
+    """The settings `_encode_settings` stored (plain JSON from before encryption reads as it is)."""
+    if stored.startswith(_ENCRYPTED):
+        try:
+            stored = _keys.cipher().decrypt(stored[len(_ENCRYPTED) :].encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            # Not a 500 on every listing: the output reads as unconfigured and its deliveries fault.
+            log.error(
+                "cannot decrypt an output's settings: the secret key is not the one they were stored with"
+            )
+            return {}
     settings: dict[str, Any] = json.loads(stored)
     return settings
 
@@ -66,8 +166,9 @@ def clean_settings(value: object, what: str) -> dict[str, Any]:
 
 def clean_type(value: object) -> str:
     found = value.strip().lower() if isinstance(value, str) else None
-    if found not in OUTPUT_TYPES:
-        raise InvalidRequest(f"output type must be one of {', '.join(OUTPUT_TYPES)} (got {value!r})")
+    if found not in OUTPUT_TYPES and found not in _extra_types:
+        known = [*OUTPUT_TYPES, *sorted(_extra_types)]
+        raise InvalidRequest(f"output type must be one of {', '.join(known)} (got {value!r})")
     return found
 
 

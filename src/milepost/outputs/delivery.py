@@ -12,11 +12,12 @@ the pure `policy.decide`; a worker only sleeps, so a slow or failing partner del
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,22 +31,35 @@ from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import MilepostError, NotFound
 from milepost.outputs import registry
 from milepost.outputs import state as st
-from milepost.outputs.policy import Verdict, decide, split
+from milepost.outputs.identity_changes import identity_changes
+from milepost.outputs.live import LiveLog, prometheus
+from milepost.outputs.policy import Attempt, Decision, Verdict, decide, split
 from milepost.outputs.records import (
     Change,
     Identities,
     change_record,
     idempotency_key,
+    identities_json,
     outbox_change_id,
     sync_change_id,
 )
-from milepost.outputs.registry import Output, OutputContext
+from milepost.outputs.registry import Output, OutputContext, SubscribingOutput, Subscription
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
 
 log = logging.getLogger(__name__)
 
 NAME_TTL_S = 5.0
+IDENTITY_LAG_MS = 2_000  # identities written less than this ago are left for the next scan (commit order)
+IDENTITY_SCAN_LIMIT = 2_000
+MIN_MPID = -(2**63)
+
+
+def _sent_form(ids: Identities) -> str:
+    """The stored form of identities as a record carries them (see `records.identities_json`)."""
+    return identities_json(
+        {"identities": dict(ids.user), "device_identities": [{"type": t, "value": v} for t, v in ids.devices]}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +94,10 @@ class ConnectionWorker:
         self._resumed = False
         self._thread: threading.Thread | None = None
         self._random = random.Random()
+        self.live = LiveLog()
+        self._verified_at: int | None = None  # clock ms of the last good answer (Firehose verification)
+        self._identity_scan_at = 0.0
+        self._identity_mark: tuple[int, int] | None = None  # where the identity scan moves once acknowledged
 
     # ---- control -------------------------------------------------------------------------------
 
@@ -120,6 +138,7 @@ class ConnectionWorker:
                         log.exception("delivery of connection %s failed", self.id)
                     self.state.last_error = f"internal error: {error}"
                     self._parts.clear()
+                    self._identity_mark = None
                     self.state = self._reload()
                     wait = min(30.0, self.runner.settings.poll_s * 2**errors)
                 if wait > 0 and not self.finished:
@@ -161,9 +180,7 @@ class ConnectionWorker:
                 if s.phase != st.DRAIN:
                     self._begin(st.DRAIN)
                 return self._advance(assignment)
-            self.store.forget(self.id)
-            self.finished = True
-            return 0
+            return self._finish_deleted(assignment)
         if conn.status != "active":
             if s.phase in (st.NEW, st.INACTIVE):
                 return poll
@@ -180,15 +197,21 @@ class ConnectionWorker:
                 return poll
             # Changes up to the outbox head are reflected in the membership read from now on.
             self._begin(st.SYNC_REMOVE, cursor_seq=self.store.head_seq())
+        wait = self._subscription_step(assignment)
+        if wait is not None:
+            return wait
         return self._advance(assignment)
 
     def _begin(self, phase: str, cursor_seq: int | None = None) -> None:
         s = self.state
         self._parts.clear()
+        self._identity_mark = None
         self._retry_at = 0.0
         s.phase, s.epoch, s.sync_after = phase, s.epoch + 1, None
         if cursor_seq is not None:
             s.cursor_seq = cursor_seq
+        if phase == st.SYNC_REMOVE:  # the synchronisation reads current identities
+            s.identities_at, s.identities_mpid = self.runner.clock.now_ms() - IDENTITY_LAG_MS, MIN_MPID
         self.store.save(s)
 
     def _advance(self, assignment: Assignment) -> float:
@@ -197,7 +220,7 @@ class ConnectionWorker:
             if batch is None:
                 return 0  # moved to the next phase
             if not batch:
-                return self.runner.settings.poll_s
+                return self._idle(assignment)
             self._parts = [batch]
         wait = self._retry_at - time.monotonic()
         if wait > 0:
@@ -217,42 +240,70 @@ class ConnectionWorker:
         size = self._batch_size(assignment)
         now = self.runner.clock.now_ms()
         aid = conn.audience_id
+        upto = s.inflight_to  # after a restart: the batch that was not acknowledged, as it was
+        s.inflight_to = None
         if s.phase == st.STREAM:
-            if self.runner.head_seq <= s.cursor_seq:
-                return []
-            rows = self.store.outbox(aid, s.cursor_seq, size)
+            rows = (
+                self.store.outbox(aid, s.cursor_seq, size, upto)
+                if self.runner.head_seq > s.cursor_seq
+                else []
+            )
             if not rows:
-                return []
-            return [Change(outbox_change_id(q), aid, m, a, t, q) for q, m, a, t in rows]
+                return self._identity_batch(assignment, size)
+            return self._held([Change(outbox_change_id(q), aid, m, a, t, q) for q, m, a, t in rows], upto)
         if s.phase == st.SYNC_REMOVE:
-            stale = self.store.stale(self.id, aid, s.sync_after, size)
+            stale = self.store.stale(self.id, aid, s.sync_after, size, upto)
             if stale:
-                return [
-                    Change(sync_change_id("r", self.id, s.epoch, m), aid, m, "remove", now, m) for m in stale
-                ]
+                return self._held(
+                    [
+                        Change(sync_change_id("r", self.id, s.epoch, m), aid, m, "remove", now, m)
+                        for m in stale
+                    ],
+                    upto,
+                )
+            if upto is not None:
+                return None  # the held batch is gone (its users changed): go on from here
+            self.store.queue_sync(self.id, aid, s.epoch)
             s.phase, s.sync_after = st.SYNC_ADD, None
         elif s.phase == st.SYNC_ADD:
-            missing = self.store.missing(self.id, aid, s.sync_after, size)
-            if missing:
+            # The queue was taken once, so a batch re-read after a crash is the same batch.
+            queued = self.store.queued(self.id, s.epoch, s.sync_after, size)
+            if queued:
                 return [
-                    Change(sync_change_id("s", self.id, s.epoch, m), aid, m, "add", t, m) for m, t in missing
+                    Change(sync_change_id("s", self.id, s.epoch, m), aid, m, "add", t, m) for m, t in queued
                 ]
-            s.phase, s.sync_after = st.STREAM, None
+            if s.sync_after is None and self.store.missing(self.id, aid, None, 1):
+                # Members joined as the (empty) queue was taken, or it was lost: take it again.
+                self.store.queue_sync(self.id, aid, s.epoch)
+                s.sync_after = None
+            else:
+                self.store.unqueue(self.id)
+                s.phase, s.sync_after = st.STREAM, None
         elif s.phase == st.DRAIN:
-            left = self.store.delivered_after(self.id, s.sync_after, size)
+            left = self.store.delivered_after(self.id, s.sync_after, size, upto)
             if left:
-                return [
-                    Change(sync_change_id("d", self.id, s.epoch, m), aid, m, "remove", now, m) for m in left
-                ]
-            if assignment.deleted:
-                self.store.forget(self.id)
-                self.finished = True
+                return self._held(
+                    [
+                        Change(sync_change_id("d", self.id, s.epoch, m), aid, m, "remove", now, m)
+                        for m in left
+                    ],
+                    upto,
+                )
+            if upto is not None:
                 return None
-            s.phase, s.sync_after = st.INACTIVE, None
+            s.phase, s.sync_after = st.INACTIVE, None  # deleted: finished on the next step
         else:
             return []
         self.store.save(s)
         return None
+
+    def _held(self, batch: list[Change], before: int | None) -> list[Change]:
+        """Remember where the batch ends before it is sent, so a crash re-sends exactly this batch."""
+        s = self.state
+        s.inflight_to = batch[-1].position
+        if s.inflight_to != before:
+            self.store.save(s)
+        return batch
 
     # ---- sending -------------------------------------------------------------------------------------
 
@@ -292,6 +343,7 @@ class ConnectionWorker:
             )
             return poll
         part = self._parts[0]
+        accepted = self._accepted(output)
         identities = self.store.identities([c.mpid for c in part])
         audience_name, external_name = self._names_of(conn.audience_id)
         # While streaming, a change the partner already reflects (an add of a user it has, a
@@ -303,8 +355,11 @@ class ConnectionWorker:
             if has is not None and (change.action == "add") == (change.mpid in has):
                 redundant += 1
                 continue
-            ids = identities.get(change.mpid, Identities()).only(output.accepted_identities, output.hashing)
-            if output.accepted_identities is not None and not ids:
+            if change.identities is not None:  # the identities the partner was given before
+                ids = change.identities
+            else:
+                ids = identities.get(change.mpid, Identities()).only(accepted, output.hashing)
+            if accepted is not None and not ids:
                 if has is not None and change.action == "remove":
                     has.discard(change.mpid)
                 continue  # none of the identities the partner accepts: ineligible
@@ -317,9 +372,11 @@ class ConnectionWorker:
             self._acknowledged(part, [], [], now)
             return 0
         records = [r for _, r in sendable]
-        attempt = sender.send(records, idempotency_key([r["id"] for r in records]))
+        key = idempotency_key([r["id"] for r in records])
+        attempt = sender.send(records, key)
         now = self.runner.clock.now_ms()
         s.last_attempt_at = now
+        self.live.add("changes", now, attempt, records, key)
         failures = 0 if attempt.ok else self._failures + 1
         decision = decide(
             attempt,
@@ -330,18 +387,12 @@ class ConnectionWorker:
             jitter=self._random.random(),
         )
         if decision.verdict is Verdict.DELIVERED:
-            self._acknowledged(part, [c for c, _ in sendable], [], now)
+            self._acknowledged(part, sendable, [], now)
             self._set_health("ok")
+            self._verified_at = now
             return 0
         if decision.verdict is Verdict.RETRY:
-            self._failures = failures
-            if s.failing_since is None:
-                s.failing_since = now
-            s.last_error = decision.reason
-            self.store.save(s)
-            self._set_health("retrying")
-            self._retry_at = time.monotonic() + decision.delay_s
-            return decision.delay_s
+            return self._retry(decision, failures, now)
         if decision.verdict is Verdict.FAULT:
             return self._fault(decision.reason)
         # SPLIT: the partner refuses something in this batch.
@@ -359,18 +410,20 @@ class ConnectionWorker:
     def _acknowledged(
         self,
         part: list[Change],
-        sent: list[Change],
+        sent: Sequence[tuple[Change, dict[str, Any]]],
         dead: list[tuple[Change, DeadLetter]],
         now: int,
     ) -> None:
         """The partner has `sent`; it refused `dead`; the rest of `part` was ineligible. Move on."""
         s = self.state
-        delivered = {id(c) for c in sent}
+        delivered = {id(c): r for c, r in sent}
         refused = {id(c) for c, _ in dead}
         final: dict[int, str] = {}  # what the partner has of each user after this part
+        forms: dict[int, str | None] = {}  # the identities each user was last sent with
         for change in part:
             if id(change) in delivered:
                 final[change.mpid] = change.action
+                forms[change.mpid] = identities_json(delivered[id(change)])
             elif id(change) not in refused and change.action == "remove":
                 final[change.mpid] = "remove"  # ineligible now: not the partner's any more either
         if s.phase == st.STREAM:
@@ -384,13 +437,182 @@ class ConnectionWorker:
             s.last_success_at = now
             s.failing_since = None
         self._failures = 0
-        added = [m for m, a in final.items() if a == "add"]
+        added = {m: forms.get(m) for m, a in final.items() if a == "add"}
         removed = [m for m, a in final.items() if a == "remove"]
         if s.phase == st.DRAIN:  # given up or not, a drained user is no longer ours to remove
             removed = sorted({c.mpid for c in part})
-            added = []
+            added = {}
+        if len(self._parts) == 1:
+            s.inflight_to = None
+            if self._identity_mark is not None:
+                s.identities_at, s.identities_mpid = self._identity_mark
+                self._identity_mark = None
         self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now)
         self._parts.pop(0)
+
+    def _retry(self, decision: Decision, failures: int, now: int) -> float:
+        s = self.state
+        self._failures = failures
+        if s.failing_since is None:
+            s.failing_since = now
+        s.last_error = decision.reason
+        self.store.save(s)
+        self._set_health("retrying")
+        self._retry_at = time.monotonic() + decision.delay_s
+        return decision.delay_s
+
+    def _accepted(self, output: OutputRecord) -> tuple[str, ...] | None:
+        if output.accepted_identities is not None:
+            return output.accepted_identities
+        return registry.default_identities(registry.output_type(output.type), output.settings)
+
+    # ---- partners that keep subscriptions (Firehose) ----------------------------------------------------
+
+    def _lifecycle(self, kind: str, send: Callable[[], Attempt]) -> float | None:
+        """Send a subscription or verification message; None once the partner accepted it, else the
+        wait before the next step (a retry's backoff, or paused when it faulted)."""
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            return wait
+        attempt = send()
+        now = self.runner.clock.now_ms()
+        s = self.state
+        s.last_attempt_at = now
+        self.live.add(kind, now, attempt)
+        failures = 0 if attempt.ok else self._failures + 1
+        decision = decide(
+            attempt,
+            failures=failures,
+            failing_since_ms=s.failing_since,
+            now_ms=now,
+            policy=self.runner.settings.policy,
+            jitter=self._random.random(),
+        )
+        if decision.verdict is Verdict.DELIVERED:
+            self._failures, self._retry_at, s.failing_since = 0, 0.0, None
+            self._verified_at = now
+            self._set_health("ok")
+            return None
+        if decision.verdict is Verdict.RETRY:
+            return self._retry(decision, failures, now)
+        # A refused subscription or verification cannot be split: the partner refuses the connection.
+        return self._fault(f"{kind}: {decision.reason}")
+
+    def _subscribing(self, assignment: Assignment) -> SubscribingOutput | None:
+        sender = self._sender_for(assignment)
+        return sender if isinstance(sender, SubscribingOutput) else None
+
+    def _subscription_step(self, assignment: Assignment) -> float | None:
+        """Tell a subscribing partner about the connection (add) or a change to it (update: its
+        settings, the audience's external name) before any membership change; None when it knows."""
+        try:
+            sender = self._subscribing(assignment)
+        except MilepostError as error:
+            return self._fault(f"the output's settings cannot work: {error.message}")
+        if sender is None:
+            return None
+        conn, s = assignment.connection, self.state
+        _, external_name = self._names_of(conn.audience_id)
+        wanted = json.dumps({"name": external_name, "settings": conn.settings}, sort_keys=True)
+        if s.subscribed == wanted:
+            return None
+        before = json.loads(s.subscribed) if s.subscribed else None
+        subscription = Subscription(
+            "add" if before is None else "update",
+            conn.audience_id,
+            external_name,
+            conn.settings,
+            None if before is None else before["settings"],
+        )
+        wait = self._lifecycle(f"subscription {subscription.action}", lambda: sender.subscribe(subscription))
+        if wait is not None:
+            return wait
+        s.subscribed = wanted
+        self.store.save(s)
+        return 0
+
+    def _finish_deleted(self, assignment: Assignment) -> float:
+        """A deleted connection: a subscribing partner is told (remove), then its state is forgotten."""
+        s = self.state
+        if s.subscribed is not None and not self._paused and assignment.connection.health != "faulted":
+            try:
+                sender = self._subscribing(assignment)
+            except MilepostError:
+                sender = None
+            if sender is not None:
+                conn = assignment.connection
+                _, external_name = self._names_of(conn.audience_id)
+                removal = Subscription("remove", conn.audience_id, external_name, conn.settings)
+                wait = self._lifecycle("subscription remove", lambda: sender.subscribe(removal))
+                if wait is not None and not self._paused:
+                    return wait
+        self.store.forget(self.id)
+        self.finished = True
+        return 0
+
+    def _idle(self, assignment: Assignment) -> float:
+        """Nothing to send: a subscribing partner is verified when its interval has passed."""
+        poll = self.runner.settings.poll_s
+        if self.state.phase != st.STREAM:
+            return poll
+        try:
+            sender = self._subscribing(assignment)
+        except MilepostError:
+            return poll
+        if sender is None:
+            return poll
+        now = self.runner.clock.now_ms()
+        if self._verified_at is None:
+            self._verified_at = now
+        if now - self._verified_at < sender.verify_interval_s * 1000:
+            return poll
+        wait = self._lifecycle("verification", sender.verify)
+        return poll if wait is None else wait
+
+    # ---- identity changes --------------------------------------------------------------------------------
+
+    def _identity_batch(self, assignment: Assignment, size: int) -> list[Change] | None:
+        """Removes (old identities) and adds (new) for members whose identities changed; [] when
+        there are none, None to look again at once."""
+        now_s = time.monotonic()
+        if now_s - self._identity_scan_at < self.runner.settings.identity_scan_s:
+            return []
+        self._identity_scan_at = now_s
+        s, conn, output = self.state, assignment.connection, assignment.output
+        if output is None:
+            return []
+        now = self.runner.clock.now_ms()
+        after = (
+            s.identities_at if s.identities_at is not None else now - IDENTITY_LAG_MS,
+            s.identities_mpid if s.identities_mpid is not None else MIN_MPID,
+        )
+        upto = now - IDENTITY_LAG_MS
+        if upto <= after[0] and s.identities_at is not None:
+            return []
+        limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
+        candidates = self.store.identity_candidates(self.id, conn.audience_id, after, upto, limit)
+        mark = (candidates[-1][1], candidates[-1][0]) if len(candidates) == limit else (upto, MIN_MPID)
+        mpids = [m for m, _ in candidates]
+        accepted = self._accepted(output)
+        current = {m: ids.only(accepted, output.hashing) for m, ids in self.store.identities(mpids).items()}
+        changes = identity_changes(
+            self.id,
+            conn.audience_id,
+            candidates,
+            self.store.delivered_identities(self.id, mpids),
+            self.store.members_among(conn.audience_id, mpids),
+            current,
+            {m: _sent_form(ids) for m, ids in current.items()},
+            s.cursor_seq,
+            now,
+        )
+        if not changes:
+            s.identities_at, s.identities_mpid = mark
+            if candidates:  # else kept in memory: the next commit stores it (a crash only re-scans)
+                self.store.save(s)
+            return None if len(candidates) == limit else []
+        self._identity_mark = mark
+        return changes
 
     def _fault(self, reason: str) -> float:
         s = self.state
@@ -519,7 +741,29 @@ class DeliveryRunner:
         return record
 
     def stats(self, connection_id: int, audience_id: int) -> dict[str, Any]:
-        return st.stats(self.store.reader(), connection_id, audience_id)
+        return st.stats(self.store.reader(), connection_id, audience_id, self.clock.now_ms())
+
+    def live(self, connection_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        """The connection's recent messages and the partner's answers, newest first (kept in memory)."""
+        worker = self.workers.get(connection_id)
+        return [] if worker is None else worker.live.recent(limit)
+
+    def metrics(self) -> list[str]:
+        """Delivery figures per connection, in Prometheus text format."""
+        con = self.store.reader()
+        now = self.clock.now_ms()
+        rows = [
+            {
+                "id": c.id,
+                "audience_id": c.audience_id,
+                "output": c.output_name,
+                "type": c.output_type,
+                "health": c.health,
+                "stats": st.stats(con, c.id, c.audience_id, now),
+            }
+            for c in self.catalog.connections()
+        ]
+        return prometheus(rows)
 
     def dead_letters(self, connection_id: int, limit: int = 100) -> list[dict[str, Any]]:
         return st.dead_letters(self.store.reader(), connection_id, limit)

@@ -92,9 +92,9 @@ class FileType:
     def check_settings(self, settings: Mapping[str, Any], *, allow_private: bool) -> dict[str, Any]:
         directory = settings.get("directory")
         if not isinstance(directory, str) or not directory.strip():
-            raise InvalidRequest("a file output needs a directory")
+            raise InvalidRequest("settings.directory: a file output needs a directory")
         if not Path(directory).is_absolute():
-            raise InvalidRequest(f"a file output's directory must be an absolute path (got {directory!r})")
+            raise InvalidRequest(f"settings.directory: an absolute path (got {directory!r})")
         max_bytes = settings.get("max_bytes")
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1024:
             max_bytes = DEFAULT_MAX_BYTES

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 ACTIONS = ("add", "remove")
 _HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1, "md5": hashlib.md5}
 
@@ -26,6 +28,8 @@ class Identities:
 
     def only(self, accepted: Iterable[str] | None, hashing: str | None) -> Identities:
         """The identities a connection sends: the accepted types (all when None), hashed if asked."""
+        if accepted is None and hashing is None:
+            return self
         keep = None if accepted is None else set(accepted)
         user = {t: _hashed(t, v, hashing) for t, v in self.user.items() if keep is None or t in keep}
         devices = tuple((t, _hashed(t, v, hashing)) for t, v in self.devices if keep is None or t in keep)
@@ -56,6 +60,7 @@ class Change:
     action: str
     timestamp_ms: int
     position: int
+    identities: Identities | None = None  # as sent before (an identity change's remove), else current
 
 
 def outbox_change_id(seq: int) -> str:
@@ -66,6 +71,23 @@ def outbox_change_id(seq: int) -> str:
 def sync_change_id(kind: str, connection_id: int, epoch: int, mpid: int) -> str:
     """The id of an add (`kind` "s") or remove ("r" reconcile, "d" drain) made by a synchronisation."""
     return f"{kind}{connection_id}-{epoch}-{mpid}"
+
+
+def identity_change_id(connection_id: int, updated_at: int, mpid: int, action: str) -> str:
+    """The id of the remove (old identities) or add (new ones) sent when a member's identities change."""
+    return f"i{connection_id}-{updated_at}-{mpid}-{action[0]}"
+
+
+def identities_json(record: Mapping[str, Any]) -> str:
+    """What the partner was given of a user's identities, as stored beside the delivered MPID."""
+    return orjson.dumps(
+        [record["identities"], record["device_identities"]], option=orjson.OPT_SORT_KEYS
+    ).decode()
+
+
+def identities_from_json(text: str) -> Identities:
+    user, devices = orjson.loads(text)
+    return Identities(dict(user), tuple((d["type"], d["value"]) for d in devices))
 
 
 def idempotency_key(ids: Sequence[str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 
 from milepost.catalog.output_records import ConnectionRecord, OutputRecord
+from milepost.catalog.output_rows import allow_output_types
 from milepost.clock import Clock
 from milepost.outputs.policy import Attempt
 
@@ -27,7 +28,11 @@ ENTRY_POINT_GROUP = "milepost.outputs"
 BUILTINS: Mapping[str, str] = {
     "webhook": "milepost.outputs.webhook:WEBHOOK",
     "file": "milepost.outputs.file:FILE",
+    "firehose": "milepost.outputs.firehose:FIREHOSE",
+    "braze": "milepost.outputs.braze:BRAZE",
 }
+# Settings that hold credentials: never shown by the API (a type may name its own in `secret_settings`).
+DEFAULT_SECRET_SETTINGS = ("secret", "api_key", "token", "password")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,31 @@ class Output(Protocol):
     def send(self, records: Sequence[dict[str, Any]], idempotency_key: str) -> Attempt: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a partner that keeps audience subscriptions is told when a connection starts, changes or ends."""
+
+    action: str  # add | update | remove
+    audience_id: int
+    audience_name: str
+    settings: Mapping[str, Any]
+    previous_settings: Mapping[str, Any] | None = None
+
+
+@runtime_checkable
+class SubscribingOutput(Output, Protocol):
+    """An output whose partner is told about subscriptions and checked periodically (Firehose).
+
+    `verify_interval_s` is how often `verify` runs while the connection is idle; an answer that is
+    not ok faults the connection as a refused batch would."""
+
+    verify_interval_s: float
+
+    def subscribe(self, subscription: Subscription) -> Attempt: ...
+
+    def verify(self) -> Attempt: ...
+
+
 @runtime_checkable
 class OutputType(Protocol):
     name: str
@@ -58,6 +88,24 @@ class OutputType(Protocol):
     def open(self, output: OutputRecord, connection: ConnectionRecord, context: OutputContext) -> Output:
         """A sender for one connection; raises InvalidRequest when the settings cannot work."""
         ...
+
+
+def secret_settings(kind: OutputType | None) -> tuple[str, ...]:
+    """The setting names an output type keeps secret."""
+    named = getattr(kind, "secret_settings", None)
+    return tuple(named) if named is not None else DEFAULT_SECRET_SETTINGS
+
+
+def default_identities(kind: OutputType | None, settings: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The identity types a type accepts when its output names none (None: every identity)."""
+    pick = getattr(kind, "default_identities", None)
+    return None if pick is None else pick(settings)
+
+
+def redacted(kind: OutputType | None, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as the API shows them: every credential replaced by a mask."""
+    hidden = set(secret_settings(kind))
+    return {k: ("••••" if k in hidden and v not in (None, "") else v) for k, v in settings.items()}
 
 
 _lock = threading.Lock()
@@ -101,6 +149,7 @@ def output_types() -> dict[str, OutputType]:
                     if kind is not None:
                         found[name] = kind
             _types = found
+            allow_output_types(found)
         return dict(_types)
 
 
@@ -114,3 +163,4 @@ def register(kind: OutputType) -> None:
     with _lock:
         assert _types is not None
         _types[kind.name] = kind
+        allow_output_types(_types)

@@ -28,6 +28,7 @@ class DeliverySettings:
     batch_size: int = 100
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     stop_timeout_s: float = 5.0
+    identity_scan_s: float = 1.0  # how often a streaming connection looks for changed identities
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DeliverySettings:

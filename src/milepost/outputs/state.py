@@ -10,7 +10,7 @@ a crash re-sends at most the unacknowledged batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -39,6 +39,22 @@ DELIVERY_DDL = [
         connection_id BIGINT NOT NULL,
         mpid BIGINT NOT NULL,
         PRIMARY KEY (connection_id, mpid))""",
+    # What the partner was given of each delivered user's identities (identity changes: remove + add).
+    "ALTER TABLE delivered ADD COLUMN IF NOT EXISTS identities VARCHAR",
+    # The subscription the partner was told of (Firehose), and where the identity-change scan stands.
+    "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS subscribed VARCHAR",
+    "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS identities_at BIGINT",
+    "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS identities_mpid BIGINT",
+    # The position of the last change of the batch sent but not acknowledged: after a crash the
+    # same batch is sent again (the same ids, so the same Idempotency-Key).
+    "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS inflight_to BIGINT",
+    # The members a synchronisation adds, taken once when it starts (in MPID order, so reading it
+    # in batches by MPID touches only the row groups it needs).
+    """CREATE TABLE IF NOT EXISTS sync_queue (
+        connection_id BIGINT NOT NULL,
+        epoch BIGINT NOT NULL,
+        mpid BIGINT NOT NULL,
+        entered_at BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS dead_letters (
         connection_id BIGINT NOT NULL,
         record JSON NOT NULL,
@@ -58,8 +74,9 @@ SYNC_PHASES = (SYNC_REMOVE, SYNC_ADD, DRAIN)
 
 _STATE_COLUMNS = (
     "connection_id, phase, epoch, cursor_seq, sync_after, sent, failed, ineligible, last_error, "
-    "last_attempt_at, last_success_at, failing_since"
+    "last_attempt_at, last_success_at, failing_since, subscribed, identities_at, identities_mpid, inflight_to"
 )
+_STATE_COUNT = _STATE_COLUMNS.count(",") + 1
 
 
 @dataclass
@@ -76,6 +93,10 @@ class DeliveryState:
     last_attempt_at: int | None = None
     last_success_at: int | None = None
     failing_since: int | None = None
+    subscribed: str | None = None  # JSON of the subscription the partner has (None: not subscribed)
+    identities_at: int | None = None  # identity changes up to (identities_at, identities_mpid) are handled
+    identities_mpid: int | None = None
+    inflight_to: int | None = None  # the unacknowledged batch ends here (an outbox seq or an MPID)
 
     def row(self) -> list[Any]:
         return list(asdict(self).values())
@@ -127,7 +148,7 @@ class DeliveryStore:
     def save(self, state: DeliveryState) -> None:
         def work() -> None:
             self.con.execute(
-                f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * _STATE_COUNT)})",
                 state.row(),
             ).fetchall()
 
@@ -137,14 +158,17 @@ class DeliveryStore:
         self,
         state: DeliveryState,
         *,
-        added: Iterable[int] = (),
+        added: Mapping[int, str | None] | None = None,
         removed: Iterable[int] = (),
         dead: Sequence[DeadLetter] = (),
         now_ms: int,
     ) -> None:
         """Record an acknowledged batch: the new cursor and counters, what the partner now has, and
-        the records it refused, in one transaction."""
-        adds, removes = sorted(set(added)), sorted(set(removed) - set(added))
+        the records it refused, in one transaction. `added` maps each added MPID to the identities
+        it was sent with (see `records.identities_json`)."""
+        added = added or {}
+        adds = sorted(added)
+        removes = sorted(set(removed) - set(added))
 
         def work() -> None:
             con = self.con
@@ -152,18 +176,20 @@ class DeliveryStore:
             try:
                 con.execute(
                     f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) "
-                    f"VALUES ({', '.join('?' * 12)})",
+                    f"VALUES ({', '.join('?' * _STATE_COUNT)})",
                     state.row(),
                 ).fetchall()
                 if removes:
                     con.execute(
-                        "DELETE FROM delivered WHERE connection_id = ? AND list_contains(?::BIGINT[], mpid)",
+                        "DELETE FROM delivered WHERE connection_id = ? "
+                        "AND mpid IN (SELECT unnest(?::BIGINT[]))",
                         [state.connection_id, removes],
                     ).fetchall()
                 if adds:
                     con.execute(
-                        "INSERT INTO delivered SELECT ?, unnest(?::BIGINT[]) ON CONFLICT DO NOTHING",
-                        [state.connection_id, adds],
+                        "INSERT OR REPLACE INTO delivered (connection_id, mpid, identities) "
+                        "SELECT ?, unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
+                        [state.connection_id, adds, [added[m] for m in adds]],
                     ).fetchall()
                 for d in dead:
                     con.execute(
@@ -184,7 +210,7 @@ class DeliveryStore:
             con = self.con
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                for table in ("delivery_state", "delivered", "dead_letters"):
+                for table in ("delivery_state", "delivered", "dead_letters", "sync_queue"):
                     con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
                 con.execute("COMMIT").fetchall()
             except BaseException:
@@ -199,43 +225,88 @@ class DeliveryStore:
         rows = self.con.execute("SELECT coalesce(max(seq), 0) FROM membership_changes").fetchall()
         return int(rows[0][0])
 
-    def outbox(self, audience_id: int, after_seq: int, limit: int) -> list[tuple[int, int, str, int]]:
-        """(seq, mpid, action, changed_at) of the audience's changes after `after_seq`, in seq order."""
+    def outbox(
+        self, audience_id: int, after_seq: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, int, str, int]]:
+        """(seq, mpid, action, changed_at) of the audience's changes after `after_seq` (up to
+        `upto`), in seq order."""
         rows = self.con.execute(
             "SELECT seq, mpid, action, changed_at FROM membership_changes "
-            "WHERE seq > ? AND audience_id = ? ORDER BY seq LIMIT ?",
-            [after_seq, audience_id, limit],
+            "WHERE seq > $a AND ($u IS NULL OR seq <= $u) AND audience_id = $aud ORDER BY seq LIMIT $n",
+            {"a": after_seq, "u": upto, "aud": audience_id, "n": limit},
         ).fetchall()
         return [(int(s), int(m), str(a), int(t)) for s, m, a, t in rows]
 
-    def stale(self, connection_id: int, audience_id: int, after: int | None, limit: int) -> list[int]:
-        """Delivered MPIDs (after `after`) that are no longer members of the audience."""
+    def stale(
+        self, connection_id: int, audience_id: int, after: int | None, limit: int, upto: int | None = None
+    ) -> list[int]:
+        """Delivered MPIDs (after `after`, up to `upto`) that are no longer members of the audience."""
         rows = self.con.execute(
             "SELECT d.mpid FROM delivered d WHERE d.connection_id = $c AND ($a IS NULL OR d.mpid > $a) "
+            "AND ($u IS NULL OR d.mpid <= $u) "
             "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = d.mpid) "
             "ORDER BY d.mpid LIMIT $n",
-            {"c": connection_id, "a": after, "aud": audience_id, "n": limit},
+            {"c": connection_id, "a": after, "u": upto, "aud": audience_id, "n": limit},
         ).fetchall()
         return [int(r[0]) for r in rows]
 
     def missing(
-        self, connection_id: int, audience_id: int, after: int | None, limit: int
+        self, connection_id: int, audience_id: int, after: int | None, limit: int, upto: int | None = None
     ) -> list[tuple[int, int]]:
-        """(mpid, entered_at) of members (after `after`) the partner does not have yet."""
+        """(mpid, entered_at) of members (after `after`, up to `upto`) the partner does not have yet."""
         rows = self.con.execute(
             "SELECT m.mpid, m.entered_at FROM memberships m WHERE m.audience_id = $aud "
-            "AND ($a IS NULL OR m.mpid > $a) AND NOT EXISTS "
+            "AND ($a IS NULL OR m.mpid > $a) AND ($u IS NULL OR m.mpid <= $u) AND NOT EXISTS "
             "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) "
             "ORDER BY m.mpid LIMIT $n",
-            {"c": connection_id, "a": after, "aud": audience_id, "n": limit},
+            {"c": connection_id, "a": after, "u": upto, "aud": audience_id, "n": limit},
         ).fetchall()
         return [(int(m), int(t)) for m, t in rows]
 
-    def delivered_after(self, connection_id: int, after: int | None, limit: int) -> list[int]:
+    def queue_sync(self, connection_id: int, audience_id: int, epoch: int) -> None:
+        """Take the members the partner does not have yet, to add them in batches."""
+
+        def work() -> None:
+            con = self.con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                con.execute("DELETE FROM sync_queue WHERE connection_id = ?", [connection_id]).fetchall()
+                con.execute(
+                    "INSERT INTO sync_queue SELECT $c, $e, m.mpid, m.entered_at FROM memberships m "
+                    "WHERE m.audience_id = $aud AND NOT EXISTS "
+                    "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) ORDER BY m.mpid",
+                    {"c": connection_id, "e": epoch, "aud": audience_id},
+                ).fetchall()
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+
+        _retrying(work)
+
+    def queued(self, connection_id: int, epoch: int, after: int | None, limit: int) -> list[tuple[int, int]]:
+        """(mpid, entered_at) of the synchronisation's members after `after`, in MPID order."""
+        rows = self.con.execute(
+            "SELECT mpid, entered_at FROM sync_queue WHERE connection_id = $c AND epoch = $e "
+            "AND ($a IS NULL OR mpid > $a) ORDER BY mpid LIMIT $n",
+            {"c": connection_id, "e": epoch, "a": after, "n": limit},
+        ).fetchall()
+        return [(int(m), int(t)) for m, t in rows]
+
+    def unqueue(self, connection_id: int) -> None:
+        _retrying(
+            lambda: self.con.execute(
+                "DELETE FROM sync_queue WHERE connection_id = ?", [connection_id]
+            ).fetchall()
+        )
+
+    def delivered_after(
+        self, connection_id: int, after: int | None, limit: int, upto: int | None = None
+    ) -> list[int]:
         rows = self.con.execute(
             "SELECT mpid FROM delivered WHERE connection_id = $c AND ($a IS NULL OR mpid > $a) "
-            "ORDER BY mpid LIMIT $n",
-            {"c": connection_id, "a": after, "n": limit},
+            "AND ($u IS NULL OR mpid <= $u) ORDER BY mpid LIMIT $n",
+            {"c": connection_id, "a": after, "u": upto, "n": limit},
         ).fetchall()
         return [int(r[0]) for r in rows]
 
@@ -244,41 +315,86 @@ class DeliveryStore:
         if not mpids:
             return set()
         rows = self.con.execute(
-            "SELECT mpid FROM delivered WHERE connection_id = ? AND list_contains(?::BIGINT[], mpid)",
+            "SELECT mpid FROM delivered WHERE connection_id = ? AND mpid IN (SELECT unnest(?::BIGINT[]))",
             [connection_id, sorted(set(mpids))],
+        ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def delivered_identities(self, connection_id: int, mpids: Sequence[int]) -> dict[int, str | None]:
+        """What the partner was given of these users' identities, for those it has."""
+        if not mpids:
+            return {}
+        rows = self.con.execute(
+            "SELECT mpid, identities FROM delivered WHERE connection_id = ? "
+            "AND mpid IN (SELECT unnest(?::BIGINT[]))",
+            [connection_id, sorted(set(mpids))],
+        ).fetchall()
+        return {int(m): i for m, i in rows}
+
+    def identity_candidates(
+        self, connection_id: int, audience_id: int, after: tuple[int, int], upto: int, limit: int
+    ) -> list[tuple[int, int]]:
+        """(mpid, updated_at) of users the partner has, or members, whose identities were written
+        after `after` = (updated_at, mpid) and up to `upto`, in that order: those whose identities
+        the partner may hold out of date."""
+        at, mpid = after
+        rows = self.con.execute(
+            "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
+            "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
+            "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
+            "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
+            "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
+            "ORDER BY t.u, t.mpid LIMIT $n",
+            {"at": at, "m": mpid, "upto": upto, "c": connection_id, "aud": audience_id, "n": limit},
+        ).fetchall()
+        return [(int(m), int(u)) for m, u in rows]
+
+    def members_among(self, audience_id: int, mpids: Sequence[int]) -> set[int]:
+        if not mpids:
+            return set()
+        rows = self.con.execute(
+            "SELECT mpid FROM memberships WHERE audience_id = ? AND mpid IN (SELECT unnest(?::BIGINT[]))",
+            [audience_id, sorted(set(mpids))],
         ).fetchall()
         return {int(r[0]) for r in rows}
 
     def identities(self, mpids: Sequence[int]) -> dict[int, Identities]:
         if not mpids:
             return {}
+        # Grouped in SQL: one row per user keeps the Python work per record small.
         rows = self.con.execute(
-            "SELECT mpid, identity_type, value, is_device FROM identities "
-            "WHERE list_contains(?::BIGINT[], mpid) ORDER BY mpid, identity_type, value",
+            "SELECT mpid, list(identity_type ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
+            "list(value ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
+            "list(identity_type ORDER BY identity_type, value) FILTER (WHERE is_device), "
+            "list(value ORDER BY identity_type, value) FILTER (WHERE is_device) "
+            "FROM identities WHERE mpid IN (SELECT unnest(?::BIGINT[])) GROUP BY mpid",
             [sorted(set(mpids))],
         ).fetchall()
-        users: dict[int, dict[str, str]] = {}
-        devices: dict[int, list[tuple[str, str]]] = {}
-        for mpid, kind, value, is_device in rows:
-            if is_device:
-                devices.setdefault(int(mpid), []).append((str(kind), str(value)))
-            else:
-                users.setdefault(int(mpid), {})[str(kind)] = str(value)
-        return {m: Identities(users.get(m, {}), tuple(devices.get(m, []))) for m in mpids}
+        found = {
+            int(m): Identities(
+                dict(zip(ut, uv, strict=True)) if ut else {}, tuple(zip(dt, dv, strict=True)) if dt else ()
+            )
+            for m, ut, uv, dt, dv in rows
+        }
+        empty = Identities()
+        return {m: found.get(m, empty) for m in mpids}
 
 
-def stats(con: duckdb.DuckDBPyConnection, connection_id: int, audience_id: int) -> dict[str, Any]:
-    """What a user sees of a connection's delivery: sent, pending, failed, ineligible, last error."""
+def stats(
+    con: duckdb.DuckDBPyConnection, connection_id: int, audience_id: int, now_ms: int | None = None
+) -> dict[str, Any]:
+    """What a user sees of a connection's delivery: sent, pending, failed, ineligible, last error,
+    and lag (how long the oldest change not yet delivered has waited, in ms; 0 when none waits)."""
     store = DeliveryStore(con)
     state = store.load(connection_id)
     pending = 0
+    oldest: int | None = None
     if state.phase == STREAM:
-        pending = int(
-            con.execute(
-                "SELECT count(*) FROM membership_changes WHERE seq > ? AND audience_id = ?",
-                [state.cursor_seq, audience_id],
-            ).fetchall()[0][0]
-        )
+        count, first = con.execute(
+            "SELECT count(*), min(changed_at) FROM membership_changes WHERE seq > ? AND audience_id = ?",
+            [state.cursor_seq, audience_id],
+        ).fetchall()[0]
+        pending, oldest = int(count), None if first is None else int(first)
     elif state.phase in (SYNC_REMOVE, SYNC_ADD):
         missing = con.execute(
             "SELECT count(*) FROM memberships m WHERE m.audience_id = $aud AND NOT EXISTS "
@@ -305,6 +421,8 @@ def stats(con: duckdb.DuckDBPyConnection, connection_id: int, audience_id: int) 
         "last_attempt_at": state.last_attempt_at,
         "last_success_at": state.last_success_at,
         "failing_since": state.failing_since,
+        "lag_ms": 0 if oldest is None or now_ms is None else max(0, now_ms - oldest),
+        "subscribed": state.subscribed is not None,
     }
 
 

@@ -108,10 +108,10 @@ class WebhookType:
         try:
             url = check_url(settings.get("url"), allow_private=allow_private, resolve=False)
         except UrlRefused as refused:
-            raise InvalidRequest(str(refused)) from None
+            raise InvalidRequest(f"settings.url: {refused}") from None
         secret = settings.get("secret")
         if not isinstance(secret, str) or not secret:
-            raise InvalidRequest("a webhook output needs a secret to sign its requests with")
+            raise InvalidRequest("settings.secret: a webhook output needs a secret to sign its requests with")
         return {
             "url": url,
             "secret": secret,
