@@ -26,6 +26,7 @@ from milepost.engines.duckdb_rows import (
 from milepost.engines.duckdb_schema import CONSENTS_UPSERT, DEVICES_UPSERT, IDENTITIES_UPSERT, USERS_UPSERT
 from milepost.errors import EngineError, StoreLocked
 from milepost.ingest.plan import CommitPlan, Snapshot
+from milepost.ingest.state import StateMirror
 
 # Columns shared by `events_hot` and the Parquet segments, in table order.
 EVENT_FIELDS = (
@@ -56,6 +57,7 @@ class DuckDBStore:
                 ) from None
             raise EngineError(f"cannot open the store {self.path}: {exc}") from None
         self._local = threading.local()
+        self._mirror: StateMirror | None = None
         # Checkpoints run inside a COMMIT; at the default 16 MB of WAL they ran every few group
         # commits and were most of the commit time. Fewer, larger checkpoints cost less in total.
         self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
@@ -133,10 +135,24 @@ class DuckDBStore:
 
     # ---- look-ups for the commit plan (writer thread only) -----------------------------------
     #
-    # Each call into DuckDB hands the GIL over and back; while the event loop validates requests,
-    # taking it back waits for the interpreter's switch interval. So a commit makes two calls: one
-    # query for every look-up and one script for every write. The Arrow tables reach SQL through
-    # DuckDB's replacement scan of the calling frame's locals (the keyword parameters of `_run`).
+    # The plan's look-ups are answered from an in-memory mirror of the key tables, the identity
+    # index and the user ids, read once (lazily, so bulk loads before the first commit are seen)
+    # and kept exact by `apply`. Each commit is then one call into DuckDB: one script for every
+    # write. The Arrow tables reach SQL through DuckDB's replacement scan of the calling frame's
+    # locals (the keyword parameters of `_run`).
+
+    def _state(self) -> StateMirror:
+        if self._mirror is None:
+            con = self._con
+            self._mirror = StateMirror(
+                con.execute("SELECT input_id, request_id, received_at FROM request_keys").fetchall(),
+                con.execute("SELECT input_id, message_id, received_at FROM message_keys").fetchall(),
+                con.execute(
+                    "SELECT identity_type, value_key, mpid, value, is_device FROM identities"
+                ).fetchall(),
+                (r[0] for r in con.execute("SELECT mpid FROM users").fetchall()),
+            )
+        return self._mirror
 
     def snapshot(
         self,
@@ -147,68 +163,19 @@ class DuckDBStore:
         identity_keys: set[tuple[str, str]],
         mpids: set[int],
     ) -> Snapshot:
-        snap = Snapshot()
-        if not (request_keys or message_keys or identity_keys or mpids):
-            return snap
-        parts = []
-        tables: dict[str, pa.Table] = {}
-        if request_keys:
-            tables["p_requests"] = _key_probe(request_keys)
-            parts.append(
-                "SELECT 0, k.input_id, k.request_id, NULL, NULL FROM request_keys k JOIN p_requests p "
-                f"ON k.input_id = p.i AND k.request_id = p.k WHERE k.received_at > {int(request_since_ms)}"
-            )
-        if message_keys:
-            tables["p_messages"] = _key_probe(message_keys)
-            parts.append(
-                "SELECT 1, k.input_id, k.message_id, NULL, NULL FROM message_keys k JOIN p_messages p "
-                f"ON k.input_id = p.i AND k.message_id = p.k WHERE k.received_at > {int(message_since_ms)}"
-            )
-        owned = "SELECT m FROM p_mpids"
-        if identity_keys:
-            keys = list(identity_keys)
-            tables["p_identities"] = pa.table({"t": [k[0] for k in keys], "v": [k[1] for k in keys]})
-            owners = (
-                "SELECT i.identity_type, i.value_key, i.mpid FROM identities i JOIN p_identities p "
-                "ON i.identity_type = p.t AND i.value_key = p.v"
-            )
-            parts.append(f"SELECT 2, NULL, o.identity_type, o.value_key, o.mpid FROM ({owners}) o")
-            owned += f" UNION SELECT mpid FROM ({owners})"
-        if mpids or identity_keys:
-            tables["p_mpids"] = pa.table({"m": pa.array(list(mpids), pa.int64())})
-            parts.append(f"SELECT 3, NULL, NULL, NULL, u.mpid FROM users u WHERE u.mpid IN ({owned})")
-            parts.append(
-                "SELECT 4, NULL, i.identity_type, i.value_key, i.mpid FROM identities i "
-                f"WHERE NOT i.is_device AND i.mpid IN ({owned})"
-            )
-        rows = self._run(self._con, " UNION ALL ".join(parts), **tables)
-        for kind, input_id, a, b, mpid in rows:
-            if kind == 0:
-                snap.seen_requests.add((int(input_id), a))
-            elif kind == 1:
-                snap.seen_messages.add((int(input_id), a))
-            elif kind == 2:
-                snap.owners[(a, b)] = int(mpid)
-            elif kind == 3:
-                snap.known_mpids.add(int(mpid))
-            else:
-                snap.user_keys.setdefault(int(mpid), {})[a] = b
-        return snap
+        return self._state().snapshot(
+            request_keys, request_since_ms, message_keys, message_since_ms, identity_keys, mpids
+        )
 
     @staticmethod
     def _run(
         con: duckdb.DuckDBPyConnection,
         sql: str,
         *,
-        p_requests: pa.Table | None = None,
-        p_messages: pa.Table | None = None,
-        p_identities: pa.Table | None = None,
-        p_mpids: pa.Table | None = None,
         t_events: pa.Table | None = None,
         t_other: pa.Table | None = None,
         t_batches: pa.Table | None = None,
         t_users: pa.Table | None = None,
-        t_fresh: pa.Table | None = None,
         t_released: pa.Table | None = None,
         t_identities: pa.Table | None = None,
         t_consents: pa.Table | None = None,
@@ -224,43 +191,42 @@ class DuckDBStore:
     def apply(self, plan: CommitPlan) -> None:
         con = self._con
         first_event_id, first_seq = self._next_event_id, self._next_batch_seq
+        state = self._state()
         try:
-            statements, tables = self._write(plan)
+            statements, tables = self._write(plan, state)
             self._run(con, ";\n".join(["BEGIN TRANSACTION", *statements, "COMMIT"]), **tables)
         except BaseException:
             self._next_event_id, self._next_batch_seq = first_event_id, first_seq
+            self._mirror = None  # read again from what the store holds
             with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK").fetchall()
             raise
+        state.committed(plan)
 
-    def _write(self, plan: CommitPlan) -> tuple[list[str], dict[str, pa.Table]]:
+    def _write(self, plan: CommitPlan, state: StateMirror) -> tuple[list[str], dict[str, pa.Table]]:
         """The statements of one commit and the Arrow tables they read."""
         sql: list[str] = []
         t: dict[str, pa.Table] = {}
         if plan.events:
             t["t_events"] = event_table(plan.events, self._next_event_id)
             sql.append(f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t_events")
-            self._next_event_id += len(plan.events)
+            self._next_event_id += t["t_events"].num_rows
         if plan.other_events:
             t["t_other"] = event_table(plan.other_events, self._next_event_id)
             sql.append(
                 f"INSERT INTO events_other SELECT {EVENT_FIELDS}, environment, historical FROM t_other"
             )
-            self._next_event_id += len(plan.other_events)
+            self._next_event_id += t["t_other"].num_rows
         if plan.batches:
             t["t_batches"] = batch_table(plan.batches, self._next_batch_seq)
             sql.append("INSERT INTO batches SELECT * FROM t_batches")
             self._next_batch_seq += len(plan.batches)
+        # Each statement has a fixed cost of about a millisecond, so a table gets one: a plain append
+        # when none of its rows is stored yet (the mirror knows), else an upsert of them all.
         if plan.users:
             t["t_users"] = user_table(plan.users)
-            sql.append(USERS_UPSERT)
-            fresh = [m for m, c in plan.users.items() if c.is_new and None in c.attributes_patch.values()]
-            if fresh:  # a new row must not keep the deletions (nulls) of its merge patch
-                t["t_fresh"] = pa.table({"m": pa.array(fresh, pa.int64())})
-                sql.append(
-                    "UPDATE users SET attributes = json_merge_patch('{}', attributes) "
-                    "WHERE mpid IN (SELECT m FROM t_fresh)"
-                )
+            all_new = all(c.is_new for c in plan.users.values())
+            sql.append("INSERT INTO users SELECT * FROM t_users" if all_new else USERS_UPSERT)
         if plan.released_identities:
             released = list(plan.released_identities)
             t["t_released"] = pa.table(
@@ -271,20 +237,29 @@ class DuckDBStore:
                 "WHERE identities.mpid = r.m AND identities.identity_type = r.k)"
             )
         if plan.identities:
-            t["t_identities"] = identity_table(plan.identities)
-            sql.append(IDENTITIES_UPSERT)
+            unchanged, absent = state.identity_changes(plan)
+            if len(unchanged) < len(plan.identities):
+                t["t_identities"] = identity_table(plan.identities, skip=unchanged)
+                all_new = len(absent) + len(unchanged) == len(plan.identities)
+                sql.append(
+                    "INSERT INTO identities SELECT * FROM t_identities" if all_new else IDENTITIES_UPSERT
+                )
         if plan.consents:
             t["t_consents"] = consent_table(plan.consents)
             sql.append(CONSENTS_UPSERT)
         if plan.devices:
             t["t_devices"] = device_table(plan.devices)
             sql.append(DEVICES_UPSERT)
-        if plan.request_keys:
-            t["t_request_keys"] = key_table(plan.request_keys)
-            sql.append("INSERT OR REPLACE INTO request_keys SELECT * FROM t_request_keys")
-        if plan.message_keys:
-            t["t_message_keys"] = key_table(plan.message_keys)
-            sql.append("INSERT OR REPLACE INTO message_keys SELECT * FROM t_message_keys")
+        # Keys the store holds already (expired, not yet purged) need a replace, rare enough that
+        # the whole table then takes the replace.
+        for table, keys, stored, name in (
+            ("request_keys", plan.request_keys, state.request_keys, "t_request_keys"),
+            ("message_keys", plan.message_keys, state.message_keys, "t_message_keys"),
+        ):
+            if keys:
+                t[name] = key_table(keys)
+                again = any(k in stored for k in keys)
+                sql.append(f"INSERT {'OR REPLACE ' if again else ''}INTO {table} SELECT * FROM {name}")
         return sql, t
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
@@ -330,6 +305,8 @@ class DuckDBStore:
     def purge_dedupe_keys(self, request_before_ms: int, message_before_ms: int) -> None:
         self._con.execute("DELETE FROM request_keys WHERE received_at <= ?", [request_before_ms]).fetchall()
         self._con.execute("DELETE FROM message_keys WHERE received_at <= ?", [message_before_ms]).fetchall()
+        if self._mirror is not None:
+            self._mirror.forget_keys(request_before_ms, message_before_ms)
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -443,11 +420,6 @@ def _consent_view(rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, dict[s
             "hardware_id": hardware_id,
         }
     return out
-
-
-def _key_probe(keys: set[tuple[int, str]]) -> pa.Table:
-    items = list(keys)
-    return pa.table({"i": pa.array([k[0] for k in items], pa.int32()), "k": [k[1] for k in items]})
 
 
 def _first(rows: list[Any]) -> Any:

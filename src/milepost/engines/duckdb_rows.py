@@ -18,40 +18,79 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, default=_default).decode()
 
 
+def _json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     raise TypeError(type(value).__name__)
 
 
-def event_table(rows: list[Any], first_id: int) -> pa.Table:
-    """Rows are (mpid, input_id, received_at, EventRow[, environment, historical])."""
-    evs: list[EventRow] = [r[3] for r in rows]
+def event_table(chunks: list[Any], first_id: int) -> pa.Table:
+    """Chunks are (mpid, input_id, received_at, [EventRow, ...][, environment, historical]), one per batch."""
+    evs: list[EventRow] = []
+    mpids: list[int] = []
+    inputs: list[int] = []
+    received: list[int] = []
+    for c in chunks:
+        rows = c[3]
+        evs += rows
+        n = len(rows)
+        mpids += [c[0]] * n
+        inputs += [c[1]] * n
+        received += [c[2]] * n
+    (
+        event_type,
+        name,
+        custom_event_type,
+        action,
+        is_install,
+        is_upgrade,
+        ts,
+        total_amount,
+        transaction_id,
+        currency_code,
+        coupon_code,
+        attrs,
+        products,
+        source_message_id,
+        data,
+    ) = zip(*evs, strict=True)
     cols: dict[str, Any] = {
-        "event_id": pa.array(range(first_id, first_id + len(rows)), pa.int64()),
-        "mpid": pa.array([r[0] for r in rows], pa.int64()),
-        "input_id": pa.array([r[1] for r in rows], pa.int32()),
-        "event_type": [e.event_type for e in evs],
-        "name": [e.name for e in evs],
-        "name_lc": [e.name.lower() if e.name is not None else None for e in evs],
-        "custom_event_type": [e.custom_event_type for e in evs],
-        "action": [e.action for e in evs],
-        "is_install": pa.array([e.is_install for e in evs], pa.bool_()),
-        "is_upgrade": pa.array([e.is_upgrade for e in evs], pa.bool_()),
-        "ts": pa.array([e.ts for e in evs], pa.int64()),
-        "received_at": pa.array([r[2] for r in rows], pa.int64()),
-        "total_amount": pa.array([e.total_amount for e in evs], AMOUNT),
-        "transaction_id": pa.array([e.transaction_id for e in evs], pa.string()),
-        "currency_code": pa.array([e.currency_code for e in evs], pa.string()),
-        "coupon_code": pa.array([e.coupon_code for e in evs], pa.string()),
-        "attrs": [_json(e.attrs) for e in evs],
-        "products": [_json(e.products) for e in evs],
-        "source_message_id": pa.array([e.source_message_id for e in evs], pa.string()),
-        "data": [_json(e.data) for e in evs],
+        "event_id": pa.array(range(first_id, first_id + len(evs)), pa.int64()),
+        "mpid": pa.array(mpids, pa.int64()),
+        "input_id": pa.array(inputs, pa.int32()),
+        "event_type": pa.array(event_type, pa.string()),
+        "name": pa.array(name, pa.string()),
+        "name_lc": pa.array([n.lower() if n is not None else None for n in name], pa.string()),
+        "custom_event_type": pa.array(custom_event_type, pa.string()),
+        "action": pa.array(action, pa.string()),
+        "is_install": pa.array(is_install, pa.bool_()),
+        "is_upgrade": pa.array(is_upgrade, pa.bool_()),
+        "ts": pa.array(ts, pa.int64()),
+        "received_at": pa.array(received, pa.int64()),
+        "total_amount": pa.array(total_amount, AMOUNT),
+        "transaction_id": pa.array(transaction_id, pa.string()),
+        "currency_code": pa.array(currency_code, pa.string()),
+        "coupon_code": pa.array(coupon_code, pa.string()),
+        "attrs": pa.array([_json_bytes(a) if a else b"{}" for a in attrs], pa.binary()).cast(pa.string()),
+        "products": pa.array([_json_bytes(p) if p else b"[]" for p in products], pa.binary()).cast(
+            pa.string()
+        ),
+        "source_message_id": pa.array(source_message_id, pa.string()),
+        "data": pa.array([_json_bytes(d) for d in data], pa.binary()).cast(pa.string()),
     }
-    if rows and len(rows[0]) > 4:
-        cols["environment"] = [r[4] for r in rows]
-        cols["historical"] = pa.array([r[5] for r in rows], pa.bool_())
+    if chunks and len(chunks[0]) > 4:
+        environment: list[str] = []
+        historical: list[bool] = []
+        for c in chunks:
+            n = len(c[3])
+            environment += [c[4]] * n
+            historical += [c[5]] * n
+        cols["environment"] = pa.array(environment, pa.string())
+        cols["historical"] = pa.array(historical, pa.bool_())
     return pa.table(cols)
 
 
@@ -81,15 +120,24 @@ def user_table(users: dict[int, UserChange]) -> pa.Table:
             "first_seen": pa.array([c.first_seen for _, c in items], pa.int64()),
             "last_seen": pa.array([c.last_seen for _, c in items], pa.int64()),
             "inputs": pa.array([sorted(c.inputs) for _, c in items], pa.list_(pa.int32())),
-            # The merge patch as is (null = delete); the store strips nulls from rows it has just created.
-            "attributes": [_json(c.attributes_patch) for _, c in items],
+            # The merge patch (null = delete) for a stored row; a new row takes only what is set.
+            "attributes": [
+                _json(_new_row(c.attributes_patch) if c.is_new else c.attributes_patch) for _, c in items
+            ],
             "updated_at": pa.array([c.last_seen or c.created_at for _, c in items], pa.int64()),
         }
     )
 
 
-def identity_table(ids: dict[tuple[str, str], tuple[int, str, bool, int]]) -> pa.Table:
-    items = list(ids.items())
+def _new_row(patch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in patch.items() if v is not None}
+
+
+def identity_table(
+    ids: dict[tuple[str, str], tuple[int, str, bool, int]], *, skip: set[tuple[str, str]]
+) -> pa.Table:
+    """Rows of `ids` except those in `skip` (stored already as they are)."""
+    items = [(k, v) for k, v in ids.items() if k not in skip] if skip else list(ids.items())
     return pa.table(
         {
             "identity_type": [k[0] for k, _ in items],

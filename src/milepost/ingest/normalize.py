@@ -84,10 +84,15 @@ def _normalize_batch(
     except ValidationError as exc:
         raise InvalidBatch(exc.errors()[0]["msg"], [_format_error(where, e) for e in exc.errors()]) from None
     errors: list[str] = []
+    raw_events = raw.get("events") or []
     events = [
         row
         for j, ev in enumerate(batch.events or [])
-        if (row := _event_row(ev, f"{where}.events[{j}]", historical, received_at, errors, report))
+        if (
+            row := _event_row(
+                ev, raw_events[j].get("data"), f"{where}.events[{j}]", historical, received_at, errors, report
+            )
+        )
         is not None
     ]
     if historical and not events and not errors:
@@ -208,12 +213,28 @@ def _amount(value: float | int, where: str, errors: list[str]) -> Decimal | None
     )
 
 
+def _in_sent_order(dumped: dict[str, Any], sent: Any) -> dict[str, Any]:
+    """`dumped` with its keys in the order the sender wrote them (what the fast path keeps)."""
+    if not isinstance(sent, dict):
+        return dumped
+    out = {k: dumped[k] for k in sent if k in dumped}
+    if len(out) < len(dumped):
+        out.update((k, v) for k, v in dumped.items() if k not in out)
+    return out
+
+
 def _event_row(
-    ev: Any, where: str, historical: bool, received_at: int, errors: list[str], report: LimitReport
+    ev: Any,
+    raw_data: Any,
+    where: str,
+    historical: bool,
+    received_at: int,
+    errors: list[str],
+    report: LimitReport,
 ) -> EventRow | None:
     data: schema.EventData = ev.data
     raw_ts = data.timestamp_unixtime_ms
-    data_out = data.model_dump(exclude_none=True)
+    data_out = _in_sent_order(data.model_dump(exclude_none=True), raw_data)
     if raw_ts is None:
         if historical:
             errors.append(f"{where}.data.timestamp_unixtime_ms: required for historical data")
@@ -323,14 +344,17 @@ _PROMOTION_ACTIONS = frozenset(schema.PROMOTION_ACTIONS)
 _TRANSITIONS = frozenset(
     {"application_initialized", "application_exit", "application_background", "application_foreground"}
 )
-# Declared fields in declaration order: model_dump writes them first, then the extra fields.
-_DATA_FIELDS: dict[str, tuple[str, ...]] = {
-    "custom_event": tuple(schema.CustomEventData.model_fields),
-    "screen_view": tuple(schema.ScreenViewData.model_fields),
-    "commerce_event": tuple(schema.CommerceEventData.model_fields),
-    "application_state_transition": tuple(schema.StateTransitionData.model_fields),
-    **{t: tuple(schema.EventData.model_fields) for t in schema.GENERIC_EVENT_TYPES},
-}
+_EVENT_TYPES = frozenset(
+    {
+        "custom_event",
+        "screen_view",
+        "commerce_event",
+        "application_state_transition",
+        *schema.GENERIC_EVENT_TYPES,
+    }
+)
+# Nested objects keep model_dump's order (declared fields first, then the extra fields); an event's
+# `data` keeps the order it was sent in, on both paths.
 _PRODUCT_ACTION_FIELDS = tuple(schema.ProductAction.model_fields)
 _PRODUCT_FIELDS = tuple(schema.Product.model_fields)
 _PROMOTION_FIELDS = tuple(schema.PromotionAction.model_fields)
@@ -462,7 +486,7 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
     if type(ev) is not dict:
         raise _Slow
     event_type = ev.get("event_type")
-    if type(event_type) is not str or (fields := _DATA_FIELDS.get(event_type)) is None:
+    if type(event_type) is not str or event_type not in _EVENT_TYPES:
         raise _Slow
     data = ev.get("data", _NONE) if event_type in schema.GENERIC_EVENT_TYPES else ev.get("data")
     if data is _NONE:
@@ -559,7 +583,7 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
             products = [_dump(p, _PRODUCT_FIELDS) for p in raw_products or ()]
             dumped = _dump(pa, _PRODUCT_ACTION_FIELDS)
             if raw_products is not None:
-                dumped["products"] = [_dump(p, _PRODUCT_FIELDS) for p in raw_products]
+                dumped["products"] = products  # the same values; nothing changes them later
             nested["product_action"] = dumped
         elif promo is not None:
             action = promo["action"]
@@ -577,11 +601,12 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
         is_upgrade = bool(upgrade)
     elif event_type == "first_run":
         is_install = True
-    data_out = _dump(data, fields)
+    # The sent object itself when nothing in it changes (it is only read from here on), else a copy.
+    data_out = data if None not in data.values() else {k: v for k, v in data.items() if v is not None}
     if nested:
-        data_out.update(nested)
+        data_out = {**data_out, **nested}  # replaced in place: the keys keep their position
     if raw_ts is not None and ts > received_at + FUTURE_TOLERANCE_MS:
-        data_out["original_timestamp_unixtime_ms"] = ts
+        data_out = {**data_out, "original_timestamp_unixtime_ms": ts}
         ts = received_at
     attrs: dict[str, Any] = {}
     if custom_attributes is not None:
@@ -590,8 +615,11 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
             len(k) > MAX_NAME or (type(v) is str and len(v) > MAX_VALUE) for k, v in custom_attributes.items()
         ):
             clipped = clip_attributes(custom_attributes, f"{where}.data.custom_attributes", report)
-        attrs = {k: v for k, v in clipped.items() if v is not None}
-        data_out["custom_attributes"] = attrs
+        if clipped is custom_attributes and None not in custom_attributes.values():
+            attrs = custom_attributes
+        else:
+            attrs = {k: v for k, v in clipped.items() if v is not None}
+            data_out = {**data_out, "custom_attributes": attrs}
     if name is not None and len(name) > MAX_NAME:
         field_name = "event_name" if event_type == "custom_event" else "screen_name"
         name = clip_name(name, f"{where}.data.{field_name}", report)

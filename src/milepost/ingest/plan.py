@@ -65,10 +65,9 @@ class UserChange:
 class CommitPlan:
     """Everything one transaction writes."""
 
-    events: list[tuple[int, int, int, EventRow]] = field(
-        default_factory=list
-    )  # (mpid, input_id, received_at, row)
-    other_events: list[tuple[int, int, int, EventRow, str, bool]] = field(default_factory=list)
+    # Per batch: (mpid, input_id, received_at, rows); other events add (environment, historical).
+    events: list[tuple[int, int, int, list[EventRow]]] = field(default_factory=list)
+    other_events: list[tuple[int, int, int, list[EventRow], str, bool]] = field(default_factory=list)
     batches: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]] = field(default_factory=list)
     users: dict[int, UserChange] = field(default_factory=dict)
     identities: dict[tuple[str, str], tuple[int, str, bool, int]] = field(default_factory=dict)
@@ -168,9 +167,10 @@ def _apply_batch(
         change = plan.users[mpid] = UserChange(created_at=at, is_new=True)
         known.add(mpid)
     if not batch.counts_as_seen:
-        plan.other_events.extend(
-            (mpid, request.input_id, at, ev, batch.environment, batch.historical) for ev in events
-        )
+        if events:
+            plan.other_events.append(
+                (mpid, request.input_id, at, events, batch.environment, batch.historical)
+            )
         return
     if change is None:
         change = plan.users[mpid] = UserChange(created_at=at, is_new=False)
@@ -180,7 +180,8 @@ def _apply_batch(
     for name in batch.attributes_deleted:
         change.attributes_patch[name] = None
     change.attributes_patch.update(batch.attributes_set)
-    plan.events.extend((mpid, request.input_id, at, ev) for ev in events)
+    if events:
+        plan.events.append((mpid, request.input_id, at, events))
     mine = user_keys.setdefault(mpid, {})
     for id_type, (value, key) in batch.identities.items():
         owner = owners.get((id_type, key))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 # Resolution order of SPEC §3: user identities first, then device ids.
 USER_IDENTITY_PRIORITY: tuple[str, ...] = (
@@ -51,9 +51,11 @@ DEVICE_FIELDS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One event, in the columns of the store's `events` table (docs/store-layout.md)."""
+class EventRow(NamedTuple):
+    """One event, in the columns of the store's `events` table (docs/store-layout.md).
+
+    A tuple so that a list of them turns into columns in one `zip`.
+    """
 
     event_type: str
     name: str | None
