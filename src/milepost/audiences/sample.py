@@ -12,9 +12,14 @@ from __future__ import annotations
 import threading
 
 import duckdb
+import numpy as np
+
+from milepost.audiences.masks import Ids, as_ids
 
 MODULUS = 1_000_003
 PROFILE_TABLES = ("users", "identities", "consents", "devices")
+SAMPLE_TABLES = (*PROFILE_TABLES, "events")
+KEPT_CHANGES = 64  # versions whose changed users are remembered (for patching cached results)
 
 
 def sample_key(column: str) -> str:
@@ -33,6 +38,8 @@ class Sample:
         self._batch_seq = 0
         self._event_id = 0
         self._lock = threading.RLock()
+        # version -> the sampled MPIDs that changed to make it (absent: rebuilt, nothing to patch from)
+        self.changes: dict[int, Ids] = {}
         con.execute("CREATE SCHEMA IF NOT EXISTS sample").fetchall()
 
     @property
@@ -74,11 +81,32 @@ class Sample:
                 raise
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.version += 1
+            self.changes.clear()
+
+    def try_refresh(self) -> bool:
+        """`refresh` unless another thread is refreshing right now (then its result will do)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            return self.refresh()
+        finally:
+            self._lock.release()
+
+    def changed_since(self, version: int) -> Ids | None:
+        """The sampled users changed between `version` and now, or None when that is not known."""
+        if version == self.version:
+            return np.zeros(0, dtype=np.int64)
+        parts = [self.changes.get(v) for v in range(version + 1, self.version + 1)]
+        if any(p is None for p in parts):
+            return None
+        return np.unique(np.concatenate([p for p in parts if p is not None]))
 
     def refresh(self) -> bool:
         """Bring the sample up to date with batches accepted since the last refresh; True if it changed."""
         with self._lock:
             con = self.con
+            if self._count("SELECT max(seq) FROM main.batches") <= self._batch_seq:
+                return False  # nothing accepted since: the cheap, common case
             population = self._count("SELECT count(*) FROM main.users")
             rate = self.threshold / MODULUS
             if population * rate > 4 * self.target or (self.exact and population > 2 * self.target):
@@ -115,8 +143,11 @@ class Sample:
                 raise
             self._batch_seq, self._event_id = top, newest
             self.population = population
-            if not self._count("SELECT count(*) FROM sample_touched"):
+            touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
+            if not touched.shape[0]:
                 return False  # no sampled user changed: cached results stay valid
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.version += 1
+            self.changes[self.version] = touched
+            self.changes.pop(self.version - KEPT_CHANGES, None)
             return True

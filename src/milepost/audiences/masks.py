@@ -1,0 +1,62 @@
+"""Sets of sampled users as NumPy boolean masks over a fixed order of the sample.
+
+Row i of every mask built from one `SampleIndex` stands for `index.mpids[i]`, so the estimator's
+set algebra (all, any, not, parent ∧ criterion ∧ ¬earlier siblings) is element-wise vector work
+and a count is `np.count_nonzero`, whatever the number of sampled users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Mask = npt.NDArray[np.bool_]
+Ids = npt.NDArray[np.int64]
+
+
+def as_ids(values: Any) -> Ids:
+    """MPIDs fetched from DuckDB (`fetchnumpy()` column) as a plain int64 array."""
+    arr = np.ma.getdata(values) if isinstance(values, np.ma.MaskedArray) else values
+    return np.asarray(arr, dtype=np.int64)
+
+
+class SampleIndex:
+    """The sampled MPIDs in ascending order: the row order of every mask."""
+
+    def __init__(self, mpids: Ids) -> None:
+        self.mpids: Ids = np.unique(mpids)  # sorted, each once
+
+    def __len__(self) -> int:
+        return int(self.mpids.shape[0])
+
+    def everyone(self) -> Mask:
+        return np.ones(len(self), dtype=np.bool_)
+
+    def nobody(self) -> Mask:
+        return np.zeros(len(self), dtype=np.bool_)
+
+    def positions(self, mpids: Ids) -> npt.NDArray[np.intp]:
+        """Rows of the given MPIDs; MPIDs outside the sample are left out."""
+        if len(self) == 0 or mpids.shape[0] == 0:
+            return np.zeros(0, dtype=np.intp)
+        pos = np.searchsorted(self.mpids, mpids)
+        pos[pos >= len(self)] = 0
+        return pos[self.mpids[pos] == mpids]
+
+    def mask(self, mpids: Ids) -> Mask:
+        out = self.nobody()
+        out[self.positions(mpids)] = True
+        return out
+
+    def members(self, mask: Mask) -> Ids:
+        return self.mpids[mask]
+
+    def carry(self, mask: Mask, old: SampleIndex) -> Mask:
+        """A mask over `old` re-aligned to this index (users new to the sample are not members)."""
+        return self.mask(old.mpids[mask])
+
+
+def count(mask: Mask) -> int:
+    return int(np.count_nonzero(mask))
