@@ -19,10 +19,17 @@ class Config:
     input_burst: float = 40_000.0
     max_group_batches: int = 5_000  # batches written in one group commit at most
     fake_clock_start_ms: int | None = None  # tests only: a clock moved through /api/v1/test/clock
+    engine: str = "duckdb"  # where full calculations run: "duckdb" (embedded) or "spark"
+    spark_master: str = "local[2]"
+    spark_storage: Path | None = None  # Parquet snapshots Spark reads; default <data dir>/spark
 
     @property
     def store_dir(self) -> Path:
         return self.data_dir / "store"
+
+    @property
+    def spark_dir(self) -> Path:
+        return self.spark_storage or self.data_dir / "spark"
 
     @classmethod
     def from_env(cls, data_dir: str | Path | None = None) -> Config:
@@ -36,5 +43,10 @@ class Config:
             input_burst=float(os.environ.get("MILEPOST_INPUT_BURST", str(rate * 2))),
             fake_clock_start_ms=int(os.environ["MILEPOST_FAKE_CLOCK"])
             if os.environ.get("MILEPOST_FAKE_CLOCK")
+            else None,
+            engine=os.environ.get("MILEPOST_ENGINE", "duckdb").strip().lower() or "duckdb",
+            spark_master=os.environ.get("MILEPOST_SPARK_MASTER") or "local[2]",
+            spark_storage=Path(os.environ["MILEPOST_SPARK_STORAGE"]).resolve()
+            if os.environ.get("MILEPOST_SPARK_STORAGE")
             else None,
         )

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.audiences.estimator import Estimator
 from milepost.catalog import Catalog
+from milepost.catalog.output_rows import use_key_file
 from milepost.clock import DAY_MS, Clock, SystemClock
 from milepost.config import Config
+from milepost.engines.base import open_calculator
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.auth import InputDirectory
 from milepost.ingest.plan import DedupeWindows
@@ -46,6 +48,7 @@ class Runtime:
     def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
         clock = clock or SystemClock()
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        use_key_file(config.data_dir)  # output credentials are encrypted with the data directory's key
         catalog = Catalog(config.catalog_url, clock)
         try:
             store = DuckDBStore(config.store_dir)
@@ -75,6 +78,7 @@ class Runtime:
             store.connect(),
             clock,
             EngineSettings(s.lookback_days * DAY_MS, s.effective_profile_lifetime_days * DAY_MS),
+            calculator=open_calculator(config),
         )
         journeys = JourneyService(catalog, engine, clock.now_ms)
         journeys.load()
@@ -148,5 +152,6 @@ class Runtime:
             if hasattr(self, "_evaluator"):
                 self._evaluator.join(30)
         self.delivery.close()
+        self.views.estimator.close()
         self.store.close()
         self.catalog.close()

@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from milepost.api.app import create_app
+from milepost.audiences.engine import FullCalculator
 from milepost.clock import ManualClock
 from milepost.config import Config
 from milepost.runtime import Runtime
@@ -30,13 +31,17 @@ def at_ms(text: str) -> int:
 
 
 class CaseRunner:
-    def __init__(self, case: dict[str, Any], mode: str, data_dir: Path) -> None:
+    def __init__(
+        self, case: dict[str, Any], mode: str, data_dir: Path, calculator: FullCalculator | None = None
+    ) -> None:
         self.case = case
         self.mode = mode
         steps = case["steps"]
         self.clock = ManualClock(at_ms(steps[0]["at"]))
         config = Config.from_env(data_dir)
         self.runtime = Runtime.open(config, self.clock, seed=1)
+        if calculator is not None:  # full calculations on another engine (tests/spark)
+            self.runtime.audiences.calculator = calculator
         self.runtime.journeys.maintain_all = True  # every audience of a case is calculated
         self.runtime.start(background=False)
         self.app = create_app(self.runtime, manage_lifecycle=False)

@@ -4,30 +4,25 @@ One method does the work for every use: `evaluate(now, candidates)` computes the
 candidate users (all users for a full calculation), diffs against stored membership, and writes
 the new membership, the change log and the users' next timers in one transaction. Real time is
 `catch_up` (users of batches not yet evaluated) plus `advance` (users whose timers are due).
+Which queries run in which order is `audiences/dataflow.py`; with a `FullCalculator` (Spark), a
+full calculation computes the new membership there and only the diff is applied here.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from milepost.audiences.boundaries import Boundaries, boundaries
-from milepost.audiences.tree import (
-    JourneyRows,
-    SiblingGroup,
-    all_criteria,
-    evaluation_order,
-    root_audience_id,
-    sibling_groups,
-)
+from milepost.audiences.dataflow import Plan, Step, group_steps, make_plan, root_query, steps
+from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
-from milepost.criteria import CalculatedAttribute, CompileContext, compile_many, to_sql
+from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB
 from milepost.engines.duckdb_membership import MEMBERSHIP_DDL, SCRATCH_DDL
 
@@ -49,25 +44,34 @@ class EvalResult:
     per_audience: dict[int, tuple[int, int]] = field(default_factory=dict)  # audience -> (adds, removes)
 
 
-@dataclass
-class _Plan:
-    journeys: tuple[JourneyRows, ...] = ()
-    groups: list[SiblingGroup] = field(default_factory=list)
-    calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
-    boundaries: Boundaries | None = None
-    maintained: frozenset[int] | None = None  # None: every audience of the journeys
+_Plan = Plan
 
-    def keeps(self, audience_id: int) -> bool:
-        return self.maintained is None or audience_id in self.maintained
+
+class FullCalculator(Protocol):
+    """Runs a full calculation on another engine, reading the store through `con`."""
+
+    def calculate(
+        self, con: duckdb.DuckDBPyConnection, plan: Plan, now: int, settings: EngineSettings
+    ) -> str:
+        """Evaluate every step of `plan` at `now`; return a DuckDB-readable Parquet glob holding the
+        resulting members `(audience_id, mpid)` of every audience the plan writes."""
+        ...
 
 
 class AudienceEngine:
     """Owns one connection to the store; every method runs under one lock (one evaluation at a time)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, clock: Clock, settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        clock: Clock,
+        settings: EngineSettings,
+        calculator: FullCalculator | None = None,
+    ) -> None:
         self.con = con
         self.clock = clock
         self.settings = settings
+        self.calculator = calculator  # None: full calculations run here too
         self._lock = threading.RLock()
         self._plan = _Plan()
         for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
@@ -94,8 +98,7 @@ class AudienceEngine:
             if settings is not None:
                 self.settings = settings
             self._plan = self._make_plan(journeys, calculated, maintained)
-            keep = [a for g in self._plan.groups for a in g.audience_ids if self._plan.keeps(a)]
-            keep += [root_audience_id(j.id) for j in self._plan.journeys]
+            keep = self._plan.audience_ids()
             self.con.execute(
                 "DELETE FROM memberships WHERE NOT list_contains(?::BIGINT[], audience_id)", [keep]
             ).fetchall()
@@ -106,23 +109,8 @@ class AudienceEngine:
         calculated: Mapping[str, CalculatedAttribute],
         maintained: frozenset[int] | None,
     ) -> _Plan:
-        groups = [
-            g
-            for g in evaluation_order(g for j in journeys for g in sibling_groups(j))
-            if maintained is None or any(a in maintained for a in g.audience_ids)
-        ]
-        used = {g.journey_id for g in groups}
-        return _Plan(
-            tuple(j for j in journeys if maintained is None or j.id in used),
-            groups,
-            dict(calculated),
-            boundaries(
-                all_criteria(groups),
-                calculated.values(),
-                self.settings.lookback_ms,
-                self.settings.lifetime_ms,
-            ),
-            maintained,
+        return make_plan(
+            journeys, calculated, maintained, self.settings.lookback_ms, self.settings.lifetime_ms
         )
 
     def what_if(
@@ -164,8 +152,8 @@ class AudienceEngine:
     # ---- the three uses ---------------------------------------------------------------------
 
     def full_calculation(self, now: int | None = None, cause: str = "full") -> EvalResult:
-        """Recompute every maintained audience for every user."""
-        return self.evaluate(self.clock.now_ms() if now is None else now, None, cause)
+        """Recompute every maintained audience for every user (on the calculator when there is one)."""
+        return self.evaluate(self.clock.now_ms() if now is None else now, None, cause, remote=True)
 
     def catch_up(self, now: int | None = None) -> EvalResult:
         """Evaluate the users of every accepted real-time batch not evaluated yet."""
@@ -223,7 +211,13 @@ class AudienceEngine:
     # ---- evaluation --------------------------------------------------------------------------
 
     def evaluate(
-        self, now: int, candidates: Sequence[int] | None, cause: str, watermark: int | None = None
+        self,
+        now: int,
+        candidates: Sequence[int] | None,
+        cause: str,
+        watermark: int | None = None,
+        *,
+        remote: bool = False,
     ) -> EvalResult:
         with self._lock:
             con = self.con
@@ -231,7 +225,10 @@ class AudienceEngine:
             result = EvalResult()
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                self._evaluate_plan(plan, now, candidates, cause, result)
+                if remote and candidates is None and self.calculator is not None and plan.journeys:
+                    self._apply_calculated(plan, now, cause, result)
+                else:
+                    self._evaluate_plan(plan, now, candidates, cause, result)
                 if watermark is not None:
                     con.execute(
                         "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
@@ -265,6 +262,35 @@ class AudienceEngine:
         self._set_timers(plan, now, scoped)
         self._drop_scope_copies()
 
+    def _apply_calculated(self, plan: _Plan, now: int, cause: str, result: EvalResult) -> None:
+        """A full calculation done by the calculator: its final membership, applied step by step.
+
+        Each audience is written by exactly one step, so the calculator's final rows restricted to
+        a step's audiences are that step's new members; applying them in step order gives the same
+        entry times and change log as evaluating here.
+        """
+        assert self.calculator is not None
+        self.con.execute("DELETE FROM eval_candidates").fetchall()
+        self._drop_scope_copies()
+        path = self.calculator.calculate(self.con, plan, now, self.settings)
+        source = "read_parquet(" + to_sql(exp.convert(path)) + ")"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE eval_calculated AS SELECT audience_id, mpid FROM {source}"
+        ).fetchall()
+        try:
+            for step in steps(plan, now, self.settings.lookback_ms, self.settings.lifetime_ms, DUCKDB):
+                self.con.execute("DELETE FROM eval_new").fetchall()
+                if step.writes:
+                    self.con.execute(
+                        "INSERT INTO eval_new SELECT audience_id, mpid FROM eval_calculated "
+                        "WHERE list_contains(?::BIGINT[], audience_id)",
+                        [list(step.writes)],
+                    ).fetchall()
+                self._apply_diff(list(step.writes), now, False, cause, result)
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS eval_calculated").fetchall()
+        self._set_timers(plan, now, False)
+
     def _drop_scope_copies(self) -> None:
         for table in SCOPED_TABLES:
             self.con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
@@ -284,67 +310,30 @@ class AudienceEngine:
     ) -> None:
         con = self.con
         con.execute("DELETE FROM eval_new").fetchall()
-        ids = list(journey.input_ids)
-        con.execute(
-            "INSERT INTO eval_new SELECT ?, mpid FROM users WHERE last_seen IS NOT NULL AND last_seen > ? "
-            "AND list_has_any(inputs, ?::INTEGER[])" + self._scope("mpid", scoped),
-            [root_audience_id(journey.id), now - self.settings.lifetime_ms, ids],
-        ).fetchall()
+        candidates = "eval_candidates" if scoped else None
+        query = root_query(journey, now, self.settings.lifetime_ms, DUCKDB, candidates)
+        con.execute(f"INSERT INTO eval_new {to_sql(query)}").fetchall()
         self._apply_diff([root_audience_id(journey.id)], now, scoped, cause, result)
 
     def _evaluate_group(
         self, group: SiblingGroup, plan: _Plan, now: int, scoped: bool, cause: str, result: EvalResult
     ) -> None:
+        for step in group_steps(group, plan, now, self.settings.lookback_ms, DUCKDB):
+            self._run_step(step, now, scoped, cause, result)
+
+    def _run_step(self, step: Step, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
         con = self.con
-        con.execute("DELETE FROM eval_parent").fetchall()
-        con.execute(
-            "INSERT INTO eval_parent SELECT mpid FROM memberships WHERE audience_id = ?"
-            + self._scope("mpid", scoped),
-            [group.parent_audience_id],
-        ).fetchall()
-        regular = [c for c in group.children if c.criteria is not None]
-        remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
-        select = None
-        if regular:
-            ctx = CompileContext(
-                now_ms=now,
-                lookback_ms=self.settings.lookback_ms,
-                input_ids=group.input_ids,
-                parent_audience_id=group.parent_audience_id,
-                calculated=plan.calculated,
-                candidates="eval_parent",
-                dialect=DUCKDB,
-            )
-            query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
-            pick: exp.Expr = exp.Case(
-                ifs=[
-                    exp.If(this=exp.column(f"c{i}"), true=exp.convert(c.audience_id))
-                    for i, c in enumerate(regular)
-                ],
-                default=exp.convert(remaining) if remaining is not None else exp.Null(),
-            )
-            select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(query.subquery("q"))
-        # Usually one segment; a child reading an earlier sibling's audience starts a new one, so the
-        # group is evaluated again after the earlier siblings' new membership is stored.
-        bounds = [0, *group.segment_starts, len(group.children)]
-        for lo, hi in itertools.pairwise(bounds):
-            if lo == hi:
-                continue
-            segment = [c.audience_id for c in group.children[lo:hi]]
-            kept = [a for a in segment if plan.keeps(a)]
-            con.execute("DELETE FROM eval_new").fetchall()
-            if select is not None:
-                outer = (
-                    exp.select("audience_id", "mpid")
-                    .from_(select.subquery("p"))
-                    .where(
-                        exp.column("audience_id").isin(*[exp.convert(a) for a in kept]) if kept else "false"
-                    )
-                )
-                con.execute(f"INSERT INTO eval_new {to_sql(outer)}").fetchall()
-            elif remaining is not None and remaining in kept:
-                con.execute("INSERT INTO eval_new SELECT ?, mpid FROM eval_parent", [remaining]).fetchall()
-            self._apply_diff(kept, now, scoped, cause, result)
+        if step.parent is not None:
+            con.execute("DELETE FROM eval_parent").fetchall()
+            con.execute(
+                "INSERT INTO eval_parent SELECT mpid FROM memberships WHERE audience_id = ?"
+                + self._scope("mpid", scoped),
+                [step.parent],
+            ).fetchall()
+        con.execute("DELETE FROM eval_new").fetchall()
+        if step.query is not None:
+            con.execute(f"INSERT INTO eval_new {to_sql(step.query)}").fetchall()
+        self._apply_diff(list(step.writes), now, scoped, cause, result)
 
     def _apply_diff(
         self, audience_ids: list[int], now: int, scoped: bool, cause: str, result: EvalResult

@@ -139,12 +139,15 @@ class Compiler:
         if not cond.attribute.startswith("product."):
             return test_value(event_value_sql(self.d, a, cond.attribute), cond, self.ctx.now_ms)
         key = cond.attribute[len("product.") :]
-        alias = f"_p{a}"
-        item = JsonValue(self.d, self.d.json_get(col("x", alias), key))
-        src = self.d.unnest(self.d.json_elements(col("products", a)), alias, "x")
+        products = self.d.json_elements(col("products", a))
+
+        def item(x: exp.Expr) -> JsonValue:
+            return JsonValue(self.d, self.d.json_get(x, key))
+
         if cond.op == "not_exists":
-            return exp.Not(this=exp.Exists(this=exp.select("1").from_(src).where(item.present())))
-        return exp.Exists(this=exp.select("1").from_(src).where(test_value(item, cond, self.ctx.now_ms)))
+            return exp.Not(this=self.d.exists_element(products, f"_p{a}", lambda x: item(x).present()))
+        now = self.ctx.now_ms
+        return self.d.exists_element(products, f"_p{a}", lambda x: test_value(item(x), cond, now))
 
     def exists_in(self, table: str, alias: str, *conds: exp.Expr) -> exp.Expr:
         own = eq(col("mpid", alias), col("mpid", USERS))

@@ -1,10 +1,12 @@
-"""Every engine-specific SQL choice of the criteria compiler, in one place (DuckDB today).
+"""Every engine-specific SQL choice of the criteria compiler, in one place: DuckDB and Spark.
 
-A Spark dialect subclasses `Dialect` and overrides these builders; the compiler itself only
-assembles portable sqlglot expressions.
+`SparkDialect` subclasses `Dialect` and overrides these builders; the compiler itself only
+assembles portable sqlglot expressions, so both engines run the same compiled criteria.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from sqlglot import exp
 
@@ -30,7 +32,7 @@ class Dialect:
 
     name = "duckdb"
     # json_type() names of JSON scalars
-    json_numeric_types = ("BIGINT", "UBIGINT", "DOUBLE", "HUGEINT")
+    json_numeric_types: tuple[str, ...] = ("BIGINT", "UBIGINT", "DOUBLE", "HUGEINT")
     json_string_type = "VARCHAR"
     json_bool_type = "BOOLEAN"
     json_array_type = "ARRAY"
@@ -52,6 +54,16 @@ class Dialect:
 
     def json_array_length(self, j: exp.Expr) -> exp.Expr:
         return call("json_array_length", j)
+
+    def exists_element(self, values: exp.Expr, alias: str, pred: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+        """Some element of the list `values` passes `pred` (given the element as an expression)."""
+        sub = exp.select("1").from_(self.unnest(values, alias, "x")).where(pred(exp.column("x", table=alias)))
+        return exp.Exists(this=sub)
+
+    def list_has_any(self, items: exp.Expr, values: Sequence[int]) -> exp.Expr:
+        """The integer list `items` shares an element with `values`."""
+        wanted = self.cast(exp.Array(expressions=[lit(int(v)) for v in values]), "INTEGER[]")
+        return call("list_has_any", items, wanted)
 
     def unnest(self, values: exp.Expr, alias: str, column: str) -> exp.Expr:
         """`unnest(values) AS alias(column)` as a FROM item."""
@@ -122,3 +134,99 @@ class Dialect:
 
 
 DUCKDB = Dialect()
+
+# Spark SQL: JSON columns are read as VARIANT (`parse_json` when the view is registered), lists
+# are arrays with higher-order functions, regexes run on java.util.regex (see docs/scale-out.md
+# for the RE2 subset where both agree).
+SPARK_NUMERIC_TYPES = ("BIGINT", "INT", "SMALLINT", "TINYINT", "DECIMAL", "DOUBLE", "FLOAT")
+
+
+class SparkDialect(Dialect):
+    """Spark 4 SQL over the same tables, with JSON as VARIANT."""
+
+    name = "spark"
+    json_numeric_types = SPARK_NUMERIC_TYPES
+    json_string_type = "STRING"
+    json_bool_type = "BOOLEAN"
+    json_array_type = "ARRAY"
+    json_null_type = "VOID"
+
+    def _variant_as(self, j: exp.Expr, type_: str) -> exp.Expr:
+        return call("try_variant_get", j, lit("$"), lit(type_))
+
+    def json_get(self, j: exp.Expr, key: str) -> exp.Expr:
+        # Through a map rather than a path: any key works, quotes and dots included.
+        return call("try_element_at", self._variant_as(j, "map<string,variant>"), lit(key))
+
+    def json_type(self, j: exp.Expr) -> exp.Expr:
+        # schema_of_variant says e.g. DECIMAL(2,1) or ARRAY<BIGINT>; the leading word is the kind.
+        return call("regexp_extract", call("schema_of_variant", j), lit("^[A-Z]+"), lit(0))
+
+    def json_text(self, j: exp.Expr) -> exp.Expr:
+        return self._variant_as(j, "string")
+
+    def json_elements(self, j: exp.Expr) -> exp.Expr:
+        return self._variant_as(j, "array<variant>")
+
+    def json_array_length(self, j: exp.Expr) -> exp.Expr:
+        return call("array_size", self.json_elements(j))
+
+    def exists_element(self, values: exp.Expr, alias: str, pred: Callable[[exp.Expr], exp.Expr]) -> exp.Expr:
+        body = pred(exp.column(alias))
+        return call("exists", values, exp.Lambda(this=body, expressions=[exp.to_identifier(alias)]))
+
+    def list_has_any(self, items: exp.Expr, values: Sequence[int]) -> exp.Expr:
+        return call("arrays_overlap", items, call("array", *[lit(int(v)) for v in values]))
+
+    def full_match(self, s: exp.Expr, pattern: str) -> exp.Expr:
+        # `\z`, not `$`: java's `$` also matches before a final line break, RE2's does not.
+        return call("rlike", s, lit(f"^(?:{pattern})\\z"))
+
+    def search_ci(self, s: exp.Expr, pattern: str) -> exp.Expr:
+        # Unicode-aware case-insensitive, as RE2's (?i).
+        return call("rlike", s, lit(f"(?iu){pattern}"))
+
+    def contains(self, s: exp.Expr, needle: str) -> exp.Expr:
+        return call("contains", s, lit(needle))
+
+    def starts_with(self, s: exp.Expr, prefix: str) -> exp.Expr:
+        return call("startswith", s, lit(prefix))
+
+    def ends_with(self, s: exp.Expr, suffix: str) -> exp.Expr:
+        return call("endswith", s, lit(suffix))
+
+    def try_cast(self, e: exp.Expr, to: str) -> exp.Expr:
+        # `safe`: rendered as TRY_CAST, so ANSI mode (Spark's default) never raises on bad text.
+        return exp.TryCast(this=e, to=exp.DataType.build(to, dialect="duckdb"), safe=True)
+
+    def iso_epoch_ms(self, s: exp.Expr) -> exp.Expr:
+        """As DuckDB's: Spark wants the seconds, so `HH:MM` gets `:00` before the cast."""
+        with_seconds = call(
+            "regexp_replace", s, lit("^([0-9-]{10}[T ][0-9]{2}:[0-9]{2})(Z|[+-]|$)"), lit("$1:00$2")
+        )
+        normalized = exp.Case(
+            ifs=[
+                exp.If(
+                    this=self.full_match(s, DATE_ONLY_PATTERN),
+                    true=exp.DPipe(this=s, expression=lit("T00:00:00+00:00")),
+                ),
+                exp.If(this=call("rlike", s, lit(OFFSET_SUFFIX_PATTERN)), true=with_seconds),
+            ],
+            default=exp.DPipe(this=with_seconds.copy(), expression=lit("+00:00")),
+        )
+        return call("unix_millis", self.try_cast(normalized, "TIMESTAMPTZ"))  # Spark TIMESTAMP: with zone
+
+    def distinct_list(self, e: exp.Expr) -> exp.Expr:
+        return call("collect_set", e)
+
+    def list_sort(self, e: exp.Expr) -> exp.Expr:
+        return call("array_sort", e)
+
+    def empty_list(self) -> exp.Expr:
+        return exp.Cast(this=call("array"), to=exp.DataType.build("ARRAY<STRING>", dialect="spark"))
+
+    def list_length(self, e: exp.Expr) -> exp.Expr:
+        return call("array_size", e)
+
+
+SPARK = SparkDialect()

@@ -162,9 +162,7 @@ class ListValue(SqlValue):
         return exp.EQ(this=self.d.list_length(self.items), expression=lit(0))
 
     def any_element(self, pred: Callable[[SqlValue], exp.Expr]) -> exp.Expr:
-        x = exp.column("x", table="_el")
-        sub = exp.select("1").from_(self.d.unnest(self.items, "_el", "x")).where(pred(StringValue(self.d, x)))
-        return exp.Exists(this=sub)
+        return self.d.exists_element(self.items, "_el", lambda x: pred(StringValue(self.d, x)))
 
 
 @dataclass(frozen=True)
@@ -248,10 +246,9 @@ class JsonValue(SqlValue):
         return or_(empty_string, empty_list)
 
     def any_element(self, pred: Callable[[SqlValue], exp.Expr]) -> exp.Expr:
-        x = exp.column("x", table="_el")
         elements = self.d.json_elements(self.j)
-        sub = exp.select("1").from_(self.d.unnest(elements, "_el", "x")).where(pred(JsonValue(self.d, x)))
-        return exp.Case(ifs=[exp.If(this=self.is_list(), true=exp.Exists(this=sub))], default=pred(self))
+        found = self.d.exists_element(elements, "_el", lambda x: pred(JsonValue(self.d, x)))
+        return exp.Case(ifs=[exp.If(this=self.is_list(), true=found)], default=pred(self))
 
 
 def _equals(v: SqlValue, value: object) -> exp.Expr:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
 
+from milepost.errors import EngineError
 from milepost.ingest.plan import CommitPlan, Lookups
+
+if TYPE_CHECKING:
+    from milepost.audiences.engine import FullCalculator
+    from milepost.config import Config
+
+ENGINE_GROUP = "milepost.engines"
+EMBEDDED = "duckdb"
 
 
 class Store(Lookups, Protocol):
@@ -19,3 +28,19 @@ class Store(Lookups, Protocol):
     def stats(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+
+def open_calculator(config: Config) -> FullCalculator | None:
+    """The engine that runs full calculations (`MILEPOST_ENGINE`); None: the embedded one does.
+
+    Engines are found by name in the `milepost.engines` entry points; a distributed one provides
+    `from_config(config)` returning a `FullCalculator`.
+    """
+    if config.engine == EMBEDDED:
+        return None
+    found = [ep for ep in entry_points(group=ENGINE_GROUP) if ep.name == config.engine]
+    if not found:
+        known = sorted({ep.name for ep in entry_points(group=ENGINE_GROUP)} | {EMBEDDED})
+        raise EngineError(f"MILEPOST_ENGINE: unknown engine {config.engine!r}; known: {', '.join(known)}")
+    calculator: FullCalculator = found[0].load().from_config(config)
+    return calculator

@@ -1,0 +1,167 @@
+"""The engine-neutral part of a journey evaluation: which queries run, in which order, writing what.
+
+An evaluation is a list of steps: each journey's root, then each sibling group in dependency
+order, in one or more segments. A step's query yields the new members `(audience_id, mpid)` of
+the audiences it writes; the engine replaces their stored membership by those rows (keeping the
+entry time of users who stay) before the next step, which may read it. A group's queries read
+its parent's members from the table `eval_parent`, which the engine fills at the group's first
+step. The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
+the same steps, compiled for their dialect.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from milepost.audiences.boundaries import Boundaries, boundaries
+from milepost.audiences.tree import (
+    JourneyRows,
+    SiblingGroup,
+    all_criteria,
+    evaluation_order,
+    root_audience_id,
+    sibling_groups,
+)
+from milepost.criteria import CalculatedAttribute, CompileContext, compile_many
+from milepost.criteria.dialect import Dialect, lit
+
+PARENT_TABLE = "eval_parent"
+
+
+@dataclass
+class Plan:
+    """What is maintained: the journeys' trees in evaluation order, and when users may next change."""
+
+    journeys: tuple[JourneyRows, ...] = ()
+    groups: list[SiblingGroup] = field(default_factory=list)
+    calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
+    boundaries: Boundaries | None = None
+    maintained: frozenset[int] | None = None  # None: every audience of the journeys
+
+    def keeps(self, audience_id: int) -> bool:
+        return self.maintained is None or audience_id in self.maintained
+
+    def audience_ids(self) -> list[int]:
+        """Every audience the plan writes, journey roots included."""
+        kept = [a for g in self.groups for a in g.audience_ids if self.keeps(a)]
+        return kept + [root_audience_id(j.id) for j in self.journeys]
+
+
+def make_plan(
+    journeys: Sequence[JourneyRows],
+    calculated: Mapping[str, CalculatedAttribute],
+    maintained: frozenset[int] | None,
+    lookback_ms: int,
+    lifetime_ms: int,
+) -> Plan:
+    groups = [
+        g
+        for g in evaluation_order(g for j in journeys for g in sibling_groups(j))
+        if maintained is None or any(a in maintained for a in g.audience_ids)
+    ]
+    used = {g.journey_id for g in groups}
+    return Plan(
+        tuple(j for j in journeys if maintained is None or j.id in used),
+        groups,
+        dict(calculated),
+        boundaries(all_criteria(groups), calculated.values(), lookback_ms, lifetime_ms),
+        maintained,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One query of an evaluation and the audiences whose membership its rows replace."""
+
+    writes: tuple[int, ...]
+    query: exp.Select | None  # rows (audience_id, mpid); None: the audiences end up empty
+    parent: int | None = None  # set on a group's first step: fill `eval_parent` with these members
+
+
+def root_query(
+    journey: JourneyRows, now: int, lifetime_ms: int, dialect: Dialect, candidates: str | None = None
+) -> exp.Select:
+    """Users active within the profile lifetime who sent data through one of the journey's inputs."""
+    users = exp.to_table("users")
+    last_seen = exp.column("last_seen")
+    inputs = (
+        dialect.list_has_any(exp.column("inputs"), journey.input_ids) if journey.input_ids else exp.false()
+    )
+    cond = exp.and_(
+        exp.Not(this=exp.Is(this=last_seen, expression=exp.Null())),
+        exp.GT(this=last_seen.copy(), expression=lit(now - lifetime_ms)),
+        inputs,
+    )
+    if candidates is not None:
+        cond = exp.and_(cond, exp.column("mpid").isin(query=exp.select("mpid").from_(candidates)))
+    return (
+        exp.select(lit(root_audience_id(journey.id)).as_("audience_id"), exp.column("mpid"))
+        .from_(users)
+        .where(cond)
+    )
+
+
+def group_steps(group: SiblingGroup, plan: Plan, now: int, lookback_ms: int, dialect: Dialect) -> list[Step]:
+    """A sibling group's steps: usually one; a child reading an earlier sibling's audience starts a
+    new segment, so it sees that sibling's membership as this evaluation leaves it."""
+    regular = [c for c in group.children if c.criteria is not None]
+    remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
+    select = None
+    if regular:
+        ctx = CompileContext(
+            now_ms=now,
+            lookback_ms=lookback_ms,
+            input_ids=group.input_ids,
+            parent_audience_id=group.parent_audience_id,
+            calculated=plan.calculated,
+            candidates=PARENT_TABLE,
+            dialect=dialect,
+        )
+        query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
+        # The first sibling whose criteria pass wins; the rest go to `remaining` if there is one.
+        pick: exp.Expr = exp.Case(
+            ifs=[
+                exp.If(this=exp.column(f"c{i}"), true=exp.convert(c.audience_id))
+                for i, c in enumerate(regular)
+            ],
+            default=exp.convert(remaining) if remaining is not None else exp.Null(),
+        )
+        select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(query.subquery("q"))
+    steps: list[Step] = []
+    bounds = [0, *group.segment_starts, len(group.children)]
+    for lo, hi in itertools.pairwise(bounds):
+        if lo == hi:
+            continue
+        kept = tuple(c.audience_id for c in group.children[lo:hi] if plan.keeps(c.audience_id))
+        step_query: exp.Select | None = None
+        if select is not None:
+            step_query = (
+                exp.select("audience_id", "mpid")
+                .from_(select.subquery("p"))
+                .where(exp.column("audience_id").isin(*[exp.convert(a) for a in kept]) if kept else "false")
+            )
+        elif remaining is not None and remaining in kept:
+            step_query = exp.select(lit(remaining).as_("audience_id"), exp.column("mpid")).from_(PARENT_TABLE)
+        steps.append(Step(kept, step_query, group.parent_audience_id if not steps else None))
+    return steps
+
+
+def steps(
+    plan: Plan,
+    now: int,
+    lookback_ms: int,
+    lifetime_ms: int,
+    dialect: Dialect,
+    candidates: str | None = None,
+) -> Iterator[Step]:
+    """Every step of an evaluation of `plan` at `now`, in order (compiled lazily, group by group)."""
+    for journey in plan.journeys:
+        yield Step(
+            (root_audience_id(journey.id),), root_query(journey, now, lifetime_ms, dialect, candidates)
+        )
+    for group in plan.groups:
+        yield from group_steps(group, plan, now, lookback_ms, dialect)

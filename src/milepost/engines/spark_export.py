@@ -1,0 +1,91 @@
+"""Parquet snapshots of the embedded store's hot tables, for a distributed engine to read.
+
+Sealed event segments are already Parquet and are read where they are; the hot tables (profiles,
+identities, consents, devices, current memberships and the unsealed events) are copied with
+DuckDB's `COPY ... TO ... (FORMAT parquet)`. JSON columns are written as plain text, so every
+reader sees a string column whatever it makes of Parquet's JSON annotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from sqlglot import exp
+
+from milepost.criteria.dialect import lit
+
+# Table in the store -> file name in the snapshot.
+TABLES = {
+    "users": "users",
+    "identities": "identities",
+    "consents": "consents",
+    "devices": "devices",
+    "memberships": "memberships",
+    "events_hot": "events_hot",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    directory: Path
+    segments: tuple[Path, ...]  # sealed event segments, read in place
+    schemas: dict[str, str]  # table -> Spark DDL schema, so reading needs no inference job
+
+    def table(self, name: str) -> Path:
+        return self.directory / f"{TABLES[name]}.parquet"
+
+
+def spark_type(duckdb_type: str) -> str:
+    """The Spark SQL type of a store column (JSON is text in the snapshot)."""
+    if duckdb_type.upper() == "JSON":
+        return "STRING"
+    return exp.DataType.build(duckdb_type, dialect="duckdb").sql("spark")
+
+
+def store_directory(con: duckdb.DuckDBPyConnection) -> Path:
+    """The directory of the store `con` is connected to (segment paths are relative to it)."""
+    rows = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    if not rows or not rows[0][0]:
+        raise ValueError("the store is not a database file; a snapshot needs one")
+    return Path(str(rows[0][0])).resolve().parent
+
+
+def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path) -> str:
+    """Copy the table `source` (`catalog.schema.table`) to the Parquet file `target`; return its
+    Spark DDL schema."""
+    catalog, schema, table = source.split(".")
+    columns = [
+        (str(name), str(kind))
+        for name, kind in con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [catalog, schema, table],
+        ).fetchall()
+    ]
+    select = ", ".join(
+        f'CAST("{c}" AS VARCHAR) AS "{c}"' if kind.upper() == "JSON" else f'"{c}"' for c, kind in columns
+    )
+    con.execute(
+        f"COPY (SELECT {select} FROM {source}) TO {lit(str(target)).sql('duckdb')} "
+        "(FORMAT parquet, COMPRESSION zstd)"
+    ).fetchall()
+    return ", ".join(f"`{c}` {spark_type(kind)}" for c, kind in columns)
+
+
+def export_snapshot(con: duckdb.DuckDBPyConnection, directory: Path) -> Snapshot:
+    """Write the hot tables to `directory` as Parquet, reading within `con`'s current transaction."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = con.execute("SELECT current_database()").fetchall()[0][0]
+    schemas = {
+        table: export_table(con, f"{db}.main.{table}", directory / f"{name}.parquet")
+        for table, name in TABLES.items()
+    }
+    root = store_directory(con)
+    segments = tuple(
+        root / str(r[0]) for r in con.execute(f"SELECT path FROM {db}.main.segments ORDER BY seq").fetchall()
+    )
+    return Snapshot(directory, segments, schemas)
