@@ -89,6 +89,7 @@ def run_estimator(pop: Population, target: int) -> Run:
         audience = 10_000 + k
         out = est.journey(one_milestone(k + 1, audience, crit, INPUTS), {}, {}, T0, LOOKBACK, LIFETIME)
         run.trials.append(Trial(crit, truth, out[audience].size))
+    est.close()  # stops the refresh worker before its parent connection closes
     est.con.close()
     return run
 
@@ -220,4 +221,5 @@ def test_estimates_do_not_depend_on_the_order_of_requests(world: World) -> None:
             one_milestone(k + 1, audience, pop.criteria[k], INPUTS), {}, {}, T0, LOOKBACK, LIFETIME
         )
         assert out[audience].size == pop.runs[40_000].trials[k].size
+    est.close()  # stops the refresh worker before its parent connection closes
     est.con.close()

@@ -228,6 +228,7 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DuckDBSt
             ).fetchall()
     est.sample.rebuild()
     yield store, est
+    est.close()  # stops the refresh worker before its parent connection closes
     est.con.close()
     con.close()
     store.close()

@@ -74,6 +74,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     est.refresh()
     assert not est.sample.exact and TARGET <= est.sample.size < USERS  # a real subset
     yield World(store, est)
+    est.close()  # stops the refresh worker before its parent connection closes
     est.con.close()
     store.close()
 
@@ -93,6 +94,7 @@ def test_the_same_criteria_give_the_same_number(world: World) -> None:
     try:
         assert other.journey(journey(milestone(1, crit)), {}, {}, T0, LOOKBACK, LIFETIME)[101].size == first
     finally:
+        other.close()  # stops the refresh worker before its parent connection closes
         other.con.close()
         world.est.sample.rebuild()  # the other one rebuilt the shared schema; bring ours back in step
 
@@ -203,6 +205,7 @@ def test_the_sample_is_nested_when_the_population_grows(tmp_path: Path) -> None:
         f"SELECT count(*) FROM sample.users WHERE {key} >= {est.sample.threshold}"
     ).fetchall()
     assert outside[0][0] == 0 and est.sample.threshold < MODULUS
+    est.close()  # stops the refresh worker before its parent connection closes
     est.con.close()
     con.close()
     store.close()
@@ -239,6 +242,7 @@ def test_a_small_account_is_estimated_exactly(tmp_path: Path) -> None:
             assert row["criterion"] == part
             assert row["size"]["exact"] is True and row["size"]["value"] == len(m[109])
     finally:
+        est.close()  # stops the refresh worker before its parent connection closes
         est.con.close()
         engine.con.close()
         store.close()
