@@ -374,18 +374,7 @@ class ConnectionWorker:
         records = [r for _, r in sendable]
         key = idempotency_key([r["id"] for r in records])
         attempt = sender.send(records, key)
-        now = self.runner.clock.now_ms()
-        s.last_attempt_at = now
-        self.live.add("changes", now, attempt, records, key)
-        failures = 0 if attempt.ok else self._failures + 1
-        decision = decide(
-            attempt,
-            failures=failures,
-            failing_since_ms=s.failing_since,
-            now_ms=now,
-            policy=self.runner.settings.policy,
-            jitter=self._random.random(),
-        )
+        now, failures, decision = self._attempted("changes", attempt, records, key)
         if decision.verdict is Verdict.DELIVERED:
             self._acknowledged(part, sendable, [], now)
             self._set_health("ok")
@@ -468,6 +457,24 @@ class ConnectionWorker:
 
     # ---- partners that keep subscriptions (Firehose) ----------------------------------------------------
 
+    def _attempted(
+        self, kind: str, attempt: Attempt, records: list[dict[str, Any]] | None = None, key: str | None = None
+    ) -> tuple[int, int, Decision]:
+        """Record an attempt (state, live view) and decide what follows: (now, failures, decision)."""
+        now = self.runner.clock.now_ms()
+        self.state.last_attempt_at = now
+        self.live.add(kind, now, attempt, records or (), key)
+        failures = 0 if attempt.ok else self._failures + 1
+        decision = decide(
+            attempt,
+            failures=failures,
+            failing_since_ms=self.state.failing_since,
+            now_ms=now,
+            policy=self.runner.settings.policy,
+            jitter=self._random.random(),
+        )
+        return now, failures, decision
+
     def _lifecycle(self, kind: str, send: Callable[[], Attempt]) -> float | None:
         """Send a subscription or verification message; None once the partner accepted it, else the
         wait before the next step (a retry's backoff, or paused when it faulted)."""
@@ -475,19 +482,8 @@ class ConnectionWorker:
         if wait > 0:
             return wait
         attempt = send()
-        now = self.runner.clock.now_ms()
         s = self.state
-        s.last_attempt_at = now
-        self.live.add(kind, now, attempt)
-        failures = 0 if attempt.ok else self._failures + 1
-        decision = decide(
-            attempt,
-            failures=failures,
-            failing_since_ms=s.failing_since,
-            now_ms=now,
-            policy=self.runner.settings.policy,
-            jitter=self._random.random(),
-        )
+        now, failures, decision = self._attempted(kind, attempt)
         if decision.verdict is Verdict.DELIVERED:
             self._failures, self._retry_at, s.failing_since = 0, 0.0, None
             self._verified_at = now
