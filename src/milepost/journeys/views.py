@@ -11,6 +11,7 @@ from typing import Any
 from milepost.audiences.estimator import Estimator, NodeEstimate
 from milepost.audiences.tree import JourneyRows
 from milepost.catalog.journey_records import MilestoneRecord
+from milepost.catalog.output_records import ConnectionRecord
 from milepost.clock import DAY_MS
 from milepost.criteria import parse_criteria, references
 from milepost.engines.duckdb import DuckDBStore
@@ -21,6 +22,19 @@ from milepost.journeys.service import JourneyService
 # An input seen with data is not re-checked for this long: the check scans users, and every
 # estimate asks it.
 _WITH_DATA_TTL_S = 60.0
+
+
+def connection_summary(c: ConnectionRecord) -> dict[str, Any]:
+    """A connection as journey documents and the canvas show it (settings left out)."""
+    return {
+        "id": c.id,
+        "output_id": c.output_id,
+        "output": c.output_name,
+        "type": c.output_type,
+        "status": c.status,
+        "health": c.health,
+        "on_deactivate": c.on_deactivate,
+    }
 
 
 class JourneyViews:
@@ -229,17 +243,7 @@ class JourneyViews:
 
     def connections(self, audience_id: int) -> list[dict[str, Any]]:
         return [
-            {
-                "id": c.id,
-                "output_id": c.output_id,
-                "output": c.output_name,
-                "type": c.output_type,
-                "status": c.status,
-                "health": c.health,
-                "on_deactivate": c.on_deactivate,
-                "settings": c.settings,
-            }
-            for c in self.catalog.connections(audience_id)
+            {**connection_summary(c), "settings": c.settings} for c in self.catalog.connections(audience_id)
         ]
 
     def journey_list(self) -> list[dict[str, Any]]:

@@ -6,19 +6,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from milepost.catalog.journey_records import MilestoneRecord
+from milepost.journeys.views import connection_summary
 from milepost.runtime import Runtime
-
-
-def _connection(c: Any) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "output_id": c.output_id,
-        "output": c.output_name,
-        "type": c.output_type,
-        "status": c.status,
-        "health": c.health,
-        "on_deactivate": c.on_deactivate,
-    }
 
 
 def _audience_refs(criteria: Any) -> set[int]:
@@ -90,7 +79,7 @@ def journey(rt: Runtime, journey_id: int) -> dict[str, Any]:
     inputs = {i.id: i for i in rt.catalog.list_inputs()}
     by_audience: dict[int, list[dict[str, Any]]] = {}
     for c in rt.catalog.connections():
-        by_audience.setdefault(c.audience_id, []).append(_connection(c))
+        by_audience.setdefault(c.audience_id, []).append(connection_summary(c))
     nodes = []
     milestones = rt.catalog.milestones(j.id)
     blocks = _delete_blocks(rt, milestones) if milestones else {}
@@ -162,7 +151,7 @@ def outputs(rt: Runtime) -> dict[str, Any]:
             owner = milestones.get(c.audience_id)
             mine.append(
                 {
-                    **_connection(c),
+                    **connection_summary(c),
                     "audience_id": c.audience_id,
                     "milestone": owner.name if owner else "",
                     "journey_id": owner.journey_id if owner else None,
