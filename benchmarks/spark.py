@@ -8,7 +8,10 @@ One run, on this machine:
      Spark calculator (export of the hot tables to Parquet, Spark SQL compiled from the same
      criteria AST, the diff applied in the store); memberships reset before each run, and the
      member counts of both engines compared;
-  3. the growth of Spark's time from the smaller to the larger size (a ratio of 4 = linear).
+  3. at each size, a rebuild of the estimator's sample (`Sample.rebuild`, the estimator's default
+     target of 40,000 users): once selected in DuckDB and once on Spark (export, Spark's scan
+     of the events, the selected rows loaded back into DuckDB), and whether both samples agree;
+  4. the growth of Spark's time from the smaller to the larger size (a ratio of 4 = linear).
 
 Usage: python benchmarks/spark.py [--users N] [--large N] [--quick]
 """
@@ -27,12 +30,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as workload  # the workload and audiences of benchmarks/engine.py
 from milepost.audiences.engine import AudienceEngine, EngineSettings
+from milepost.audiences.sample import MODULUS, SAMPLE_TABLES, Sample, SampleSource
 from milepost.audiences.tree import JourneyRows
 from milepost.clock import ManualClock
 from milepost.engines.duckdb import DuckDBStore
 from milepost.engines.spark import SparkCalculator, spark_session
 
 NOW = 1_780_315_200_000  # 2026-06-01T12:00Z
+SAMPLE_TARGET = 40_000  # the estimator's default
 
 CLUSTER_NOTE = """\
 What a cluster changes: local[2] runs every task on this machine's 2 cores, next to DuckDB, so
@@ -88,6 +93,29 @@ def timed_calculations(
     return out
 
 
+def timed_sample_rebuild(store_dir: Path, source: SampleSource | None, repeats: int) -> dict[str, Any]:
+    """The best of `repeats` sample rebuilds (selected on `source`, or in DuckDB), and a digest of
+    the resulting sample tables to compare the engines by."""
+    store = DuckDBStore(store_dir)
+    con = store.connect()
+    sample = Sample(con, SAMPLE_TARGET, source)
+    times = []
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sample.rebuild()
+            times.append(time.perf_counter() - t0)
+        digest = [
+            con.execute(f"SELECT count(*), sum(hash(mpid) % {MODULUS}) FROM sample.{t}").fetchall()[0]
+            for t in SAMPLE_TABLES
+        ]
+        digest.append(con.execute("SELECT sum(event_id) FROM sample.events").fetchall()[0])
+        return {"s": min(times), "rate": sample.threshold / MODULUS, "users": sample.size, "digest": digest}
+    finally:
+        con.close()
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,6 +132,7 @@ def main() -> None:
     session = spark_session("local[2]", shuffle_partitions=4, driver_memory="2g")
     calculator = SparkCalculator(session, workdir / "spark")
     results: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    samples: dict[int, dict[str, dict[str, Any]]] = {}
     try:
         for users in (args.users, args.large):
             store_dir = workdir / f"store-{users}"
@@ -127,6 +156,15 @@ def main() -> None:
             total_d = sum(r["s"] for r in duck)
             total_s = sum(r["s"] for r in spark)
             print(f"{'total':44} {'':>9} {total_d:>9.2f} {total_s:>9.2f}")
+            sample_d = timed_sample_rebuild(store_dir, None, args.repeats)
+            sample_s = timed_sample_rebuild(store_dir, calculator.sample_source(), args.repeats)
+            samples[users] = {"duckdb": sample_d, "spark": sample_s}
+            agree = "yes" if sample_d["digest"] == sample_s["digest"] else "NO"
+            label = f"sample rebuild (rate 1/{round(1 / sample_d['rate'])})"
+            print(f"\n{'':44} {'users':>9} {'duckdb s':>9} {'spark s':>9} {'':>10}  agree")
+            print(
+                f"{label:44} {sample_d['users']:>9,} {sample_d['s']:>9.2f} {sample_s['s']:>9.2f} {'':>10}  {agree}"
+            )
             shutil.rmtree(store_dir, ignore_errors=True)
         small, large = args.users, args.large
         print(f"\n## growth from {small:,} to {large:,} users (x{large / small:.0f} data)")
@@ -138,6 +176,10 @@ def main() -> None:
         td = [sum(r["s"] for r in results[n]["duckdb"]) for n in (small, large)]
         ts = [sum(r["s"] for r in results[n]["spark"]) for n in (small, large)]
         print(f"{'total':44} {td[1] / td[0]:>9.2f} {ts[1] / ts[0]:>9.2f}")
+        sd, ss = ([samples[n][e]["s"] for n in (small, large)] for e in ("duckdb", "spark"))
+        print(
+            f"{'sample rebuild (rate changes with the size)':44} {sd[1] / sd[0]:>9.2f} {ss[1] / ss[0]:>9.2f}"
+        )
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}\n")
         print(CLUSTER_NOTE)
     finally:

@@ -14,7 +14,7 @@ from milepost.catalog import Catalog
 from milepost.catalog.output_rows import use_key_file
 from milepost.clock import DAY_MS, Clock, SystemClock
 from milepost.config import Config
-from milepost.engines.base import open_calculator
+from milepost.engines.base import open_calculator, open_sample_source
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.auth import InputDirectory
 from milepost.ingest.plan import DedupeWindows
@@ -74,15 +74,18 @@ class Runtime:
             max_bulk_batches=config.max_bulk_batches,
         )
         s = catalog.get_settings()
+        calculator = open_calculator(config)
         engine = AudienceEngine(
             store.connect(),
             clock,
             EngineSettings(s.lookback_days * DAY_MS, s.effective_profile_lifetime_days * DAY_MS),
-            calculator=open_calculator(config),
+            calculator=calculator,
         )
         journeys = JourneyService(catalog, engine, clock.now_ms)
         journeys.load()
-        views = JourneyViews(journeys, store, Estimator(store.connect()))
+        estimator = Estimator(store.connect())
+        estimator.sample.source = open_sample_source(calculator)  # its rebuilds scan on that engine
+        views = JourneyViews(journeys, store, estimator)
 
         def settled(audience_id: int) -> bool:  # calculated, and its first full calculation done
             return audience_id in journeys.calculated and audience_id not in journeys.pending

@@ -5,32 +5,67 @@ same compiled criteria run on it (the estimator's connection puts `sample` first
 path). The sampling rate comes from a ladder (1, 1/2, 1/4, ...) chosen so the sample holds at
 least `target` users; a lower rate keeps a subset of the users a higher one kept, so estimates do
 not jump when the ladder steps.
+
+A rebuild scans every event. With a `SampleSource` (a distributed engine) that scan runs there,
+with the same key (`sample_key` emits one formula in each engine's SQL), and the selected rows
+are loaded back here; keeping the sample up to date as users arrive always runs here.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import duckdb
 import numpy as np
+import sqlglot
 
 from milepost.audiences.masks import Ids, as_ids
+from milepost.criteria import to_sql
+from milepost.criteria.dialect import DUCKDB, Dialect
 
 MODULUS = 1_000_003
 PROFILE_TABLES = ("users", "identities", "consents", "devices")
 SAMPLE_TABLES = (*PROFILE_TABLES, "events")
 KEPT_CHANGES = 64  # versions whose changed users are remembered (for patching cached results)
+# The key, written once and emitted in each engine's SQL, so every engine samples the same users.
+KEY_FORMULA = "(((({column} % {m}) + {m}) % {m}) * 7919 + 12345) % {m}"
 
 
-def sample_key(column: str) -> str:
+def sample_key(column: str, dialect: Dialect = DUCKDB) -> str:
     """A well-spread key in [0, MODULUS) from an MPID column; fits in BIGINT arithmetic."""
-    return f"(((({column} % {MODULUS}) + {MODULUS}) % {MODULUS}) * 7919 + 12345) % {MODULUS}"
+    key = sqlglot.parse_one(KEY_FORMULA.format(column=column, m=MODULUS), read=DUCKDB.name)
+    return to_sql(key, dialect)
+
+
+def sampled(threshold: int, dialect: Dialect = DUCKDB, column: str = "mpid") -> str:
+    """The condition that keeps a user in a sample of this threshold."""
+    return f"{sample_key(column, dialect)} < {int(threshold)}"
+
+
+class SampleSource(Protocol):
+    """Selects the sampled users' rows on another engine; the sample itself stays in the store."""
+
+    def select(
+        self, con: duckdb.DuckDBPyConnection, threshold: int, last_event_id: int
+    ) -> AbstractContextManager[Mapping[str, str]]:
+        """Read within `con`'s current transaction: the rows of every table in `SAMPLE_TABLES`
+        whose user is `sampled(threshold)`, events only up to `last_event_id`. Yields, per table,
+        a DuckDB-readable Parquet glob of those rows, valid until the context exits."""
+        ...
 
 
 class Sample:
-    def __init__(self, con: duckdb.DuckDBPyConnection, target: int) -> None:
+    """The sample; `source`, when set, selects its rows on another engine at each rebuild."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, target: int, source: SampleSource | None = None
+    ) -> None:
         self.con = con
         self.target = target
+        self.source = source  # None: rebuilt here, from the store's tables
         self.threshold = MODULUS  # keep users whose key is below it
         self.version = 0
         self.size = 0
@@ -57,31 +92,46 @@ class Sample:
             rate = 1.0
             while self.population * rate / 2 >= self.target:
                 rate /= 2
-            self.threshold = MODULUS if rate >= 1 else int(MODULUS * rate)
-            key = sample_key("mpid")
+            threshold = MODULUS if rate >= 1 else int(MODULUS * rate)
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                self._batch_seq = self._count("SELECT max(seq) FROM main.batches")
-                self._event_id = self._count("SELECT max(event_id) FROM main.events")
-                con.execute(
-                    f"CREATE OR REPLACE TABLE sample.users AS SELECT * FROM main.users WHERE {key} < {self.threshold}"
-                ).fetchall()
-                for table in PROFILE_TABLES[1:]:
-                    con.execute(
-                        f"CREATE OR REPLACE TABLE sample.{table} AS SELECT * FROM main.{table} "
-                        f"WHERE {key} < {self.threshold}"
-                    ).fetchall()
-                con.execute(
-                    f"CREATE OR REPLACE TABLE sample.events AS SELECT * FROM main.events "
-                    f"WHERE {key} < {self.threshold} AND event_id <= {self._event_id}"
-                ).fetchall()
+                batch_seq = self._count("SELECT max(seq) FROM main.batches")
+                event_id = self._count("SELECT max(event_id) FROM main.events")
+                if self.source is None:
+                    self._select_here(threshold, event_id)
+                else:
+                    with self.source.select(con, threshold, event_id) as files:
+                        self._load(files)
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
                 raise
+            self.threshold, self._batch_seq, self._event_id = threshold, batch_seq, event_id
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.version += 1
             self.changes.clear()
+
+    def _select_here(self, threshold: int, event_id: int) -> None:
+        keep = sampled(threshold)
+        for table in PROFILE_TABLES:
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE sample.{table} AS SELECT * FROM main.{table} WHERE {keep}"
+            ).fetchall()
+        self.con.execute(
+            "CREATE OR REPLACE TABLE sample.events AS SELECT * FROM main.events "
+            f"WHERE {keep} AND event_id <= {event_id}"
+        ).fetchall()
+
+    def _load(self, files: Mapping[str, str]) -> None:
+        """The sample tables from rows selected elsewhere, with the store's column types."""
+        for table in SAMPLE_TABLES:
+            path = "'" + files[table].replace("'", "''") + "'"
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE sample.{table} AS SELECT * FROM main.{table} LIMIT 0"
+            ).fetchall()
+            self.con.execute(
+                f"INSERT INTO sample.{table} BY NAME SELECT * FROM read_parquet({path})"
+            ).fetchall()
 
     def try_refresh(self) -> bool:
         """`refresh` unless another thread is refreshing right now (then its result will do)."""
@@ -112,7 +162,6 @@ class Sample:
             if population * rate > 4 * self.target or (self.exact and population > 2 * self.target):
                 self.rebuild()
                 return True
-            key = sample_key("mpid")
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 # One snapshot: batches and their events were committed together.
@@ -123,7 +172,7 @@ class Sample:
                     return False
                 con.execute(
                     "CREATE OR REPLACE TEMP TABLE sample_touched AS SELECT DISTINCT mpid FROM main.batches "
-                    f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {key} < {self.threshold}"
+                    f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {sampled(self.threshold)}"
                 ).fetchall()
                 for table in PROFILE_TABLES:
                     con.execute(

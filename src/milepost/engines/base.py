@@ -10,6 +10,7 @@ from milepost.ingest.plan import CommitPlan, Lookups
 
 if TYPE_CHECKING:
     from milepost.audiences.engine import FullCalculator
+    from milepost.audiences.sample import SampleSource
     from milepost.config import Config
 
 ENGINE_GROUP = "milepost.engines"
@@ -44,3 +45,13 @@ def open_calculator(config: Config) -> FullCalculator | None:
         raise EngineError(f"MILEPOST_ENGINE: unknown engine {config.engine!r}; known: {', '.join(known)}")
     calculator: FullCalculator = found[0].load().from_config(config)
     return calculator
+
+
+def open_sample_source(calculator: FullCalculator | None) -> SampleSource | None:
+    """Where the estimator's sample is selected at a rebuild: on the calculator's engine when it
+    offers that (`sample_source()`); None: in the embedded store."""
+    offer = getattr(calculator, "sample_source", None)
+    if offer is None:
+        return None
+    source: SampleSource = offer()
+    return source

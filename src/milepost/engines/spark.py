@@ -1,7 +1,7 @@
 """Full calculation of journeys and audiences on Apache Spark (`MILEPOST_ENGINE=spark`).
 
 The store stays the embedded one: ingest, real-time evaluation, the change log and the sample
-live there. For a full calculation the hot tables are exported to Parquet next to the sealed
+live there (the sample's rebuild scans events here: `spark_sample.py`). For a full calculation the hot tables are exported to Parquet next to the sealed
 event segments (`spark_export.py`), Spark registers them as temporary views under the names the
 criteria compiler targets, and runs the steps of `audiences/dataflow.py` compiled with the Spark
 dialect. The final membership is written back as Parquet; the audience engine applies the diff.
@@ -19,7 +19,8 @@ import duckdb
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, steps
 from milepost.criteria import to_sql
 from milepost.criteria.dialect import SPARK
-from milepost.engines.spark_export import Snapshot, export_snapshot
+from milepost.engines.spark_export import Snapshot, export_snapshot, read_events, read_table
+from milepost.engines.spark_sample import SparkSampleSource
 from milepost.errors import EngineError
 
 if TYPE_CHECKING:
@@ -113,22 +114,22 @@ class SparkCalculator:
         # Materialized: every later step reads it, and the plan must not grow step after step.
         return out.localCheckpoint(eager=True)
 
-    def _read(self, snapshot: Snapshot, table: str, *paths: Path) -> DataFrame:
-        reader = self.session.read.schema(snapshot.schemas[table])
-        return reader.parquet(*[str(p) for p in paths or (snapshot.table(table),)])
-
     def register(self, snapshot: Snapshot) -> DataFrame:
         """Register the snapshot's tables as the views the compiled criteria read; return memberships."""
         for table in ("users", "identities", "consents", "devices"):
-            df = self._read(snapshot, table)
+            df = read_table(self.session, snapshot, table)
             _with_variants(df, JSON_COLUMNS.get(table, ())).createOrReplaceTempView(table)
-        events = self._read(snapshot, "events_hot")
-        if snapshot.segments:  # sealed segments have the same columns as the hot table
-            events = self._read(snapshot, "events_hot", *snapshot.segments).unionByName(events)
+        events = read_events(self.session, snapshot)
         _with_variants(events, JSON_COLUMNS["events"]).createOrReplaceTempView("events")
-        memberships = self._read(snapshot, "memberships").select("audience_id", "mpid", "entered_at")
+        memberships = read_table(self.session, snapshot, "memberships").select(
+            "audience_id", "mpid", "entered_at"
+        )
         memberships.createOrReplaceTempView("memberships")
         return memberships
+
+    def sample_source(self) -> SparkSampleSource:
+        """Rebuilds of the estimator's sample on the same session and storage."""
+        return SparkSampleSource(self.session, self.storage)
 
     def _remove_old_snapshots(self) -> None:
         if not self.storage.exists():

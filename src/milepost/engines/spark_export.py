@@ -3,18 +3,24 @@
 Sealed event segments are already Parquet and are read where they are; the hot tables (profiles,
 identities, consents, devices, current memberships and the unsealed events) are copied with
 DuckDB's `COPY ... TO ... (FORMAT parquet)`. JSON columns are written as plain text, so every
-reader sees a string column whatever it makes of Parquet's JSON annotation.
+reader sees a string column whatever it makes of Parquet's JSON annotation. `read_table` and
+`read_events` read a snapshot back on Spark, with its recorded schemas.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 from sqlglot import exp
 
 from milepost.criteria.dialect import lit
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 # Table in the store -> file name in the snapshot.
 TABLES = {
@@ -76,16 +82,33 @@ def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path) -> s
     return ", ".join(f"`{c}` {spark_type(kind)}" for c, kind in columns)
 
 
-def export_snapshot(con: duckdb.DuckDBPyConnection, directory: Path) -> Snapshot:
-    """Write the hot tables to `directory` as Parquet, reading within `con`'s current transaction."""
+def export_snapshot(
+    con: duckdb.DuckDBPyConnection, directory: Path, tables: Iterable[str] = tuple(TABLES)
+) -> Snapshot:
+    """Write the hot tables (those of `tables`) to `directory` as Parquet, reading within `con`'s
+    current transaction."""
     directory.mkdir(parents=True, exist_ok=True)
     db = con.execute("SELECT current_database()").fetchall()[0][0]
     schemas = {
-        table: export_table(con, f"{db}.main.{table}", directory / f"{name}.parquet")
-        for table, name in TABLES.items()
+        table: export_table(con, f"{db}.main.{table}", directory / f"{TABLES[table]}.parquet")
+        for table in tables
     }
     root = store_directory(con)
     segments = tuple(
         root / str(r[0]) for r in con.execute(f"SELECT path FROM {db}.main.segments ORDER BY seq").fetchall()
     )
     return Snapshot(directory, segments, schemas)
+
+
+def read_table(session: SparkSession, snapshot: Snapshot, table: str, *paths: Path) -> DataFrame:
+    """A snapshot's table on Spark (or other files with its columns), with no schema inference job."""
+    reader = session.read.schema(snapshot.schemas[table])
+    return reader.parquet(*[str(p) for p in paths or (snapshot.table(table),)])
+
+
+def read_events(session: SparkSession, snapshot: Snapshot) -> DataFrame:
+    """Every event: the sealed segments (same columns as the hot table) and the hot tail."""
+    events = read_table(session, snapshot, "events_hot")
+    if snapshot.segments:
+        events = read_table(session, snapshot, "events_hot", *snapshot.segments).unionByName(events)
+    return events
