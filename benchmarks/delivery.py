@@ -9,14 +9,16 @@ One run, on this machine (the load generator and the receiver share the server's
     event makes them enter the activated audience "probed", connected to a local webhook;
   - a receiver process (a local HTTP server answering 200) recording when each change arrives;
   - a few seconds into the load, the "everyone" audience is activated (connected to the receiver
-    through a webhook with batches of 5,000): its first full calculation, then its initial sync.
+    through a webhook with batches of 10,000, the most a webhook takes; `--sync-batch`): its first
+    full calculation, then its initial sync.
 
 Then the same audience size is activated again with no load, for comparison.
 
 Printed: the achieved ingest rate (what the load generator really got accepted), the initial sync
 rate (changes/s from the first to the last change received, target >= 50,000) and the time from
 activation to the first change, and the latency from each probe request's 202 to the receiver
-getting the probe user's add (p50/p99, target p99 <= 2 s).
+getting the probe user's add (p50/p99, target p99 <= 2 s), split at the moment the add entered
+the outbox (evaluation, then delivery).
 
 Usage: python benchmarks/delivery.py [--users N] [--rate EVENTS_PER_S] [--seconds S] [--quick]
 """
@@ -203,7 +205,7 @@ def load_main(spec_path: str) -> None:
 # ---- the run -------------------------------------------------------------------------------------
 
 
-def create_catalog(data_dir: Path, receiver: str) -> dict[str, int]:
+def create_catalog(data_dir: Path, receiver: str, sync_batch: int) -> dict[str, int]:
     """The two journeys and outputs; the probe audience activated and calculated before serving."""
     from milepost.config import Config
     from milepost.runtime import Runtime
@@ -219,7 +221,7 @@ def create_catalog(data_dir: Path, receiver: str) -> dict[str, int]:
         probe = cat.create_journey("Bench probe", None)
         svc._add_children(probe.id, None, [{"name": "probed", "criteria": PROBED}])
         sync_out = cat.create_output(
-            "webhook", "sync", {"url": receiver, "secret": "bench", "batch_size": 5000}
+            "webhook", "sync", {"url": receiver, "secret": "bench", "batch_size": sync_batch}
         )
         probe_out = cat.create_output(
             "webhook", "probe", {"url": receiver, "secret": "bench", "batch_size": 100}
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
 
     receiver_port = free_port()
     receiver_url = f"http://127.0.0.1:{receiver_port}"
-    ids = create_catalog(data_dir, receiver_url + "/hook")
+    ids = create_catalog(data_dir, receiver_url + "/hook", args.sync_batch)
     receiver = subprocess.Popen(
         [sys.executable, __file__, "--receiver", str(receiver_port), str(ids["probed"])]
     )
@@ -329,12 +331,14 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         delivery = admin.get(f"/api/v1/connections/{conn_id}").json()["delivery"]
         # The same synchronisation with no load, for comparison.
         idle_activated = time.time() * 1000
+        idle_cpu0 = proc_cpu(server.proc.pid)
         resp = admin.post(
             f"/api/v1/audiences/{ids['everyone_idle']}/connections", json={"output_id": ids["sync_output"]}
         )
         assert resp.status_code == 201, resp.text
         wait_synced(receiver_url, ids["everyone_idle"], args.users, args.sync_timeout)
         idle = httpx.get(receiver_url, timeout=10).json()["sync"].get(str(ids["everyone_idle"]))
+        idle_cpu = proc_cpu(server.proc.pid) - idle_cpu0
         admin.close()
     finally:
         if load is not None and load.poll() is None:
@@ -344,6 +348,19 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         receiver.wait()
 
     (workdir / "receiver.json").write_text(json.dumps(stats))
+    # When each probe's add entered the outbox: splits the latency into evaluation and delivery.
+    store = DuckDBStore(data_dir / "store")
+    recorded = {
+        int(m): int(t)
+        for m, t in store.connect()
+        .execute(
+            "SELECT mpid, min(recorded_at) FROM membership_changes WHERE audience_id = ? AND action = 'add' "
+            "GROUP BY mpid",
+            [ids["probed"]],
+        )
+        .fetchall()
+    }
+    store.close()
     out = json.loads((workdir / "load.json").read_text())
     records = out["records"]
     ok = [r for r in records if r[3] == 202]
@@ -369,7 +386,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     )
     print(f"  target {args.rate:,.0f} events/s; achieved {achieved:,.0f} events/s accepted over {span:.1f} s")
     print(f"  server CPU {server_cpu:.1f} s over the run ({server_cpu / max(span, 1e-9):.2f} cores)")
-    print(f"initial sync of {args.users:,} members (webhook, batches of 5,000):")
+    print(f"initial sync of {args.users:,} members (webhook, batches of {args.sync_batch:,}):")
     print(f"  activation -> first change received: {to_first:.1f} s (first full calculation, then the sync)")
     print(
         f"  received {synced:,} changes in {sync_s:.1f} s = {sync_rate:,.0f} changes/s "
@@ -391,12 +408,25 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             f"{idle[0] / max(idle_s, 1e-9):,.0f} changes/s; activation -> first change "
             f"{(idle[1] - idle_activated) / 1000:.1f} s"
         )
+        print(
+            f"  server CPU for it (first full calculation included): {idle_cpu:.1f} s "
+            f"= {idle_cpu * 1e6 / max(idle[0], 1):.0f} µs per change"
+        )
     print(
         f"latency 202 -> partner received the add ({len(latencies)} probes, {missing} not received 3 min after the load):"
     )
     print(
         f"  p50 {pct(latencies, 50):.2f} s, p90 {pct(latencies, 90):.2f} s, p99 {p99:.2f} s, max {max(latencies, default=float('nan')):.2f} s "
         f"(target p99 <= 2 s: {verdict(p99 <= 2.0 and missing == 0)})"
+    )
+    to_outbox = [(recorded[r[0]] - r[2]) / 1000 for r in ok if r[0] in recorded]
+    to_partner = [
+        (probes[str(m)] - t) / 1000 for m, t in recorded.items() if str(m) in probes and m >= PROBE_BASE
+    ]
+    print(
+        f"  of which 202 -> the add in the outbox (evaluation): p50 {pct(to_outbox, 50):.2f} s, "
+        f"p99 {pct(to_outbox, 99):.2f} s; outbox -> partner (delivery): p50 {pct(to_partner, 50):.2f} s, "
+        f"p99 {pct(to_partner, 99):.2f} s"
     )
     if during:
         print(
@@ -412,6 +442,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=90, help="seconds of load")
     ap.add_argument("--activate-after", type=float, default=5, help="seconds of load before the activation")
     ap.add_argument("--sync-timeout", type=float, default=600)
+    ap.add_argument(
+        "--sync-batch", type=int, default=10_000, help="batch size of the synced connections (at most 10,000)"
+    )
     ap.add_argument("--quick", action="store_true", help="50,000 users, 5,000 events/s, 20 s")
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
     ap.add_argument("--receiver", nargs=2, help=argparse.SUPPRESS)

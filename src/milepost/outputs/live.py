@@ -33,18 +33,31 @@ class LiveLog:
         outcome: str = "",
     ) -> None:
         adds = sum(1 for r in records if r.get("action") == "add")
+        sample = [{"id": r["id"], "mpid": r["mpid"], "action": r["action"]} for r in records[:SAMPLE_RECORDS]]
+        self.add_summary(kind, at_ms, attempt, len(records), adds, sample, idempotency_key, outcome)
+
+    def add_summary(
+        self,
+        kind: str,
+        at_ms: int,
+        attempt: Attempt,
+        count: int,
+        adds: int,
+        sample: Sequence[Mapping[str, Any]],
+        idempotency_key: str | None = None,
+        outcome: str = "",
+    ) -> None:
+        """As `add`, for a message whose records are not at hand as mappings: their count, how many
+        are adds, and the first few as `{id, mpid, action}`."""
         entry = {
             "at": at_ms,
             "kind": kind,
             "request": {
-                "records": len(records),
+                "records": count,
                 "adds": adds,
-                "removes": len(records) - adds,
+                "removes": count - adds,
                 "idempotency_key": idempotency_key,
-                "sample": [
-                    {"id": r["id"], "mpid": r["mpid"], "action": r["action"]}
-                    for r in records[:SAMPLE_RECORDS]
-                ],
+                "sample": [dict(r) for r in sample[:SAMPLE_RECORDS]],
             },
             "response": {
                 "status": attempt.status,

@@ -52,6 +52,14 @@ class Output(Protocol):
     def send(self, records: Sequence[dict[str, Any]], idempotency_key: str) -> Attempt: ...
 
 
+@runtime_checkable
+class JsonOutput(Output, Protocol):
+    """An output that can also take a batch already written as JSON: `changes` is the records of
+    `send`, serialised and joined by commas (a synchronisation's adds, written by the store)."""
+
+    def send_json(self, changes: bytes, idempotency_key: str) -> Attempt: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     """What a partner that keeps audience subscriptions is told when a connection starts, changes or ends."""

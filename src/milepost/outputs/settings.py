@@ -20,7 +20,7 @@ def _number(environ: dict[str, str], name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class DeliverySettings:
-    """`poll_s`: how often idle connections look for new changes and the catalog is re-read;
+    """`poll_s`: how often the catalog is re-read and idle connections look for work;
     `batch_size`: the default when an output's settings name none."""
 
     allow_private: bool = False
@@ -29,6 +29,7 @@ class DeliverySettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     stop_timeout_s: float = 5.0
     identity_scan_s: float = 1.0  # how often a streaming connection looks for changed identities
+    head_poll_s: float = 0.05  # how often the outbox head is read when no commit was notified
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DeliverySettings:

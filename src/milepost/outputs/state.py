@@ -18,6 +18,7 @@ import duckdb
 import orjson
 
 from milepost.outputs.records import Identities
+from milepost.outputs.sync_queue import JsonBatch, SyncQueue
 
 T = TypeVar("T")
 
@@ -126,11 +127,13 @@ class DeliveryStore:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self.sync = SyncQueue(con)
 
     @staticmethod
     def create_tables(con: duckdb.DuckDBPyConnection) -> None:
         for ddl in DELIVERY_DDL:
             con.execute(ddl).fetchall()
+        SyncQueue.create_tables(con)
 
     def close(self) -> None:
         self.con.close()
@@ -161,11 +164,13 @@ class DeliveryStore:
         added: Mapping[int, str | None] | None = None,
         removed: Iterable[int] = (),
         dead: Sequence[DeadLetter] = (),
+        synced: JsonBatch | None = None,
         now_ms: int,
     ) -> None:
         """Record an acknowledged batch: the new cursor and counters, what the partner now has, and
         the records it refused, in one transaction. `added` maps each added MPID to the identities
-        it was sent with (see `records.identities_json`)."""
+        it was sent with (see `records.identities_json`); `synced` is a batch of synchronisation
+        adds sent as JSON, whose members the partner now has."""
         added = added or {}
         adds = sorted(added)
         removes = sorted(set(removed) - set(added))
@@ -191,6 +196,8 @@ class DeliveryStore:
                         "SELECT ?, unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
                         [state.connection_id, adds, [added[m] for m in adds]],
                     ).fetchall()
+                if synced is not None:
+                    self.sync.deliver(state.connection_id, synced)
                 for d in dead:
                     con.execute(
                         "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?)",
@@ -210,7 +217,7 @@ class DeliveryStore:
             con = self.con
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                for table in ("delivery_state", "delivered", "dead_letters", "sync_queue"):
+                for table in ("delivery_state", "delivered", "dead_letters", "sync_queue", "sync_identities"):
                     con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
                 con.execute("COMMIT").fetchall()
             except BaseException:
@@ -264,19 +271,13 @@ class DeliveryStore:
         return [(int(m), int(t)) for m, t in rows]
 
     def queue_sync(self, connection_id: int, audience_id: int, epoch: int) -> None:
-        """Take the members the partner does not have yet, to add them in batches."""
+        """Take the members the partner does not have yet, with their identities, to add them in batches."""
 
         def work() -> None:
             con = self.con
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                con.execute("DELETE FROM sync_queue WHERE connection_id = ?", [connection_id]).fetchall()
-                con.execute(
-                    "INSERT INTO sync_queue SELECT $c, $e, m.mpid, m.entered_at FROM memberships m "
-                    "WHERE m.audience_id = $aud AND NOT EXISTS "
-                    "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) ORDER BY m.mpid",
-                    {"c": connection_id, "e": epoch, "aud": audience_id},
-                ).fetchall()
+                self.sync.take(connection_id, audience_id, epoch)
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
@@ -284,21 +285,18 @@ class DeliveryStore:
 
         _retrying(work)
 
-    def queued(self, connection_id: int, epoch: int, after: int | None, limit: int) -> list[tuple[int, int]]:
-        """(mpid, entered_at) of the synchronisation's members after `after`, in MPID order."""
-        rows = self.con.execute(
-            "SELECT mpid, entered_at FROM sync_queue WHERE connection_id = $c AND epoch = $e "
-            "AND ($a IS NULL OR mpid > $a) ORDER BY mpid LIMIT $n",
-            {"c": connection_id, "e": epoch, "a": after, "n": limit},
-        ).fetchall()
-        return [(int(m), int(t)) for m, t in rows]
-
     def unqueue(self, connection_id: int) -> None:
-        _retrying(
-            lambda: self.con.execute(
-                "DELETE FROM sync_queue WHERE connection_id = ?", [connection_id]
-            ).fetchall()
-        )
+        def work() -> None:
+            con = self.con
+            con.execute("BEGIN TRANSACTION").fetchall()
+            try:
+                self.sync.drop(connection_id)
+                con.execute("COMMIT").fetchall()
+            except BaseException:
+                con.execute("ROLLBACK").fetchall()
+                raise
+
+        _retrying(work)
 
     def delivered_after(
         self, connection_id: int, after: int | None, limit: int, upto: int | None = None

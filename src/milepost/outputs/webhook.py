@@ -76,13 +76,21 @@ class WebhookOutput:
         self.allow_private = allow_private
 
     def send(self, records: Sequence[dict[str, Any]], idempotency_key: str) -> Attempt:
+        return self._post(
+            orjson.dumps({"output_id": self.output_id, "changes": list(records)}), idempotency_key
+        )
+
+    def send_json(self, changes: bytes, idempotency_key: str) -> Attempt:
+        body = b'{"output_id":%d,"changes":[%s]}' % (self.output_id, changes)
+        return self._post(body, idempotency_key)
+
+    def _post(self, body: bytes, idempotency_key: str) -> Attempt:
         try:
             check_url(self.url, allow_private=self.allow_private)
         except UrlRefused as refused:
             return Attempt(None, error=str(refused), refused=True)
         except OSError as error:  # the name did not resolve: perhaps a passing DNS failure
             return Attempt(None, error=f"cannot resolve the output url's host: {error}")
-        body = orjson.dumps({"output_id": self.output_id, "changes": list(records)})
         t = self.clock.now_ms() // 1000
         headers = {
             "Content-Type": "application/json",

@@ -1,0 +1,122 @@
+"""Synchronisation batches written as JSON by the store: the same records, ids, Idempotency-Key and
+delivered identities as the records built one by one for every other output; and a batch the
+partner refuses part of is split down to the refused record."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import orjson
+import pytest
+from tests.outputs.test_runner import World, drive, world  # noqa: F401  (the fixture, by name)
+
+from milepost.outputs.records import change_record, idempotency_key, identities_json
+from milepost.outputs.state import DeliveryStore
+from milepost.outputs.sync_queue import SyncQueue
+
+pytestmark = pytest.mark.unit
+
+NAMES = ('Gold "tier"', "gold-ext é")
+
+
+def _world(request: pytest.FixtureRequest) -> World:
+    found: World = request.getfixturevalue("world")
+    return found
+
+
+def _identities(w: World) -> None:
+    """Several values of one type, device identities, characters JSON escapes, and a member with none."""
+    con = w.runtime.store.connect()
+    try:
+        con.execute(
+            "INSERT INTO identities VALUES "
+            "('email', 'a@x', 1, 'a@x', false, 0), ('email', 'b@x', 1, 'b\"@x\n', false, 0), "
+            "('ios_idfa', 'd2', 1, 'dev-2', true, 0), ('ios_idfa', 'd1', 1, 'dev-1', true, 0), "
+            "('android_uuid', 'd3', 2, 'dév/3', true, 0), ('email', 'c@x', 3, 'c\\@x\t', false, 0)"
+        ).fetchall()
+        con.execute("DELETE FROM identities WHERE mpid = 4").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("accepted", [None, ("email", "ios_idfa")])
+def test_json_batches_match_the_records_built_one_by_one(
+    request: pytest.FixtureRequest, accepted: tuple[str, ...] | None
+) -> None:
+    w = _world(request)
+    w.runtime.catalog.create_connection(w.audience, w.output_id)  # the audience is calculated
+    w.runtime.journeys.refresh()
+    for m in (1, 2, 3, 4):
+        w.send(m, "gold")
+    _identities(w)
+    con = w.runtime.store.connect()
+    try:
+        DeliveryStore.create_tables(con)
+        queue = SyncQueue(con)
+        con.execute("BEGIN TRANSACTION").fetchall()
+        queue.take(9, w.audience, 3)
+        con.execute("COMMIT").fetchall()
+
+        changes = queue.changes(9, w.audience, 3, None, 10, accepted, None)
+        looked_up = DeliveryStore(con).identities([1, 2, 3, 4])
+        assert {c.mpid: c.identities for c in changes} == {
+            m: ids.only(accepted, None) for m, ids in looked_up.items()
+        }
+        expected = [
+            change_record(c, NAMES[0], NAMES[1], c.identities)
+            for c in changes
+            if accepted is None or c.identities
+        ]
+        assert [r["mpid"] for r in expected] == ([1, 2, 3, 4] if accepted is None else [1, 3])
+
+        batch = queue.read_json(9, w.audience, 3, None, 10, accepted, NAMES)
+        assert batch is not None
+        assert orjson.loads(b"[" + batch.records + b"]") == expected
+        assert batch.key == idempotency_key([r["id"] for r in expected])
+        assert (batch.count, batch.last, batch.eligible) == (4, 4, len(expected))
+
+        for recording in (queue, SyncQueue(con)):  # from the staged batch, and computed again
+            con.execute("BEGIN TRANSACTION").fetchall()
+            recording.deliver(9, batch)
+            forms = dict(
+                con.execute("SELECT mpid, identities FROM delivered WHERE connection_id = 9").fetchall()
+            )
+            con.execute("ROLLBACK").fetchall()
+            assert forms == {r["mpid"]: identities_json(r) for r in expected}
+
+        assert queue.read_json(9, w.audience, 3, 2, 10, accepted, NAMES) is not None
+        assert queue.read_json(9, w.audience, 3, 4, 10, accepted, NAMES) is None
+    finally:
+        con.close()
+
+
+def test_a_refused_record_of_a_synchronisation_batch_is_isolated(request: pytest.FixtureRequest) -> None:
+    w = _world(request)
+    for m in (1, 2, 3, 4, 5):
+        w.send(m, "gold")
+    out = w.runtime.catalog.create_output(
+        "webhook", "big", {"url": "http://partner.test/big", "secret": "k", "batch_size": 10}
+    )
+    cid = w.runtime.catalog.create_connection(w.audience, out.id).id
+    w.runtime.journeys.refresh()
+    requests: list[list[int]] = []
+
+    def partner(request: httpx.Request) -> httpx.Response:
+        mpids = [c["mpid"] for c in json.loads(request.content)["changes"]]
+        requests.append(mpids)
+        return httpx.Response(400 if 3 in mpids else 200, text="no such user")
+
+    runner = w.runner(partner)  # type: ignore[arg-type]
+    try:
+        drive(runner)
+        assert requests[0] == [1, 2, 3, 4, 5]
+        assert [m for r in requests if 3 not in r for m in r] == [1, 2, 4, 5]
+        stats = runner.stats(cid, w.audience)
+        assert (stats["sent"], stats["failed"], stats["dead_letters"], stats["pending"]) == (4, 1, 1, 0)
+        (dead,) = runner.dead_letters(cid)
+        epoch = runner.workers[cid].state.epoch
+        assert dead["record"]["id"] == f"s{cid}-{epoch}-3" and dead["status"] == 400
+        assert dead["record"]["identities"] == {"customer_id": "c3"}
+    finally:
+        runner.close()
