@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import h11
+import httpx
 import orjson
 
 from milepost.engines.duckdb import DuckDBStore
@@ -118,7 +119,9 @@ async def send_all(
     return time.perf_counter() - start, refused
 
 
-def through_http(bodies: list[bytes], concurrency: int, workdir: Path) -> tuple[float, int, float, float]:
+def through_http(
+    bodies: list[bytes], concurrency: int, workdir: Path
+) -> tuple[float, int, float, float, int]:
     data_dir = workdir / "http"
     creds = init_data_dir(data_dir)
     server = Server(data_dir, free_port(), {"MILEPOST_INPUT_RATE_LIMIT": "1000000000"})
@@ -127,13 +130,22 @@ def through_http(bodies: list[bytes], concurrency: int, workdir: Path) -> tuple[
     try:
         # Warm up the connection and the server's code paths outside the measurement.
         asyncio.run(send_all(server.url, auth, bodies[:3], 1))
+        commits0 = _commits(server, creds["admin_token"])
         cpu0, client0 = _children_cpu(server), time.process_time()
         seconds, refused = asyncio.run(send_all(server.url, auth, bodies[3:], concurrency))
         server_cpu, client_cpu = _children_cpu(server) - cpu0, time.process_time() - client0
+        commits = _commits(server, creds["admin_token"]) - commits0
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    return seconds, refused, server_cpu, client_cpu
+    return seconds, refused, server_cpu, client_cpu, commits
+
+
+def _commits(server: Server, token: str) -> int:
+    """Group commits so far, from the server's metrics."""
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    line = next(x for x in text.splitlines() if x.startswith("milepost_writer_commits_total "))
+    return int(line.split()[1])
 
 
 def _children_cpu(server: Server) -> float:
@@ -174,7 +186,7 @@ def run_mix(
     name: str, bodies: list[bytes], concurrency: int, workdir: Path, target: float
 ) -> dict[str, float]:
     events = sum(count_events(b) for b in bodies[3:])
-    http_s, refused, server_cpu, client_cpu = through_http(bodies, concurrency, workdir)
+    http_s, refused, server_cpu, client_cpu, commits = through_http(bodies, concurrency, workdir)
     local_s = local_limit(bodies, workdir)
     http_rate, local_rate = events / http_s, events / local_s
     ratio = local_rate / http_rate
@@ -185,6 +197,10 @@ def run_mix(
     print(
         f"  server CPU: {server_cpu:.1f} s of {http_s:.1f} s wall ({server_cpu / http_s:.0%} of one core, "
         f"{server_cpu / events * 1e6:.0f} µs/event); load generator CPU: {client_cpu:.1f} s"
+    )
+    print(
+        f"  group commits: {commits} ({(len(bodies) - 3) / max(commits, 1):.1f} requests and "
+        f"{server_cpu / max(commits, 1) * 1e3:.1f} ms of server CPU per commit)"
     )
     print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  local limit (store, one commit/request): {local_rate:12,.0f} events/s   ({local_s:.2f} s)")

@@ -254,6 +254,27 @@ def test_missing_authorization_is_401(api: Api, path: str) -> None:
     assert api.absent(mpid)
 
 
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_401_asks_for_basic_and_is_counted_as_rejected(api: Api, path: str) -> None:
+    def rejected() -> int:
+        metrics = api.admin.get("/metrics").text
+        line = 'milepost_ingest_requests_rejected_total{reason="UNAUTHORIZED"} '
+        return sum(int(m.removeprefix(line)) for m in metrics.splitlines() if m.startswith(line))
+
+    before = rejected()
+    resp = httpx.post(api.server.url + path, json=_wrap(path, _good(api.mpid())))
+    error_messages(resp, 401)
+    assert resp.headers["www-authenticate"] == 'Basic realm="milepost"'
+    assert rejected() == before + 1
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_other_methods_and_a_trailing_slash_are_not_uploads(api: Api, path: str) -> None:
+    error_messages(api.events.get(path), 405)
+    resp = api.events.post(path + "/", json=_wrap(path, _good(api.mpid())))
+    assert resp.status_code != 202
+
+
 def test_non_basic_authorization_is_401(api: Api) -> None:
     resp = httpx.post(
         api.server.url + "/v2/events",

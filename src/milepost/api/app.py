@@ -47,6 +47,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
+    app.add_middleware(events.EventsLane)
     app.include_router(events.router)
     app.include_router(events.imports)
     app.include_router(accounts.router)

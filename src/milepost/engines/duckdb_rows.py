@@ -12,14 +12,23 @@ from milepost.ingest.plan import UserChange
 from milepost.model.batch import ConsentRow, DeviceReport, EventRow
 
 AMOUNT = pa.decimal128(38, 9)
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value, default=_default).decode()
+JSON = pa.json_()
 
 
 def _json_bytes(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
+
+
+def _json_column(values: list[bytes]) -> pa.Array:
+    """A JSON column from serialised values.
+
+    orjson writes valid UTF-8 JSON, so the binary buffers are reused as they are rather than cast
+    (a cast re-validates every byte), and the column carries Arrow's JSON type, which DuckDB takes
+    as its own JSON type without parsing every value again to check it.
+    """
+    arr = pa.array(values, pa.binary())
+    text = pa.Array.from_buffers(pa.string(), len(arr), arr.buffers(), arr.null_count)
+    return pa.ExtensionArray.from_storage(JSON, text)
 
 
 def _default(value: Any) -> Any:
@@ -75,12 +84,10 @@ def event_table(chunks: list[Any], first_id: int) -> pa.Table:
         "transaction_id": pa.array(transaction_id, pa.string()),
         "currency_code": pa.array(currency_code, pa.string()),
         "coupon_code": pa.array(coupon_code, pa.string()),
-        "attrs": pa.array([_json_bytes(a) if a else b"{}" for a in attrs], pa.binary()).cast(pa.string()),
-        "products": pa.array([_json_bytes(p) if p else b"[]" for p in products], pa.binary()).cast(
-            pa.string()
-        ),
+        "attrs": _json_column([_json_bytes(a) if a else b"{}" for a in attrs]),
+        "products": _json_column([_json_bytes(p) if p else b"[]" for p in products]),
         "source_message_id": pa.array(source_message_id, pa.string()),
-        "data": pa.array([_json_bytes(d) for d in data], pa.binary()).cast(pa.string()),
+        "data": _json_column([_json_bytes(d) for d in data]),
     }
     if chunks and len(chunks[0]) > 4:
         environment: list[str] = []
@@ -97,16 +104,17 @@ def event_table(chunks: list[Any], first_id: int) -> pa.Table:
 def batch_table(
     rows: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]], first_seq: int
 ) -> pa.Table:
+    input_id, endpoint, environment, mpid, received_at, request_id, body = zip(*rows, strict=True)
     return pa.table(
         {
             "seq": pa.array(range(first_seq, first_seq + len(rows)), pa.int64()),
-            "input_id": pa.array([r[0] for r in rows], pa.int32()),
-            "endpoint": [r[1] for r in rows],
-            "environment": [r[2] for r in rows],
-            "mpid": pa.array([r[3] for r in rows], pa.int64()),
-            "received_at": pa.array([r[4] for r in rows], pa.int64()),
-            "request_id": pa.array([r[5] for r in rows], pa.string()),
-            "body": [_json(r[6]) for r in rows],
+            "input_id": pa.array(input_id, pa.int32()),
+            "endpoint": pa.array(endpoint, pa.string()),
+            "environment": pa.array(environment, pa.string()),
+            "mpid": pa.array(mpid, pa.int64()),
+            "received_at": pa.array(received_at, pa.int64()),
+            "request_id": pa.array(request_id, pa.string()),
+            "body": _json_column([_json_bytes(b) for b in body]),
         }
     )
 
@@ -121,9 +129,12 @@ def user_table(users: dict[int, UserChange]) -> pa.Table:
             "last_seen": pa.array([c.last_seen for _, c in items], pa.int64()),
             "inputs": pa.array([sorted(c.inputs) for _, c in items], pa.list_(pa.int32())),
             # The merge patch (null = delete) for a stored row; a new row takes only what is set.
-            "attributes": [
-                _json(_new_row(c.attributes_patch) if c.is_new else c.attributes_patch) for _, c in items
-            ],
+            "attributes": _json_column(
+                [
+                    _json_bytes(_new_row(c.attributes_patch) if c.is_new else c.attributes_patch)
+                    for _, c in items
+                ]
+            ),
             "updated_at": pa.array([c.last_seen or c.created_at for _, c in items], pa.int64()),
         }
     )
@@ -183,18 +194,18 @@ def device_table(devices: dict[tuple[int, str], tuple[DeviceReport, int]]) -> pa
             "device_manufacturer": field("device_manufacturer"),
             "network_carrier": field("network_carrier"),
             "app_version": field("app_version"),
-            "device_ids": [_json(v[0].device_ids) for _, v in items],
+            "device_ids": _json_column([_json_bytes(v[0].device_ids) for _, v in items]),
             "updated_at": pa.array([v[1] for _, v in items], pa.int64()),
         }
     )
 
 
 def key_table(keys: dict[tuple[int, str], int]) -> pa.Table:
-    items = list(keys.items())
+    input_id, key = zip(*keys, strict=True)
     return pa.table(
         {
-            "input_id": pa.array([k[0] for k, _ in items], pa.int32()),
-            "key": [k[1] for k, _ in items],
-            "received_at": pa.array([v for _, v in items], pa.int64()),
+            "input_id": pa.array(input_id, pa.int32()),
+            "key": pa.array(key, pa.string()),
+            "received_at": pa.array(list(keys.values()), pa.int64()),
         }
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
@@ -339,6 +340,7 @@ _NUMBER_OR_NONE = frozenset({int, float, _NONE})
 _BOOL_OR_NONE = frozenset({bool, _NONE})
 _ENVIRONMENTS = frozenset({"production", "development"})
 _CUSTOM_EVENT_TYPES = frozenset(schema.CUSTOM_EVENT_TYPES)
+_GENERIC_EVENT_TYPES = frozenset(schema.GENERIC_EVENT_TYPES)
 _PRODUCT_ACTIONS = frozenset(schema.PRODUCT_ACTIONS)
 _PROMOTION_ACTIONS = frozenset(schema.PROMOTION_ACTIONS)
 _TRANSITIONS = frozenset(
@@ -362,6 +364,13 @@ _DEVICE_INFO_FIELDS = tuple(schema.DeviceInfo.model_fields)
 _MIN_MPID, _MAX_MPID = -(2**63), 2**63 - 1
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
+def _cached_amount(value: float | int) -> Decimal | None:
+    """`_amount` for the fast path, None when out of range; amounts repeat (prices, carts)."""
+    errors: list[str] = []
+    return _amount(value, "", errors)
+
+
 def _dump(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     """What `model_dump(exclude_none=True)` gives for an already checked model without nested models."""
     out = {f: raw[f] for f in fields if raw.get(f) is not None}
@@ -371,17 +380,26 @@ def _dump(raw: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _check_attrs(attrs: Any, list_items: bool) -> None:
+def _check_attrs(attrs: Any, list_items: bool) -> bool:
+    """Raise `_Slow` unless `attrs` is a plain attribute map; return whether a size limit may apply."""
     if type(attrs) is not dict:
         raise _Slow
-    for v in attrs.values():
+    clip = len(attrs) > MAX_ATTRIBUTES
+    for k, v in attrs.items():
         t = type(v)
-        if t not in _SCALAR_TYPES:
+        if t is str:
+            if len(v) > MAX_VALUE:
+                clip = True
+        elif t not in _SCALAR_TYPES:
             if not list_items or t is not list:
                 raise _Slow
             for item in v:
                 if type(item) not in _LIST_ITEM_TYPES:
                     raise _Slow
+            clip = True  # lists have limits of their own; clip_attributes applies them
+        if len(k) > MAX_NAME:
+            clip = True
+    return clip
 
 
 def _fast_batch(
@@ -398,8 +416,7 @@ def _fast_batch(
     if type(source_request_id) not in _STR_OR_NONE or type(get("ip")) not in _STR_OR_NONE:
         raise _Slow
     user_attributes = get("user_attributes")
-    if user_attributes is not None:
-        _check_attrs(user_attributes, True)
+    clip_user_attributes = user_attributes is not None and _check_attrs(user_attributes, True)
     deleted = get("deleted_user_attributes")
     if deleted is not None and (type(deleted) is not list or any(type(n) is not str for n in deleted)):
         raise _Slow
@@ -417,8 +434,7 @@ def _fast_batch(
     if raw_events is not None and type(raw_events) is not list:
         raise _Slow
     events = [
-        _fast_event(ev, f"{where}.events[{j}]", historical, received_at, report)
-        for j, ev in enumerate(raw_events or ())
+        _fast_event(ev, where, j, historical, received_at, report) for j, ev in enumerate(raw_events or ())
     ]
     if historical and not events:
         raise _Slow
@@ -429,7 +445,9 @@ def _fast_batch(
     ]
     attributes_set: dict[str, Any] = {}
     if user_attributes:
-        for name, value in clip_attributes(user_attributes, f"{where}.user_attributes", report).items():
+        if clip_user_attributes:
+            user_attributes = clip_attributes(user_attributes, f"{where}.user_attributes", report)
+        for name, value in user_attributes.items():
             if value is None:
                 attributes_deleted.append(name)
             else:
@@ -482,13 +500,15 @@ def _fast_identities(user_identities: Any, device_info: dict[str, Any] | None) -
     return out
 
 
-def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report: LimitReport) -> EventRow:
+def _fast_event(
+    ev: Any, batch_where: str, j: int, historical: bool, received_at: int, report: LimitReport
+) -> EventRow:
     if type(ev) is not dict:
         raise _Slow
     event_type = ev.get("event_type")
     if type(event_type) is not str or event_type not in _EVENT_TYPES:
         raise _Slow
-    data = ev.get("data", _NONE) if event_type in schema.GENERIC_EVENT_TYPES else ev.get("data")
+    data = ev.get("data", _NONE) if event_type in _GENERIC_EVENT_TYPES else ev.get("data")
     if data is _NONE:
         data = {}
     elif type(data) is not dict:
@@ -509,8 +529,7 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
     if type(source_message_id) not in _STR_OR_NONE:
         raise _Slow
     custom_attributes = get("custom_attributes")
-    if custom_attributes is not None:
-        _check_attrs(custom_attributes, False)
+    clip_custom_attributes = custom_attributes is not None and _check_attrs(custom_attributes, False)
     name: str | None = None
     custom_event_type = action = transaction_id = currency_code = coupon_code = None
     total: Decimal | None = None
@@ -575,9 +594,8 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
                     raise _Slow
             action = pa["action"]
             if raw_total is not None:
-                errors: list[str] = []
-                total = _amount(raw_total, "", errors)
-                if errors:
+                total = _cached_amount(raw_total)
+                if total is None:
                     raise _Slow
             transaction_id = str(transaction) if transaction is not None else None
             products = [_dump(p, _PRODUCT_FIELDS) for p in raw_products or ()]
@@ -611,9 +629,8 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
     attrs: dict[str, Any] = {}
     if custom_attributes is not None:
         clipped = custom_attributes
-        if len(custom_attributes) > MAX_ATTRIBUTES or any(
-            len(k) > MAX_NAME or (type(v) is str and len(v) > MAX_VALUE) for k, v in custom_attributes.items()
-        ):
+        if clip_custom_attributes:
+            where = f"{batch_where}.events[{j}]"
             clipped = clip_attributes(custom_attributes, f"{where}.data.custom_attributes", report)
         if clipped is custom_attributes and None not in custom_attributes.values():
             attrs = custom_attributes
@@ -622,7 +639,7 @@ def _fast_event(ev: Any, where: str, historical: bool, received_at: int, report:
             data_out = {**data_out, "custom_attributes": attrs}
     if name is not None and len(name) > MAX_NAME:
         field_name = "event_name" if event_type == "custom_event" else "screen_name"
-        name = clip_name(name, f"{where}.data.{field_name}", report)
+        name = clip_name(name, f"{batch_where}.events[{j}].data.{field_name}", report)
     return EventRow(
         event_type,
         name,

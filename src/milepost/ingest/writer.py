@@ -12,6 +12,7 @@ import queue
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CommitListener = Callable[[CommitPlan], None]
 SWITCH_INTERVAL_S = 0.0005
+# The windows are account settings read from the catalog; a query per commit was a visible share of
+# a commit's fixed cost, and a change of the settings may take this long to apply.
+WINDOWS_TTL_S = 1.0
 
 
 @dataclass
@@ -60,6 +64,7 @@ class IngestWriter:
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
         self._thread = threading.Thread(target=self._run, name="milepost-writer", daemon=True)
         self._closing = False
+        self._windows: tuple[float, DedupeWindows] | None = None
         self.commits = 0
         self.last_error: str | None = None
 
@@ -135,9 +140,15 @@ class IngestWriter:
         except Exception as exc:
             task.future.set_exception(exc)
 
+    def _current_windows(self) -> DedupeWindows:
+        now = time.monotonic()
+        if self._windows is None or now - self._windows[0] >= WINDOWS_TTL_S:
+            self._windows = (now, self.windows())
+        return self._windows[1]
+
     def _commit(self, group: list[_Item]) -> None:
         try:
-            plan = build_plan([i.request for i in group], self.store, self.windows(), self._rng)
+            plan = build_plan([i.request for i in group], self.store, self._current_windows(), self._rng)
             self.store.apply(plan)
         except (duckdb.IOException, OSError) as exc:
             self.last_error = str(exc)
