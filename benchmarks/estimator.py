@@ -4,8 +4,10 @@ For each population size, users and events are bulk-loaded straight into a fresh
 (tests/estimator/population.py) and the estimator is built with the production sample target
 (40,000). Then, for a milestone with 5 criteria (attribute, event count, event with a `where`,
 commerce sum, sequence), i.e. the audience and its 5 per-criterion estimates:
-  - idle, warm (leaf masks cached), leaves cold (`Estimator._cache` cleared before each call;
-    compiled SQL and the sample's per-path attribute values kept) and all cold (those cleared too);
+  - idle, warm (leaf masks cached, the same `now`), on a live clock (warm, but `now` advances 5 s
+    per call: cached answers are served while they hold, see `audiences.validity`), leaves cold
+    (`Estimator._cache` cleared before each call; compiled SQL and the sample's per-path attribute
+    values and event columns kept) and all cold (those cleared too);
   - a single-criterion edit: one criterion changed, the other four cached;
   - the exact full calculation of the same audience and of each criterion alone (the compiled
     query full calculation runs, counted on the whole store), next to the estimate of that
@@ -220,8 +222,8 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     parts = list(CRITERIA.values())
     base = milestone_journey(parts)
 
-    def estimate(j: JourneyRows = base) -> dict[str, Any]:
-        return est.journey(j, {}, {}, T0, LOOKBACK, LIFETIME)
+    def estimate(j: JourneyRows = base, now: int = T0) -> dict[str, Any]:
+        return est.journey(j, {}, {}, now, LOOKBACK, LIFETIME)
 
     size = estimate()[101].size
     print(f"  milestone size: {size}")
@@ -229,19 +231,27 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     def warm() -> None:
         estimate()
 
+    clock = [T0]
+
+    def live() -> None:
+        clock[0] += 5_000
+        estimate(now=clock[0])
+
     def cold() -> None:
         est._cache.clear()
         estimate()
 
     def all_cold() -> None:
         est._cache.clear()
-        est._sql.clear()
+        est._leaves.clear()
         est._view.paths.clear()
+        est._view.events = None
         estimate()
 
     estimate()
     for label, key, fn in [
         ("5-criteria milestone, idle, warm", "warm", warm),
+        ("5-criteria milestone, idle, live clock (+5 s/call)", "live", live),
         ("5-criteria milestone, idle, leaves cold", "cold", cold),
         ("5-criteria milestone, idle, all cold", "all_cold", all_cold),
     ]:
@@ -324,7 +334,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     events = [float(e) for e in args.events.split(",")]
-    events += [events[-1]] * (len(sizes) - len(events))
+    events = (events + [events[-1]] * len(sizes))[: len(sizes)]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="milepost-estimator-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")

@@ -4,11 +4,22 @@ Each criterion is evaluated once on the sample with the same compiled SQL as ful
 cached as a boolean mask over the sample's row order (`masks.SampleIndex`); a milestone's estimate
 combines those masks (parent ∧ criteria ∧ ¬earlier siblings) with vector operations, so editing
 one top-level criterion recomputes only that one. Criteria on user attributes alone run once per
-distinct attribute value (`attribute_leaves`). When the sample changes, a worker thread patches
+distinct attribute value (`attribute_leaves`); event counts and sequences run in NumPy over the
+sample's events, read once per sample version (`event_leaves`). When the sample changes, a worker thread patches
 the cached masks by re-evaluating their criteria on the changed users alone, off the request
-path; masks are keyed by the second of `now`, as time windows move with it. Intervals are
+path. A cached mask remembers the instant it was computed at and until when it holds
+(`validity`): it is served for any `now` in that span, so caching survives time passing, and a
+criterion is compiled once with `now` as a parameter (`sql_templates`). Intervals are
 Wilson score intervals (with the finite-population correction); below a calculated ancestor an
 estimate is scaled from that ancestor's actual size, so a child never shows more than its parent.
+
+How stale an estimate can be, with respect to the request's `now`: a criterion whose durations
+(windows, lookback, `within`, profile lifetime) are all at least a day is served from a result
+computed up to `TIME_SLACK_MS` (60 s) earlier, i.e. its windows may sit up to 60 s behind the
+request (for a 1-day window, at most 0.07% of its span); any other criterion is exact at the
+request's instant, except those reading memberships or rolling date conditions, which are
+evaluated once per second of `now` as before. What the sample does not hold (memberships) may be
+up to `STALE_TTL_MS` old; the sample itself follows ingest through patching.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import duckdb
@@ -38,9 +49,14 @@ from milepost.audiences.attribute_leaves import (
     path_values,
     users_mask,
 )
+from milepost.audiences.event_leaves import EventColumns, EventPlan, event_plan
+from milepost.audiences.event_leaves import evaluate as evaluate_events
+from milepost.audiences.event_leaves import load as load_events
 from milepost.audiences.masks import Mask, SampleIndex, as_ids, count
 from milepost.audiences.sample import SAMPLE_TABLES, Sample
+from milepost.audiences.sql_templates import Template, template
 from milepost.audiences.tree import JourneyRows, MilestoneRow
+from milepost.audiences.validity import Instants, durations, used_calculated
 from milepost.criteria import (
     CalculatedAttribute,
     CompileContext,
@@ -50,7 +66,9 @@ from milepost.criteria import (
     to_json,
     to_sql,
 )
+from milepost.criteria.core import lower
 from milepost.criteria.model import AllGroup, AnyGroup
+from milepost.criteria.values import DAY_MS
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +81,13 @@ STALE_TTL_MS = 2 * CACHE_TTL_MS
 CACHE_ENTRIES = 5_000
 REFRESH_WAIT_MS = 50  # an estimate waits this long at most for the sample to catch up
 RENEW_AFTER_MS = 3_000  # masks in use are recomputed in the background once this old
+RENEW_AHEAD_MS = 20_000  # ... and at the latest requested instant once they serve less ahead of it
 WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
+# Criteria whose durations are all a day or more are served up to this long after the instant they
+# were computed at, even past a window boundary (see the module documentation).
+TIME_SLACK_MS = 60_000
+TEMPLATE_CHECK_MS = 7_919_993  # a third instant a template must render exactly before it is used
 
 
 @dataclass(frozen=True)
@@ -130,13 +153,107 @@ class _Compiled:
     attributes: AttributeLeaf | None  # set when the criterion reads user attributes only
 
 
+class _Leaf:
+    """One criterion in one context, whatever `now` is: its SQL at any instant (compiled once,
+    then rendered from a template) and how long a result computed at an instant holds."""
+
+    def __init__(self, criteria: Criteria, ctx: CompileContext, spans: frozenset[int] | None) -> None:
+        self.criteria = criteria
+        self.ctx = ctx
+        self.spans = spans  # None: time is read through what the sample does not hold
+        positive = [d for d in spans or () if d > 0]
+        self.slack_ms = TIME_SLACK_MS if spans is not None and min(positive, default=0) >= DAY_MS else 0
+        self._last: tuple[int, _Compiled] | None = None  # the latest compilation and its instant
+        self._templates: tuple[Template, Template | None] | None = None
+        self._tried = False
+        # counts of events are evaluated in NumPy (`event_leaves`) rather than by the compiled query
+        self.events: EventPlan | None = event_plan(lower(criteria, ctx.calculated))
+
+    def _compile(self, now_ms: int) -> _Compiled:
+        tree = compile_criteria(self.criteria, replace(self.ctx, now_ms=now_ms))
+        sql = to_sql(tree)
+        return _Compiled(sql, attribute_leaf(tree, sql))
+
+    def compiled(self, now_ms: int) -> _Compiled:
+        if self._templates is not None:
+            sql, attrs = self._templates
+            return _Compiled(
+                sql.render(now_ms),
+                None
+                if attrs is None or self._last is None or self._last[1].attributes is None
+                else AttributeLeaf(self._last[1].attributes.paths, attrs.render(now_ms)),
+            )
+        if self._last is not None and self._last[0] == now_ms:
+            return self._last[1]
+        found = self._compile(now_ms)
+        if self._last is not None and not self._tried:
+            self._tried = True
+            self._templates = self._template(self._last, (now_ms, found))
+        self._last = (now_ms, found)
+        return found
+
+    def _template(
+        self, a: tuple[int, _Compiled], b: tuple[int, _Compiled]
+    ) -> tuple[Template, Template | None] | None:
+        (a_now, a_sql), (b_now, b_sql) = a, b
+        sql = template(a_sql.sql, a_now, b_sql.sql, b_now)
+        if sql is None:
+            return None
+        attrs: Template | None = None
+        if a_sql.attributes is not None or b_sql.attributes is not None:
+            if a_sql.attributes is None or b_sql.attributes is None:
+                return None
+            if a_sql.attributes.paths != b_sql.attributes.paths:
+                return None
+            attrs = template(a_sql.attributes.sql, a_now, b_sql.attributes.sql, b_now)
+            if attrs is None:
+                return None
+        check_now = b_now + TEMPLATE_CHECK_MS
+        check = self._compile(check_now)
+        if sql.render(check_now) != check.sql:
+            return None
+        if attrs is not None and (
+            check.attributes is None or attrs.render(check_now) != check.attributes.sql
+        ):
+            return None
+        return sql, attrs
+
+    def until(self, instants: Instants, now_ms: int) -> int:
+        """Results computed at `now_ms` are served for any instant before this one."""
+        if self.spans is None:
+            return (now_ms // 1000 + 1) * 1000  # per second of `now`, as nothing bounds it better
+        return max(instants.next_change(self.spans, now_ms), now_ms + self.slack_ms)
+
+
+class _RootLeaf(_Leaf):
+    """The journey root: users seen within the profile lifetime, on the journey's inputs."""
+
+    def __init__(self, input_ids: tuple[int, ...], lifetime_ms: int) -> None:
+        self.input_ids, self.lifetime_ms = input_ids, lifetime_ms
+        self.spans = frozenset({lifetime_ms})
+        self.slack_ms = TIME_SLACK_MS if lifetime_ms >= DAY_MS else 0
+        self.events = None
+
+    def compiled(self, now_ms: int) -> _Compiled:
+        ids = ",".join(str(int(i)) for i in self.input_ids) or "NULL"
+        return _Compiled(
+            f"SELECT mpid FROM users WHERE last_seen IS NOT NULL AND last_seen > {int(now_ms - self.lifetime_ms)} "
+            f"AND list_has_any(inputs, [{ids}]::INTEGER[])",
+            None,
+        )
+
+
 @dataclass
 class _Entry:
     at_ms: float  # monotonic time it was computed
-    sql: str
-    attributes: AttributeLeaf | None
     mask: Mask
-    used_ms: float = 0.0  # monotonic time it was last served
+    used_ms: float  # monotonic time it was last served
+    leaf: _Leaf
+    now_ms: int  # the instant it is the answer for
+    until_ms: int  # ... and stays the answer (to serve) until
+
+    def serves(self, now_ms: int) -> bool:
+        return self.now_ms <= now_ms < self.until_ms
 
 
 @dataclass
@@ -148,7 +265,9 @@ class _View:
     size: int
     population: int
     exact: bool
+    instants: Instants = field(default_factory=Instants)  # what time windows compare with `now`
     paths: dict[str, PathValues] = field(default_factory=dict)  # attribute values per path
+    events: EventColumns | None = None  # the sample's events as columns, read on first use
 
 
 class Estimator:
@@ -169,7 +288,8 @@ class Estimator:
         self._worker_con = con.cursor()
         self._worker_con.execute(f"SET search_path = {self._path}").fetchall()
         self._cache: dict[tuple[Any, ...], _Entry] = {}  # masks over the current view's index
-        self._sql: dict[tuple[Any, ...], _Compiled] = {}  # per (criteria, context, second)
+        self._leaves: dict[tuple[Any, ...], _Leaf] = {}  # per (criteria, context), whatever `now` is
+        self._latest_now_ms = 0  # the instant the latest estimate was asked for
         self._view = _View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
         self._lock = threading.RLock()  # estimates, and installing a new view
         self._sync_lock = threading.Lock()  # one refresh-and-patch at a time
@@ -270,22 +390,33 @@ class Estimator:
         return any(now - e.used_ms < CACHE_TTL_MS for e in list(self._cache.values()))
 
     def _renew(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Recompute the oldest mask in use once it is old enough, so estimates rarely meet an expired
-        one; one per cycle, so a waiting estimate's refresh is not held up for long."""
-        view, now = self._view, time.monotonic() * 1000
+        """Recompute a mask in use once it is old enough, or once it stops serving soon after the
+        latest requested instant (then at that instant), so estimates rarely meet an expired one;
+        one per cycle, so a waiting estimate's refresh is not held up for long."""
+        view, now, latest = self._view, time.monotonic() * 1000, self._latest_now_ms
         with self._lock:
             due = [
-                (e.at_ms, k, e)
+                (not self._ends_soon(e, latest), e.at_ms, k, e)
                 for k, e in self._cache.items()
-                if now - e.at_ms > RENEW_AFTER_MS and now - e.used_ms < CACHE_TTL_MS
+                if now - e.used_ms < CACHE_TTL_MS
+                and (now - e.at_ms > RENEW_AFTER_MS or self._ends_soon(e, latest))
             ]
         if not due:
             return
-        _, key, entry = min(due, key=lambda d: d[0])
-        mask = self._evaluate(entry.sql, entry.attributes, con, view)
+        _, _, key, entry = min(due, key=lambda d: d[:2])
+        at = latest if self._ends_soon(entry, latest) else entry.now_ms
+        mask = self._evaluate_leaf(entry.leaf, at, con, view, read_events=False)
+        until = entry.leaf.until(view.instants, at)
         with self._lock:
             if self._view is view and self._cache.get(key) is entry:
-                entry.mask, entry.at_ms = mask, now
+                entry.mask, entry.at_ms, entry.now_ms, entry.until_ms = mask, now, at, until
+
+    @staticmethod
+    def _ends_soon(entry: _Entry, latest_ms: int) -> bool:
+        """A mask that serves a long span, the latest requested instant included, stops serving soon
+        after it (a mask serving other instants is left to the estimates asking for them)."""
+        long_span = entry.until_ms - entry.now_ms >= RENEW_AHEAD_MS
+        return long_span and entry.serves(latest_ms) and entry.until_ms - latest_ms < RENEW_AHEAD_MS
 
     def _await_refresh(self) -> None:
         """Wait (a little) for a refresh that starts after now; raise what it raised."""
@@ -331,17 +462,39 @@ class Estimator:
         with self._lock:
             entries = list(self._cache.items())
         patched: list[tuple[tuple[Any, ...], _Entry, Mask]] = []
-        if changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(index), 1) and entries:
-            patched = self._patch(con, old.index, index, changed, entries)
+        few = changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(index), 1)
+        if few and changed is not None:
+            instants = old.instants.add(self._instants(con, changed))
+            if entries:
+                patched = self._patch(con, old.index, index, changed, entries)
+        else:
+            instants = Instants().add(self._instants(con, None))
         with self._lock:
-            self._view = _View(version, index, size, population, exact)
+            self._view = _View(version, index, size, population, exact, instants)
             kept = {}
             for key, entry, mask in patched:
                 if self._cache.get(key) is entry:  # not replaced meanwhile
                     entry.mask = mask
+                    entry.until_ms = entry.leaf.until(instants, entry.now_ms)  # new events count too
                     kept[key] = entry
             self._cache.clear()  # entries computed meanwhile were over the old index
             self._cache.update(kept)
+
+    def _instants(self, con: duckdb.DuckDBPyConnection, users: np.ndarray | None) -> np.ndarray:
+        """The event and seen times of the given sampled users (of all of them when None)."""
+        own = "" if users is None else " AND mpid IN (SELECT mpid FROM milepost_instants_of)"
+        if users is not None:
+            con.register("milepost_instants_of", pa.table({"mpid": pa.array(users, pa.int64())}))
+        try:
+            found = con.execute(
+                f"SELECT ts AS t FROM sample.events WHERE ts IS NOT NULL{own} "
+                f"UNION ALL SELECT first_seen FROM sample.users WHERE first_seen IS NOT NULL{own} "
+                f"UNION ALL SELECT last_seen FROM sample.users WHERE last_seen IS NOT NULL{own}"
+            ).fetchnumpy()["t"]
+        finally:
+            if users is not None:
+                con.unregister("milepost_instants_of")
+        return as_ids(found)
 
     def _patch(
         self,
@@ -366,7 +519,8 @@ class Estimator:
                 for key, entry in entries:
                     mask = index.carry(entry.mask, old)
                     mask[rows] = False
-                    mask[index.positions(self._fetch(entry.sql, con))] = True
+                    sql = entry.leaf.compiled(entry.now_ms).sql
+                    mask[index.positions(self._fetch(sql, con))] = True
                     out.append((key, entry, mask))
             finally:
                 con.execute(f"SET search_path = {self._path}").fetchall()
@@ -378,21 +532,43 @@ class Estimator:
         result = (con or self.con).execute(sql).fetchnumpy()
         return as_ids(next(iter(result.values())))
 
-    def _mask(self, key: tuple[Any, ...], sql: str | Callable[[], _Compiled]) -> Mask:
-        """Sampled members for `key`, from the cache when fresh; `sql` is built only on a miss."""
+    def _mask(self, key: tuple[Any, ...], leaf: _Leaf, now_ms: int) -> Mask:
+        """Sampled members of `leaf` at `now_ms`, from the cache while its answer still holds."""
         hit = self._cache.get(key)
         now = time.monotonic() * 1000
-        if hit is not None and now - hit.at_ms < STALE_TTL_MS:
+        if hit is not None and now - hit.at_ms < STALE_TTL_MS and hit.serves(now_ms):
             hit.used_ms = now
             if now - hit.at_ms >= CACHE_TTL_MS:
                 self._wake_worker()  # expired but patched: serve it while the worker renews it
             return hit.mask
-        compiled = _Compiled(sql, None) if isinstance(sql, str) else sql()
-        mask = self._evaluate(compiled.sql, compiled.attributes, self.con, self._view)
+        view = self._view
+        mask = self._evaluate_leaf(leaf, now_ms, self.con, view)
         if len(self._cache) >= CACHE_ENTRIES:
             self._cache.clear()
-        self._cache[key] = _Entry(now, compiled.sql, compiled.attributes, mask, now)
+        until = leaf.until(view.instants, now_ms)
+        self._cache[key] = _Entry(now, mask, now, leaf, now_ms, until)
         return mask
+
+    def _evaluate_leaf(
+        self,
+        leaf: _Leaf,
+        now_ms: int,
+        con: duckdb.DuckDBPyConnection,
+        view: _View,
+        read_events: bool = True,
+    ) -> Mask:
+        """`leaf`'s members at `now_ms`; event counts in NumPy once the view's events are read (reading
+        them is left to estimates: a renewal would read them for each new version of the sample)."""
+        if leaf.events is not None and (read_events or view.events is not None):
+            if view.events is None:
+                view.events = load_events(con, view.index)
+            ctx = replace(leaf.ctx, now_ms=now_ms)
+            try:
+                return evaluate_events(con, view.events, len(view.index), leaf.events, ctx)
+            except OverflowError:  # event times too far apart for NumPy keys: the compiled query
+                pass
+        compiled = leaf.compiled(now_ms)
+        return self._evaluate(compiled.sql, compiled.attributes, con, view)
 
     def _evaluate(
         self, sql: str, attributes: AttributeLeaf | None, con: duckdb.DuckDBPyConnection, view: _View
@@ -424,34 +600,34 @@ class Estimator:
         return found
 
     def root(self, input_ids: tuple[int, ...], now_ms: int, lifetime_ms: int) -> Mask:
-        ids = ",".join(str(int(i)) for i in input_ids) or "NULL"
-        bucket = now_ms // 1000
-        return self._mask(
-            ("root", input_ids, bucket),
-            f"SELECT mpid FROM users WHERE last_seen IS NOT NULL AND last_seen > {int(now_ms - lifetime_ms)} "
-            f"AND list_has_any(inputs, [{ids}]::INTEGER[])",
-        )
+        key = ("root", input_ids, lifetime_ms)
+        return self._mask(key, self._leaf(key, lambda: _RootLeaf(input_ids, lifetime_ms)), now_ms)
 
-    def _compiled(self, key: tuple[Any, ...], criteria: Criteria, ctx: CompileContext) -> _Compiled:
-        found = self._sql.get(key)
+    def _leaf(self, key: tuple[Any, ...], make: Callable[[], _Leaf]) -> _Leaf:
+        found = self._leaves.get(key)
         if found is None:
-            tree = compile_criteria(criteria, ctx)
-            sql = to_sql(tree)
-            found = _Compiled(sql, attribute_leaf(tree, sql))
-            if len(self._sql) >= CACHE_ENTRIES:
-                self._sql.clear()
-            self._sql[key] = found
+            found = make()
+            if len(self._leaves) >= CACHE_ENTRIES:
+                self._leaves.clear()
+            self._leaves[key] = found
         return found
 
     def criterion(self, criteria: Criteria, ctx: CompileContext) -> Mask:
+        calc = used_calculated(criteria, ctx.calculated)
         key = (
             "c",
             orjson.dumps(to_json(criteria), option=orjson.OPT_SORT_KEYS),
             ctx.input_ids,
             ctx.parent_audience_id,
-            ctx.now_ms // 1000,
+            ctx.lookback_ms,
+            tuple(c.model_dump_json() for c in calc),
         )
-        return self._mask(key, lambda: self._compiled(key, criteria, ctx))
+
+        def make() -> _Leaf:
+            spans = durations(criteria, calc, ctx.lookback_ms, ctx.lookback_ms)
+            return _Leaf(criteria, replace(ctx, calculated={c.name: c for c in calc}), spans)
+
+        return self._mask(key, self._leaf(key, make), ctx.now_ms)
 
     def criteria_set(self, criteria: Criteria, ctx: CompileContext) -> tuple[Mask, list[Mask]]:
         """The mask of a milestone's criteria, combined from its cached top-level parts."""
@@ -480,6 +656,7 @@ class Estimator:
         lifetime_ms: int,
     ) -> dict[int, NodeEstimate]:
         """Estimates for every audience of a journey (and each milestone's per-criterion breakdown)."""
+        self._latest_now_ms = now_ms
         if not self._built:
             self.refresh()
         else:

@@ -1,0 +1,311 @@
+"""Event-count criteria evaluated in NumPy over the sample's events, held as columns.
+
+"At least N matching events in a window" is the commonest event criterion. Its compiled SQL groups
+the sample's events per user on every evaluation; here the sample's events are read once per
+sample version into NumPy columns (user row, time, input, the selector's columns as codes), so a
+criterion is a few vector comparisons and a `bincount`. Conditions on event attributes (`where`)
+run as the very same SQL condition over the distinct attribute documents only, mapped back to
+events with a lookup; the test on the count runs as the very same SQL condition over the distinct
+counts. Anything else (sums, distinct counts, products, parent-entry windows) takes the compiled
+query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from milepost.audiences.masks import Mask, SampleIndex, as_ids
+from milepost.criteria import CompileContext, core
+from milepost.criteria.aggregates import TEXT_COLUMNS
+from milepost.criteria.compile import Compiler, col
+from milepost.criteria.dialect import lit
+from milepost.criteria.sqlvalues import NumberValue, test_value
+
+DOCS_TABLE = "milepost_event_documents"
+COUNTS_TABLE = "milepost_event_counts"
+FLAGS = ("is_install", "is_upgrade")
+Codes = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Strings:
+    codes: Codes  # per event: row of `values`, len(values) for NULL
+    values: list[str]
+
+    def equal(self, value: str) -> Mask:
+        lut = np.zeros(len(self.values) + 1, dtype=np.bool_)  # NULL equals nothing
+        lut[[i for i, v in enumerate(self.values) if v == value]] = True
+        return lut[self.codes]
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """The sample's events of sampled users, one entry per event."""
+
+    rows: npt.NDArray[np.intp]  # the user's row in the index
+    ts: npt.NDArray[np.int64]
+    ts_known: Mask
+    input_id: npt.NDArray[np.int64]
+    input_known: Mask
+    strings: dict[str, Strings]
+    flags: dict[str, Mask]  # NULL as false
+    doc_codes: Codes  # row of `docs` (its last row: NULL attributes)
+    docs: pa.Array  # distinct attribute documents (JSON text)
+
+
+SELECTOR_SQL = {
+    "event_type": "event_type",
+    "name_lc": "name_lc",
+    "custom_event_type_lc": "lower(custom_event_type)",
+    "action": "action",
+}
+
+
+def _distinct_values(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    lists = ", ".join(f"list(DISTINCT {e}) FILTER (WHERE {e} IS NOT NULL)" for e in SELECTOR_SQL.values())
+    row = con.execute(f"SELECT {lists} FROM sample.events").fetchall()[0]
+    return {c: sorted(str(v) for v in (found or [])) for c, found in zip(SELECTOR_SQL, row, strict=True)}
+
+
+def _ints(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], Mask]:
+    known = column.is_valid().to_numpy(zero_copy_only=False)
+    values = column.fill_null(0).to_numpy().astype(np.int64)
+    return values, np.asarray(known, dtype=np.bool_)
+
+
+def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
+    """The sample's events as columns; selector strings come as codes into their distinct values
+    (-1: a value that arrived after those were read, and then everything is read again)."""
+    for _ in range(3):
+        values = _distinct_values(con)
+        codes = ", ".join(
+            f"CASE WHEN {e} IS NULL THEN {len(values[c])} ELSE coalesce(list_position(${i + 1}, {e}) - 1, -1) END "
+            f"AS {c}"
+            for i, (c, e) in enumerate(SELECTOR_SQL.items())
+        )
+        table = con.sql(
+            f"SELECT mpid, ts, input_id, {codes}, is_install, is_upgrade, CAST(attrs AS VARCHAR) AS doc "
+            "FROM sample.events",
+            params=[values[c] for c in SELECTOR_SQL],
+        ).to_arrow_table()
+        if not any(pc.min(table.column(c)).as_py() == -1 for c in SELECTOR_SQL if table.num_rows):
+            break
+    else:
+        raise RuntimeError("the sample's events kept changing while they were read")
+    mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
+    ids = index.mpids
+    pos = np.searchsorted(ids, mpids)
+    pos[pos >= len(ids)] = 0
+    keep = ids[pos] == mpids if len(ids) else np.zeros(len(mpids), dtype=np.bool_)
+    table = table.filter(pa.array(keep))
+    ts, ts_known = _ints(table.column("ts"))
+    input_id, input_known = _ints(table.column("input_id"))
+    docs = pc.dictionary_encode(table.column("doc").combine_chunks())
+    documents = pa.concat_arrays([docs.dictionary, pa.array([None], pa.string())])
+    doc_codes = docs.indices.fill_null(len(documents) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return EventColumns(
+        rows=pos[keep],
+        ts=ts,
+        ts_known=ts_known,
+        input_id=input_id,
+        input_known=input_known,
+        strings={c: Strings(table.column(c).to_numpy().astype(np.int64), values[c]) for c in SELECTOR_SQL},
+        flags={
+            f: np.asarray(table.column(f).fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+            for f in FLAGS
+        },
+        doc_codes=doc_codes,
+        docs=documents,
+    )
+
+
+@dataclass(frozen=True)
+class EventPlan:
+    """`[not] count(events matching selector, in window) <test>`, or `[not] <sequence>`."""
+
+    test: core.EventTest | core.SequenceTest
+    negate: bool
+
+
+def _attributes_only(sel: core.Selector) -> bool:
+    compiler = Compiler(CompileContext(now_ms=0, lookback_ms=0))
+    for cond in sel.where:
+        a = cond.attribute
+        if a is None or a.startswith("product.") or a == "total_amount" or a in TEXT_COLUMNS:
+            return False  # reads more than the attribute document
+        if not _reads_attributes_only(compiler.where("d", cond)):
+            return False
+    return True
+
+
+def event_plan(node: core.Node) -> EventPlan | None:
+    negate = False
+    if isinstance(node, core.Not):
+        node, negate = node.item, True
+    if isinstance(node, core.EventTest):
+        if node.fn != "count" or node.attribute is not None:
+            return None
+        selectors = [node.selector]
+    elif isinstance(node, core.SequenceTest):
+        selectors = [node.first, node.then]
+    else:
+        return None
+    if node.window.kind not in ("rolling", "lookback", "absolute"):
+        return None
+    if not all(_attributes_only(s) for s in selectors):
+        return None
+    return EventPlan(node, negate)
+
+
+def _reads_attributes_only(e: exp.Expr) -> bool:
+    """Every column of row `d` it reads is `attrs` (unqualified names are list-element variables)."""
+    return all(c.name == "attrs" and c.table == "d" for c in e.find_all(exp.Column) if c.table)
+
+
+def _chosen(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> Codes:
+    con.register(name, table)
+    try:
+        found = con.execute(sql).fetchnumpy()["code"]
+    finally:
+        con.unregister(name)
+    return as_ids(found)
+
+
+def _where(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, ctx: CompileContext, sel: core.Selector
+) -> Mask:
+    """Events whose attribute document passes every `where` condition."""
+    passing = np.ones(len(cols.docs), dtype=np.bool_)
+    compiler = Compiler(ctx)
+    for cond in sel.where:
+        e = compiler.where("d", cond)
+        if not _reads_attributes_only(e):
+            raise ValueError(f"an event condition reads more than attributes: {cond}")
+        sql = (
+            f"SELECT d.code FROM (SELECT code, CAST(doc AS JSON) AS attrs FROM {DOCS_TABLE}) AS d "
+            f"WHERE {e.sql(dialect=ctx.dialect.name)}"
+        )
+        table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
+        lut = np.zeros(len(cols.docs), dtype=np.bool_)
+        lut[_chosen(con, DOCS_TABLE, table, sql)] = True
+        passing &= lut
+    return passing[cols.doc_codes]
+
+
+def _scope(cols: EventColumns, ctx: CompileContext) -> Mask:
+    """Events on the context's inputs (`input_id IN (...)`)."""
+    if ctx.input_ids is None:
+        return np.ones(len(cols.ts), dtype=np.bool_)
+    scope = np.zeros(len(cols.ts), dtype=np.bool_)
+    for i in ctx.input_ids:
+        scope |= cols.input_id == int(i)
+    return cols.input_known & scope
+
+
+def _in_range(cols: EventColumns, r: core.TimeRange, ctx: CompileContext) -> Mask:
+    """Events in the time range, as `Compiler.in_range` writes it."""
+    ts, now = cols.ts, ctx.now_ms
+    keep = cols.ts_known & (ts <= now)
+    if r.kind == "lookback":
+        keep &= ts > now - ctx.lookback_ms
+    elif r.kind == "rolling":
+        keep &= (ts > now - r.older_ms) & (ts <= now - r.newer_ms)
+    elif r.kind == "absolute":
+        if r.start_ms is not None:
+            keep &= ts >= r.start_ms
+        if r.end_ms is not None:
+            keep &= ts < r.end_ms
+    else:
+        raise ValueError(f"not a time range of the sample's events: {r.kind}")
+    return keep
+
+
+def _selects(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, sel: core.Selector, ctx: CompileContext
+) -> Mask:
+    """Events the selector matches, as `Compiler.selects` writes it."""
+    keep = np.ones(len(cols.ts), dtype=np.bool_)
+    if sel.flag is not None:
+        keep &= cols.flags[sel.flag]
+    for column, value in (
+        ("event_type", sel.event_type),
+        ("name_lc", sel.name_lc),
+        ("custom_event_type_lc", sel.custom_event_type_lc),
+        ("action", sel.action_lc),
+    ):
+        if value is not None:
+            keep &= cols.strings[column].equal(value)
+    if sel.where:
+        keep &= _where(con, cols, ctx, sel)
+    return keep
+
+
+def evaluate(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, plan: EventPlan, ctx: CompileContext
+) -> Mask:
+    """The users meeting the criterion at `ctx.now_ms`, as the compiled query would find them."""
+    t = plan.test
+    if isinstance(t, core.SequenceTest):
+        members = _sequence(con, cols, size, t, ctx)
+    else:
+        members = _count(con, cols, size, t, ctx)
+    return ~members if plan.negate else members
+
+
+def _sequence(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, t: core.SequenceTest, ctx: CompileContext
+) -> Mask:
+    """Users with a `first` event in the window followed (or, not completed, not followed) by a `then`
+    event within `within`: for each first event, the user's next `then` event after it."""
+    now, scope = ctx.now_ms, _scope(cols, ctx)
+    first = np.flatnonzero(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx))
+    then = scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx)
+    f_rows, f_ts = cols.rows[first].astype(np.int64), cols.ts[first]
+    # (user row, time) as one sortable key: row * span + time since the earliest event
+    known_ts = cols.ts[cols.ts_known]
+    base = int(known_ts.min(initial=0))
+    span = int(known_ts.max(initial=0)) - base + 1
+    if size * span >= 2**62:
+        raise OverflowError("event times too spread out for one key")  # never for real data
+    then_keys = np.sort(cols.rows[then].astype(np.int64) * span + (cols.ts[then] - base))
+    i = np.searchsorted(then_keys, f_rows * span + (f_ts - base), side="right")
+    limit = f_rows * span + np.minimum(f_ts + t.within_ms - base, span - 1)
+    padded = np.append(then_keys, np.iinfo(np.int64).max)
+    follows = padded[i] <= limit  # the user's next `then` event is within `within`
+    hit = follows if t.completed else ~follows & (now >= f_ts + t.within_ms)
+    members = np.zeros(size, dtype=np.bool_)
+    members[f_rows[hit]] = True
+    return members
+
+
+def _count(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, t: core.EventTest, ctx: CompileContext
+) -> Mask:
+    now = ctx.now_ms
+    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx)
+    counts = np.bincount(cols.rows[keep], minlength=size)
+    total = exp.Coalesce(this=col("v", "d"), expressions=[lit(0)])
+    cond = test_value(NumberValue(ctx.dialect, total), t.test, now).sql(dialect=ctx.dialect.name)
+    # a user without a matching event has no row in the grouped counts: NULL, as after the LEFT JOIN
+    top = int(counts.max(initial=0))
+    if top <= max(size, 1024):  # every count up to the largest: the code is the count itself
+        values = f"(SELECT code, CASE WHEN code > 0 THEN code END AS v FROM range(0, {top + 1}) AS t(code))"
+        rows = con.execute(f"SELECT d.code FROM {values} AS d WHERE {cond}").fetchall()
+        lut = np.zeros(top + 1, dtype=np.bool_)
+        lut[np.array([r[0] for r in rows], dtype=np.int64)] = True
+        members = lut[counts]
+    else:
+        distinct, codes = np.unique(counts, return_inverse=True)
+        v = pa.array(distinct.astype(np.int64), pa.int64(), mask=distinct == 0)
+        table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": v})
+        lut = np.zeros(len(distinct), dtype=np.bool_)
+        lut[_chosen(con, COUNTS_TABLE, table, f"SELECT d.code FROM {COUNTS_TABLE} AS d WHERE {cond}")] = True
+        members = lut[np.asarray(codes, dtype=np.int64).reshape(-1)]
+    return members

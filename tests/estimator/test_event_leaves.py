@@ -1,0 +1,152 @@
+"""Event counts and sequences evaluated in NumPy (`audiences.event_leaves`) give exactly what the compiled query
+gives on the sample: random selectors, `where` conditions on attributes (odd documents included),
+windows, inputs, count tests and negation, at random instants. And the compiled queries the
+estimator runs read the `sample` schema's tables, never the full store's."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.criteria.criteria_strategies import operands, selectors, windows
+from tests.estimator.audiences import random_criteria
+from tests.estimator.population import DAY, LOOKBACK, T0, load_population
+
+from milepost.audiences.estimator import Estimator
+from milepost.audiences.event_leaves import evaluate, event_plan, load
+from milepost.criteria import CompileContext, compile_criteria, parse_criteria, to_sql
+from milepost.criteria.core import lower
+from milepost.engines.duckdb import DuckDBStore
+
+ODD_ATTRS = ['{"genre": 5}', '{"genre": ["drama", "news"]}', '{"genre": "Drama"}', '{"minutes": "12"}',
+             '{"genre": null}', "null", '{"genre": "2026-05-20"}']  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estimator]:
+    store = DuckDBStore(tmp_path_factory.mktemp("event_leaves") / "store")
+    con = store.connect()
+    load_population(con, 4_000, seed=17)
+    for k, doc in enumerate(ODD_ATTRS):
+        con.execute("UPDATE main.events_hot SET attrs = ?::JSON WHERE event_id % 37 = ?", [doc, k]).fetchall()
+    # a third of the events at T0's time of day, so whole-day windows end exactly on some of them
+    con.execute(
+        f"UPDATE main.events_hot SET ts = ts - ts % {DAY} + {T0 % DAY} WHERE event_id % 3 = 0"
+    ).fetchall()
+    con.execute("UPDATE main.events_hot SET custom_event_type = 'MEDIA' WHERE event_id % 43 = 0").fetchall()
+    con.execute("UPDATE main.events_hot SET input_id = 3 WHERE event_id % 47 = 0").fetchall()
+    con.execute("UPDATE main.events_hot SET name_lc = NULL WHERE event_id % 53 = 0").fetchall()
+    con.execute("UPDATE main.events_hot SET is_install = true WHERE event_id % 59 = 0").fetchall()
+    con.close()
+    est = Estimator(store.connect(), target=1_000)  # a real subset
+    est.refresh()
+    est._current()
+    assert not est.sample.exact
+    yield est
+    est.close()
+    est.con.close()
+    store.close()
+
+
+@st.composite
+def conditions(draw: st.DrawFn) -> list[dict[str, Any]]:
+    return [
+        {"attribute": draw(st.sampled_from(["genre", "minutes", "k"])), **draw(operands("any"))}
+        for _ in range(draw(st.integers(0, 2)))
+    ]
+
+
+@st.composite
+def event_plans(draw: st.DrawFn) -> dict[str, Any]:
+    leaf: dict[str, Any]
+    if draw(st.booleans()):
+        leaf = {"type": "event", "event": draw(selectors()), "where": draw(conditions())}
+        test = draw(
+            operands("number").filter(lambda o: o["op"] not in ("exists", "not_exists", "in", "not_in"))
+        )
+        if draw(st.booleans()):
+            leaf["having"] = {"fn": "count", **test}
+    else:
+        first, then = draw(selectors()), draw(selectors())
+        first["where"], then["where"] = draw(conditions()), draw(conditions())
+        within = draw(st.sampled_from([(1, "hours"), (1, "days"), (3, "days"), (2, "weeks")]))
+        leaf = {"type": "sequence", "first": first, "then": then, "completed": draw(st.booleans())}
+        leaf["within"] = {"amount": within[0], "unit": within[1]}
+    window = draw(windows.filter(lambda w: w is None or "since_parent_entry" not in w))  # needs memberships
+    if window is not None:
+        leaf["window"] = window
+    return {"not": leaf} if draw(st.booleans()) else leaf
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    event_plans(),
+    st.sampled_from([None, (1,), (1, 2), ()]),
+    st.one_of(st.integers(-30 * DAY, 10 * DAY), st.integers(-30, 10).map(lambda d: d * DAY)),
+)
+def test_event_plans_in_numpy_equal_the_compiled_query(
+    est: Estimator, criteria: dict[str, Any], inputs: tuple[int, ...] | None, shift: int
+) -> None:
+    crit = parse_criteria(criteria)
+    ctx = CompileContext(now_ms=T0 + shift, lookback_ms=LOOKBACK, input_ids=inputs, parent_audience_id=-1)
+    expected = est._index.mask(est._fetch(to_sql(compile_criteria(crit, ctx))))
+    plan = event_plan(lower(crit, {}))
+    if plan is not None:
+        cols = load(est.con, est._index)
+        got = evaluate(est.con, cols, len(est._index), plan, ctx)
+        assert (got == expected).all()
+    assert (est.criterion(crit, ctx) == expected).all()  # whichever path the estimator takes
+
+
+def test_the_common_event_criteria_take_the_numpy_path() -> None:
+    watch = {"event_type": "custom_event", "name": "watch"}
+    for c in (
+        {"type": "event", "event": watch, "window": {"last": {"amount": 7, "unit": "days"}}},
+        {
+            "type": "event",
+            "event": watch,
+            "where": [{"attribute": "genre", "op": "equals", "value": "drama"}],
+        },
+        {
+            "not": {
+                "type": "event",
+                "event": watch,
+                "having": {"fn": "count", "op": "greater_than", "value": 2},
+            }
+        },
+    ):
+        assert event_plan(lower(parse_criteria(c), {})) is not None, c
+    for c in (
+        {"type": "event", "event": watch, "window": {"since_parent_entry": True}},
+        {
+            "type": "event",
+            "event": watch,
+            "having": {"fn": "sum", "attribute": "minutes", "op": "greater_than", "value": 2},
+        },
+        {
+            "type": "event",
+            "event": watch,
+            "where": [{"attribute": "product.cat", "op": "equals", "value": "x"}],
+        },
+    ):
+        assert event_plan(lower(parse_criteria(c), {})) is None, c
+
+
+def test_leaf_queries_read_only_the_sample_tables(est: Estimator) -> None:
+    r = random.Random(4)
+    ctx = CompileContext(now_ms=T0, lookback_ms=LOOKBACK, input_ids=(1, 2), parent_audience_id=-1)
+    for _ in range(20):
+        sql = to_sql(compile_criteria(parse_criteria(random_criteria(r)), ctx))
+        plan = "\n".join(str(row[1]) for row in est.con.execute("EXPLAIN " + sql).fetchall())
+        tables = set(re.findall(r"Table: (\S+)", plan))
+        assert tables and all('"sample".' in t for t in tables), (tables, sql)
