@@ -115,8 +115,7 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 self.journeys.settle()  # first calculations (after start-up: recovery too)
-                self.audiences.catch_up()
-                self.audiences.advance(exact=False)
+                self.audiences.realtime()  # new batches and due timers, in one evaluation
                 if time.monotonic() - last_sample > SAMPLE_REFRESH_S:  # estimates refresh it on demand too
                     self.views.estimator.refresh()
                     last_sample = time.monotonic()

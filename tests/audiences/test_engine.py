@@ -135,3 +135,34 @@ def test_root_requires_selected_inputs_and_profile_lifetime(world: World) -> Non
     world.clock.set(T0 + 90 * DAY + 1)
     world.engine.advance()
     assert world.engine.members(101) == []
+
+
+def test_realtime_step_evaluates_new_batches_and_due_timers_together(world: World) -> None:
+    crit = {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "watch"},
+        "having": {"fn": "count", "op": "greater_or_equal", "value": 1},
+        "window": {"last": {"amount": 1, "unit": "days"}},
+    }
+    world.engine.configure([journey(ms(1, 101, crit))], {})
+
+    def watch(ts: int) -> dict[str, Any]:
+        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
+        return {"event_type": "custom_event", "data": data}
+
+    world.send({"mpid": 1, "events": [watch(T0 - 1000)]})
+    assert world.engine.realtime().adds == 1
+    assert world.engine.realtime().users == 0  # nothing new, nothing due
+    # User 1's event leaves the window while user 2 sends one: one evaluation handles both.
+    world.clock.set(T0 + DAY)
+    world.send({"mpid": 2, "events": [watch(T0 + DAY - 10)]})
+    result = world.engine.realtime()
+    assert (result.users, result.adds, result.removes) == (2, 1, 1)
+    assert world.engine.members(101) == [2]
+    rows = (
+        world.store.reader()
+        .execute("SELECT mpid, action, cause FROM membership_changes ORDER BY seq")
+        .fetchall()
+    )
+    assert rows == [(1, "add", "ingest"), (1, "remove", "timer"), (2, "add", "ingest")]
+    assert world.engine.realtime().users == 0  # the batch is marked evaluated

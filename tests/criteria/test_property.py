@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from criteria_store import load
@@ -20,6 +21,7 @@ from milepost.criteria import (
     to_json,
     to_sql,
 )
+from milepost.criteria.dialect import call, lit
 from milepost.criteria.reference import UserData
 
 PROPERTY = settings(
@@ -108,3 +110,19 @@ def test_compile_many_and_candidates_agree(
         assert {r[0] for r in rows if r[i + 1]} == oracle(crit, world)
     restricted = con.execute(to_sql(compile_criteria(crits[0], context(world, sorted(pick))))).fetchall()
     assert {r[0] for r in restricted} == oracle(crits[0], world) & pick
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=criteria, world=worlds(), shift=st.sampled_from([0, 7 * DAY, 40 * DAY]))
+def test_instant_bound_per_evaluation_matches_reference(
+    raw: dict[str, Any], world: dict[str, Any], shift: int
+) -> None:
+    """Compiled once with `now` as a session variable, the query answers for the instant it is run at."""
+    crit = parse_criteria(raw)
+    con = load(world["users"], world["memberships"])
+    # Compiled at another instant: only the variable may carry `now` into the query.
+    ctx = replace(context(world), now_ms=NOW - shift, now_sql=call("getvariable", lit("eval_now")))
+    sql = to_sql(compile_criteria(crit, ctx))
+    con.execute(f"SET VARIABLE eval_now = {NOW}::BIGINT")
+    got = {row[0] for row in con.execute(sql).fetchall()}
+    assert got == oracle(crit, world), sql

@@ -1,11 +1,12 @@
 """When a user's truth can next change without new data: the durations and dates criteria depend on.
 
 A user's next timer is the earliest future instant among: each of their events' time plus every
-duration the maintained criteria use (windows, `between_ago` bounds, sequence `within`, the
-lookback, calculated-attribute windows), their seen times plus those durations and the profile
-lifetime, their memberships' entry times plus `parent_entry` / `member_for` durations, and their
-date-valued attributes plus the rolling durations applied to them. This over-approximates the
-instants at which a leaf can flip; re-evaluating at a non-flip instant changes nothing.
+duration the event-reading leaves use (windows, `between_ago` bounds, sequence `within`, the
+lookback, calculated-attribute windows; none when no leaf reads events), their seen times plus the
+profile lifetime and the first/last-seen leaves' durations, their memberships' entry times plus
+`parent_entry` / `member_for` durations, and their date-valued attributes plus the rolling durations
+applied to them. This over-approximates the instants at which a leaf can flip; re-evaluating at a
+non-flip instant changes nothing.
 """
 
 from __future__ import annotations
@@ -16,15 +17,34 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from milepost.criteria import CalculatedAttribute, Criteria
-from milepost.criteria.model import UNIT_MS, BetweenAgo, Duration, PredictionLeaf, UserAttributeLeaf
+from milepost.criteria.model import (
+    UNIT_MS,
+    AudienceLeaf,
+    BetweenAgo,
+    CalculatedAttributeLeaf,
+    Duration,
+    EventLeaf,
+    FirstSeenLeaf,
+    LastSeenLeaf,
+    ParentEntryLeaf,
+    PredictionLeaf,
+    SequenceLeaf,
+    UserAttributeLeaf,
+)
 
 ROLLING_OPS = frozenset({"within_last", "more_than_ago"})
 
 
 @dataclass(frozen=True)
 class Boundaries:
-    durations_ms: frozenset[int]  # added to event times, seen times and entry times
+    durations_ms: frozenset[int]  # every duration the criteria use, the lookback and the lifetime
     attribute_durations: frozenset[tuple[str, int]]  # (user attribute, duration) for rolling date ops
+    # Per time source, the durations that can flip a leaf reading it (subsets of `durations_ms`):
+    # event times (event, sequence and calculated-attribute leaves), seen times (the profile
+    # lifetime, first/last-seen leaves) and membership entry times (`member_for`, `parent_entry`).
+    event_durations_ms: frozenset[int] = frozenset()
+    seen_durations_ms: frozenset[int] = frozenset()
+    entry_durations_ms: frozenset[int] = frozenset()
 
 
 def _walk(node: object) -> Iterator[object]:
@@ -37,24 +57,54 @@ def _walk(node: object) -> Iterator[object]:
             yield from _walk(item)
 
 
+def _durations(node: object) -> set[int]:
+    found: set[int] = set()
+    for n in _walk(node):
+        if isinstance(n, Duration):
+            found.add(n.ms)
+        elif isinstance(n, BetweenAgo):
+            unit = UNIT_MS[n.unit]
+            found.update({n.from_ * unit, n.to * unit})
+    return found
+
+
 def boundaries(
     criteria: Iterable[Criteria],
     calculated: Iterable[CalculatedAttribute],
     lookback_ms: int,
     lifetime_ms: int,
 ) -> Boundaries:
+    criteria, calculated = list(criteria), list(calculated)
     durations = {0, lookback_ms, lifetime_ms}
+    events: set[int] = set()
+    reads_events = False
+    seen = {0, lifetime_ms}
+    entry: set[int] = set()
     attribute_durations: set[tuple[str, int]] = set()
     for node in _walk([*criteria, *calculated]):
-        if isinstance(node, Duration):
-            durations.add(node.ms)
-        elif isinstance(node, BetweenAgo):
-            unit = UNIT_MS[node.unit]
-            durations.update({node.from_ * unit, node.to * unit})
+        if isinstance(node, Duration | BetweenAgo):
+            durations |= _durations(node)
         if (
             isinstance(node, UserAttributeLeaf | PredictionLeaf)
             and node.op in ROLLING_OPS
             and isinstance(node.value, Duration)
         ):
             attribute_durations.add((node.attribute, node.value.ms))
-    return Boundaries(frozenset(durations), frozenset(attribute_durations))
+        if isinstance(node, EventLeaf | SequenceLeaf | CalculatedAttributeLeaf):
+            reads_events = True
+            events |= _durations(node)
+        elif isinstance(node, FirstSeenLeaf | LastSeenLeaf):
+            seen |= _durations(node)
+        elif isinstance(node, AudienceLeaf | ParentEntryLeaf):
+            entry |= _durations(node)
+    if reads_events:
+        # Any leaf reading events: the lookback, calculated-attribute windows, and 0 (an event
+        # dated after `now` counts once its time comes).
+        events |= {0, lookback_ms, *(d for c in calculated for d in _durations(c))}
+    return Boundaries(
+        frozenset(durations),
+        frozenset(attribute_durations),
+        frozenset(events),
+        frozenset(seen),
+        frozenset(entry),
+    )

@@ -28,6 +28,7 @@ from milepost.audiences.tree import (
 )
 from milepost.criteria import CalculatedAttribute, CompileContext, compile_many
 from milepost.criteria.dialect import Dialect, lit
+from milepost.criteria.sqlvalues import before
 
 PARENT_TABLE = "eval_parent"
 
@@ -83,7 +84,12 @@ class Step:
 
 
 def root_query(
-    journey: JourneyRows, now: int, lifetime_ms: int, dialect: Dialect, candidates: str | None = None
+    journey: JourneyRows,
+    now: int,
+    lifetime_ms: int,
+    dialect: Dialect,
+    candidates: str | None = None,
+    now_sql: exp.Expr | None = None,
 ) -> exp.Select:
     """Users active within the profile lifetime who sent data through one of the journey's inputs."""
     users = exp.to_table("users")
@@ -93,7 +99,7 @@ def root_query(
     )
     cond = exp.and_(
         exp.Not(this=exp.Is(this=last_seen, expression=exp.Null())),
-        exp.GT(this=last_seen.copy(), expression=lit(now - lifetime_ms)),
+        exp.GT(this=last_seen.copy(), expression=before(now if now_sql is None else now_sql, lifetime_ms)),
         inputs,
     )
     if candidates is not None:
@@ -105,9 +111,18 @@ def root_query(
     )
 
 
-def group_steps(group: SiblingGroup, plan: Plan, now: int, lookback_ms: int, dialect: Dialect) -> list[Step]:
+def group_steps(
+    group: SiblingGroup,
+    plan: Plan,
+    now: int,
+    lookback_ms: int,
+    dialect: Dialect,
+    now_sql: exp.Expr | None = None,
+) -> list[Step]:
     """A sibling group's steps: usually one; a child reading an earlier sibling's audience starts a
-    new segment, so it sees that sibling's membership as this evaluation leaves it."""
+    new segment, so it sees that sibling's membership as this evaluation leaves it.
+
+    `now_sql`: the instant as an expression bound per evaluation, so the steps can be reused."""
     regular = [c for c in group.children if c.criteria is not None]
     remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
     select = None
@@ -120,6 +135,7 @@ def group_steps(group: SiblingGroup, plan: Plan, now: int, lookback_ms: int, dia
             calculated=plan.calculated,
             candidates=PARENT_TABLE,
             dialect=dialect,
+            now_sql=now_sql,
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
         # The first sibling whose criteria pass wins; the rest go to `remaining` if there is one.
@@ -130,7 +146,9 @@ def group_steps(group: SiblingGroup, plan: Plan, now: int, lookback_ms: int, dia
             ],
             default=exp.convert(remaining) if remaining is not None else exp.Null(),
         )
-        select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(query.subquery("q"))
+        select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(
+            query.subquery("q", copy=False)
+        )
     steps: list[Step] = []
     bounds = [0, *group.segment_starts, len(group.children)]
     for lo, hi in itertools.pairwise(bounds):
@@ -141,7 +159,7 @@ def group_steps(group: SiblingGroup, plan: Plan, now: int, lookback_ms: int, dia
         if select is not None:
             step_query = (
                 exp.select("audience_id", "mpid")
-                .from_(select.subquery("p"))
+                .from_(select.subquery("p", copy=len(bounds) > 2))  # shared by segments
                 .where(exp.column("audience_id").isin(*[exp.convert(a) for a in kept]) if kept else "false")
             )
         elif remaining is not None and remaining in kept:

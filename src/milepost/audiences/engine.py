@@ -3,7 +3,8 @@
 One method does the work for every use: `evaluate(now, candidates)` computes the trees for the
 candidate users (all users for a full calculation), diffs against stored membership, and writes
 the new membership, the change log and the users' next timers in one transaction. Real time is
-`catch_up` (users of batches not yet evaluated) plus `advance` (users whose timers are due).
+`catch_up` (users of batches not yet evaluated) plus `advance` (users whose timers are due); the
+server runs both as one evaluation (`realtime`).
 Which queries run in which order is `audiences/dataflow.py`; with a `FullCalculator` (Spark), a
 full calculation computes the new membership there and only the diff is applied here.
 """
@@ -19,14 +20,18 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from milepost.audiences.dataflow import Plan, Step, group_steps, make_plan, root_query, steps
-from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
+from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
+from milepost.audiences.tree import JourneyRows, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
-from milepost.criteria.dialect import DUCKDB
+from milepost.criteria.dialect import DUCKDB, call, lit
 from milepost.engines.duckdb_membership import MEMBERSHIP_DDL, SCRATCH_DDL
 
 WATERMARK_KEY = "evaluated_batch_seq"
+# The instant of the running evaluation, a session variable of the engine's connection: compiled
+# queries read it, so they are compiled once per plan.
+NOW_VARIABLE = "milepost_eval_now"
+NOW_SQL = call("getvariable", lit(NOW_VARIABLE))
 SCOPED_TABLES = ("events", "users", "identities", "consents", "devices")
 
 
@@ -45,6 +50,21 @@ class EvalResult:
 
 
 _Plan = Plan
+
+
+@dataclass(frozen=True)
+class _SqlStep:
+    """A step as SQL text: its rows `(audience_id, mpid)` replace the membership of `writes`."""
+
+    writes: tuple[int, ...]
+    sql: str | None  # None: the audiences end up empty
+    parent: int | None  # fill `eval_parent` with this audience's members first
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    roots: _SqlStep | None
+    steps: list[_SqlStep]
 
 
 class FullCalculator(Protocol):
@@ -74,6 +94,8 @@ class AudienceEngine:
         self.calculator = calculator  # None: full calculations run here too
         self._lock = threading.RLock()
         self._plan = _Plan()
+        self._cache: tuple[_Plan, EngineSettings, _Compiled] | None = None
+        self._step_no = 0  # steps of the running evaluation, ordering its change log
         for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
             con.execute(ddl).fetchall()
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
@@ -179,6 +201,46 @@ class AudienceEngine:
             ]
             return self.evaluate(now, mpids, "ingest", watermark=int(top))
 
+    def realtime(self, now: int | None = None, *, max_timer_users: int = 50_000) -> EvalResult:
+        """The server's real-time step: `catch_up` and a non-exact `advance` in one evaluation at `now`.
+
+        Users of new batches and users whose timers are due (at most `max_timer_users`) share the
+        evaluation's fixed cost; each change is logged with the cause of its user (ingest first).
+        """
+        with self._lock:
+            now = self.clock.now_ms() if now is None else now
+            wm = self._watermark()
+            top = self.con.execute("SELECT max(seq) FROM batches WHERE seq > ?", [wm]).fetchall()[0][0]
+            ingest: list[int] = []
+            if top is not None and self._plan.journeys:
+                ingest = [
+                    int(r[0])
+                    for r in self.con.execute(
+                        "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
+                        "AND endpoint = 'events' AND environment = 'production'",
+                        [wm, top],
+                    ).fetchall()
+                ]
+            elif top is not None:  # nothing maintained: only remember how far the log was read
+                self.con.execute(
+                    "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(int(top))]
+                ).fetchall()
+                top = None
+            due = [
+                int(r[0])
+                for r in self.con.execute(
+                    "SELECT mpid FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+                    [now, max_timer_users],
+                ).fetchall()
+            ]
+            if top is None and not due:
+                return EvalResult()
+            users = list(dict.fromkeys([*ingest, *due]))
+            watermark = None if top is None else int(top)
+            if not ingest or not due:
+                return self.evaluate(now, users, "ingest" if ingest else "timer", watermark)
+            return self.evaluate(now, users, "ingest", watermark, ingest_users=ingest)
+
     def advance(self, now: int | None = None, *, exact: bool = True, max_users: int = 50_000) -> EvalResult:
         """Fire due timers.
 
@@ -218,7 +280,10 @@ class AudienceEngine:
         watermark: int | None = None,
         *,
         remote: bool = False,
+        ingest_users: Sequence[int] | None = None,
     ) -> EvalResult:
+        """`ingest_users`: the candidates evaluated for new data; changes of the others are logged
+        with the cause "timer" (a real-time step evaluating both kinds together)."""
         with self._lock:
             con = self.con
             plan = self._plan
@@ -228,7 +293,7 @@ class AudienceEngine:
                 if remote and candidates is None and self.calculator is not None and plan.journeys:
                     self._apply_calculated(plan, now, cause, result)
                 else:
-                    self._evaluate_plan(plan, now, candidates, cause, result)
+                    self._evaluate_plan(plan, now, candidates, cause, result, ingest_users)
                 if watermark is not None:
                     con.execute(
                         "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
@@ -240,27 +305,103 @@ class AudienceEngine:
             return result
 
     def _evaluate_plan(
-        self, plan: _Plan, now: int, candidates: Sequence[int] | None, cause: str, result: EvalResult
+        self,
+        plan: _Plan,
+        now: int,
+        candidates: Sequence[int] | None,
+        cause: str,
+        result: EvalResult,
+        ingest: Sequence[int] | None = None,
     ) -> None:
         scoped = candidates is not None
-        self.con.execute("DELETE FROM eval_candidates").fetchall()
-        self._drop_scope_copies()
+        con = self.con
+        con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
+        con.execute("DELETE FROM eval_candidates").fetchall()
+        self._begin_log()
         if scoped:
             self._fill("eval_candidates", candidates or [])
             result.users = len(candidates or [])
             # The candidates' rows, copied once: every query of this evaluation then reads a few
-            # thousand rows instead of filtering the whole store again per sibling group.
-            for table in SCOPED_TABLES:
-                self.con.execute(
-                    f"CREATE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} "
+            # thousand rows instead of filtering the whole store again per sibling group. Their
+            # memberships too: steps update the copy, and `_flush` applies the net change.
+            for table in (*SCOPED_TABLES, "memberships"):
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} "
                     "WHERE mpid IN (SELECT mpid FROM eval_candidates)"
                 ).fetchall()
-        for journey in plan.journeys:
-            self._evaluate_root(journey, now, scoped, cause, result)
-        for group in plan.groups:
-            self._evaluate_group(group, plan, now, scoped, cause, result)
+        else:
+            self._drop_scope_copies()
+        compiled = self._compiled(plan)
+        if compiled.roots is not None:
+            self._evaluate_root(compiled.roots, now, scoped, cause, result)
+        for step in compiled.steps:
+            self._run_step(step, now, scoped, cause, result)
         self._set_timers(plan, now, scoped)
-        self._drop_scope_copies()
+        self._flush(now, scoped, cause, ingest)
+        if scoped:
+            self._drop_scope_copies()
+
+    def _begin_log(self) -> None:
+        self._step_no = 0
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
+        ).fetchall()
+
+    def _flush(self, now: int, scoped: bool, cause: str, ingest: Sequence[int] | None = None) -> None:
+        """Record the evaluation's changes (kept in `eval_log`) in the change log; when scoped, also
+        apply them to the stored membership (the steps updated the candidates' copy). With `ingest`,
+        changes of other users are logged as caused by their timers."""
+        con = self.con
+        if not con.execute("SELECT count(*) FROM eval_log").fetchall()[0][0]:
+            return
+        cause_sql = "?"
+        params: list[object] = [cause]
+        if ingest is not None:
+            self._fill_list("eval_ingest", ingest)
+            cause_sql = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN ? ELSE 'timer' END"
+        if scoped:
+            stored = f"{self._db}.main.memberships"
+            con.execute(
+                f"DELETE FROM {stored} WHERE EXISTS (SELECT 1 FROM eval_log r WHERE NOT r.added "
+                f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)"
+            ).fetchall()
+            con.execute(
+                f"INSERT INTO {stored} SELECT audience_id, mpid, ? FROM eval_log WHERE added", [now]
+            ).fetchall()
+        # Step by step; within a step removes first, then adds, each in (audience, user) order.
+        n = con.execute(
+            "INSERT INTO membership_changes SELECT ? + row_number() OVER (ORDER BY step, added, audience_id, mpid), "
+            f"audience_id, mpid, CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? "
+            "FROM eval_log WHERE audience_id > 0",
+            [self._seq, now, *params, self.clock.now_ms()],
+        ).fetchall()[0][0]
+        self._seq += int(n)
+
+    def _compiled(self, plan: _Plan) -> _Compiled:
+        """The plan's queries as SQL text, compiled once per plan and settings: every evaluation
+        binds its instant through `NOW_VARIABLE` instead of compiling again."""
+        cached = self._cache
+        if cached is not None and cached[0] is plan and cached[1] == self.settings:
+            return cached[2]
+        lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
+        roots = [root_query(j, 0, lifetime, DUCKDB, None, NOW_SQL) for j in plan.journeys]
+        root_step = None
+        if roots:
+            union: exp.Query = roots[0]
+            for q in roots[1:]:
+                union = exp.union(union, q, distinct=False)
+            root_step = _SqlStep(tuple(root_audience_id(j.id) for j in plan.journeys), to_sql(union), None)
+        compiled = _Compiled(
+            root_step,
+            [
+                _SqlStep(st.writes, None if st.query is None else to_sql(st.query), st.parent)
+                for g in plan.groups
+                for st in group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)
+            ],
+        )
+        if plan is self._plan:  # what-if plans are evaluated once
+            self._cache = (plan, self.settings, compiled)
+        return compiled
 
     def _apply_calculated(self, plan: _Plan, now: int, cause: str, result: EvalResult) -> None:
         """A full calculation done by the calculator: its final membership, applied step by step.
@@ -272,6 +413,7 @@ class AudienceEngine:
         assert self.calculator is not None
         self.con.execute("DELETE FROM eval_candidates").fetchall()
         self._drop_scope_copies()
+        self._begin_log()
         path = self.calculator.calculate(self.con, plan, now, self.settings)
         source = "read_parquet(" + to_sql(exp.convert(path)) + ")"
         self.con.execute(
@@ -279,20 +421,22 @@ class AudienceEngine:
         ).fetchall()
         try:
             for step in steps(plan, now, self.settings.lookback_ms, self.settings.lifetime_ms, DUCKDB):
-                self.con.execute("DELETE FROM eval_new").fetchall()
-                if step.writes:
-                    self.con.execute(
-                        "INSERT INTO eval_new SELECT audience_id, mpid FROM eval_calculated "
-                        "WHERE list_contains(?::BIGINT[], audience_id)",
-                        [list(step.writes)],
-                    ).fetchall()
-                self._apply_diff(list(step.writes), now, False, cause, result)
+                self._apply_diff(
+                    list(step.writes),
+                    "SELECT audience_id, mpid FROM eval_calculated WHERE list_contains(?::BIGINT[], audience_id)",
+                    [list(step.writes)],
+                    now,
+                    False,
+                    cause,
+                    result,
+                )
         finally:
             self.con.execute("DROP TABLE IF EXISTS eval_calculated").fetchall()
         self._set_timers(plan, now, False)
+        self._flush(now, False, cause)
 
     def _drop_scope_copies(self) -> None:
-        for table in SCOPED_TABLES:
+        for table in (*SCOPED_TABLES, "memberships"):
             self.con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
 
     def _fill(self, table: str, mpids: Sequence[int]) -> None:
@@ -302,84 +446,82 @@ class AudienceEngine:
         finally:
             self.con.unregister("t_fill")
 
+    def _fill_list(self, table: str, mpids: Sequence[int]) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)").fetchall()
+        self._fill(table, mpids)
+
     def _scope(self, column: str, scoped: bool) -> str:
         return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
 
-    def _evaluate_root(
-        self, journey: JourneyRows, now: int, scoped: bool, cause: str, result: EvalResult
-    ) -> None:
-        con = self.con
-        con.execute("DELETE FROM eval_new").fetchall()
-        candidates = "eval_candidates" if scoped else None
-        query = root_query(journey, now, self.settings.lifetime_ms, DUCKDB, candidates)
-        con.execute(f"INSERT INTO eval_new {to_sql(query)}").fetchall()
-        self._apply_diff([root_audience_id(journey.id)], now, scoped, cause, result)
+    def _evaluate_root(self, step: _SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
+        """Every journey's root in one query (roots are independent of each other)."""
+        self._run_step(step, now, scoped, cause, result)
 
-    def _evaluate_group(
-        self, group: SiblingGroup, plan: _Plan, now: int, scoped: bool, cause: str, result: EvalResult
-    ) -> None:
-        for step in group_steps(group, plan, now, self.settings.lookback_ms, DUCKDB):
-            self._run_step(step, now, scoped, cause, result)
-
-    def _run_step(self, step: Step, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
+    def _run_step(self, step: _SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
         con = self.con
         if step.parent is not None:
-            con.execute("DELETE FROM eval_parent").fetchall()
             con.execute(
-                "INSERT INTO eval_parent SELECT mpid FROM memberships WHERE audience_id = ?"
-                + self._scope("mpid", scoped),
+                f"CREATE OR REPLACE TEMP TABLE {PARENT_TABLE} AS SELECT mpid FROM memberships "
+                "WHERE audience_id = ?" + self._scope("mpid", scoped),
                 [step.parent],
             ).fetchall()
-        con.execute("DELETE FROM eval_new").fetchall()
-        if step.query is not None:
-            con.execute(f"INSERT INTO eval_new {to_sql(step.query)}").fetchall()
-        self._apply_diff(list(step.writes), now, scoped, cause, result)
+        new = (
+            step.sql
+            if step.sql is not None
+            else "SELECT NULL::BIGINT AS audience_id, NULL::BIGINT AS mpid LIMIT 0"
+        )
+        self._apply_diff(list(step.writes), new, [], now, scoped, cause, result)
 
     def _apply_diff(
-        self, audience_ids: list[int], now: int, scoped: bool, cause: str, result: EvalResult
+        self,
+        audience_ids: list[int],
+        new: str,
+        params: list[object],
+        now: int,
+        scoped: bool,
+        cause: str,
+        result: EvalResult,
     ) -> None:
-        """Write the difference between `eval_new` and stored membership of these audiences."""
+        """Write the difference between the rows of `new` and stored membership of these audiences
+        (the change log follows in `_flush`)."""
         con = self.con
-        scope = self._scope("m.mpid", scoped)
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE eval_adds AS SELECT n.audience_id, n.mpid FROM eval_new n "
-            "WHERE NOT EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = n.audience_id AND m.mpid = n.mpid)"
+        self._step_no += 1
+        # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
+        changed = con.execute(
+            f"CREATE OR REPLACE TEMP TABLE eval_diff AS WITH n AS MATERIALIZED ({new}) "
+            "SELECT n.audience_id, n.mpid, true AS added FROM n WHERE NOT EXISTS (SELECT 1 FROM memberships m "
+            "WHERE m.audience_id = n.audience_id AND m.mpid = n.mpid) UNION ALL "
+            "SELECT m.audience_id, m.mpid, false FROM memberships m "
+            "WHERE list_contains(?::BIGINT[], m.audience_id)"
+            + self._scope("m.mpid", scoped)
+            + " AND NOT EXISTS (SELECT 1 FROM n WHERE n.audience_id = m.audience_id AND n.mpid = m.mpid)",
+            [*params, audience_ids],
+        ).fetchall()[0][0]
+        if not changed:
+            return
+        counts = con.execute(
+            "SELECT audience_id, count(*) FILTER (WHERE added), count(*) FILTER (WHERE NOT added) "
+            "FROM eval_diff GROUP BY audience_id"
         ).fetchall()
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE eval_removes AS SELECT m.audience_id, m.mpid FROM memberships m "
-            "WHERE list_contains(?::BIGINT[], m.audience_id)" + scope + " AND NOT EXISTS "
-            "(SELECT 1 FROM eval_new n WHERE n.audience_id = m.audience_id AND n.mpid = m.mpid)",
-            [audience_ids],
-        ).fetchall()
-        adds = con.execute("SELECT count(*) FROM eval_adds").fetchall()[0][0]
-        removes = con.execute("SELECT count(*) FROM eval_removes").fetchall()[0][0]
+        adds = sum(int(r[1]) for r in counts)
+        removes = sum(int(r[2]) for r in counts)
         if removes:
             con.execute(
-                "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM eval_removes r "
-                "WHERE r.audience_id = memberships.audience_id AND r.mpid = memberships.mpid)"
+                "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM eval_diff r WHERE NOT r.added "
+                "AND r.audience_id = memberships.audience_id AND r.mpid = memberships.mpid)"
             ).fetchall()
         if adds:
             con.execute(
-                "INSERT INTO memberships SELECT audience_id, mpid, ? FROM eval_adds", [now]
+                "INSERT INTO memberships SELECT audience_id, mpid, ? FROM eval_diff WHERE added", [now]
             ).fetchall()
-        for table, action in (("eval_removes", "remove"), ("eval_adds", "add")):
-            n = con.execute(
-                f"INSERT INTO membership_changes SELECT ? + row_number() OVER (ORDER BY audience_id, mpid), "
-                f"audience_id, mpid, ?, ?, ?, ? FROM {table} WHERE audience_id > 0",
-                [self._seq, action, now, cause, self.clock.now_ms()],
-            ).fetchall()[0][0]
-            self._seq += int(n)
+        if scoped or any(a > 0 for a in audience_ids):  # journey roots are in no change log
+            con.execute(f"INSERT INTO eval_log SELECT {self._step_no}, * FROM eval_diff").fetchall()
         if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
-            result.adds += int(adds)
-            result.removes += int(removes)
-            if adds or removes:
-                for a, n_add, n_remove in con.execute(
-                    "SELECT audience_id, sum(CASE WHEN k = 'a' THEN 1 ELSE 0 END), "
-                    "sum(CASE WHEN k = 'r' THEN 1 ELSE 0 END) FROM (SELECT audience_id, 'a' AS k FROM eval_adds "
-                    "UNION ALL SELECT audience_id, 'r' FROM eval_removes) GROUP BY audience_id"
-                ).fetchall():
-                    prev = result.per_audience.get(int(a), (0, 0))
-                    result.per_audience[int(a)] = (prev[0] + int(n_add), prev[1] + int(n_remove))
+            result.adds += adds
+            result.removes += removes
+            for a, n_add, n_remove in counts:
+                prev = result.per_audience.get(int(a), (0, 0))
+                result.per_audience[int(a)] = (prev[0] + int(n_add), prev[1] + int(n_remove))
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         """Each user's next instant of possible change: one grouped pass per source, no cross joins."""
@@ -389,23 +531,32 @@ class AudienceEngine:
         if b is None or not plan.journeys:
             return
         now = int(now)
-        durations = sorted(int(d) for d in b.durations_ms)
-        # For each duration d, the earliest t with t + d > now is the next boundary it gives.
-        events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
 
-        def later(column: str) -> str:
+        def later(column: str, durations: list[int]) -> str:
             return ", ".join(f"CASE WHEN {column} + {d} > {now} THEN {column} + {d} END" for d in durations)
 
+        # Each time source with only the durations that can flip a leaf reading it.
+        seen = sorted(int(d) for d in b.seen_durations_ms)
         parts = [
-            f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)}"
+            f"SELECT mpid, least({later('last_seen', seen)}, {later('first_seen', seen)}) FROM users WHERE true"
             + self._scope("mpid", scoped)
-            + " GROUP BY mpid",
-            f"SELECT mpid, least({later('last_seen')}, {later('first_seen')}) FROM users WHERE true"
-            + self._scope("mpid", scoped),
-            f"SELECT mpid, min(least({later('entered_at')})) FROM memberships WHERE true"
-            + self._scope("mpid", scoped)
-            + " GROUP BY mpid",
         ]
+        if b.event_durations_ms:
+            durations = sorted(int(d) for d in b.event_durations_ms)
+            # For each duration d, the earliest t with t + d > now is the next boundary it gives.
+            events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
+            parts.append(
+                f"SELECT mpid, least({events}) FROM events WHERE ts > {now - max(durations)}"
+                + self._scope("mpid", scoped)
+                + " GROUP BY mpid"
+            )
+        if b.entry_durations_ms:
+            entry = sorted(int(d) for d in b.entry_durations_ms)
+            parts.append(
+                f"SELECT mpid, min(least({later('entered_at', entry)})) FROM memberships WHERE true"
+                + self._scope("mpid", scoped)
+                + " GROUP BY mpid"
+            )
         for attribute, duration in sorted(b.attribute_durations):
             value = DUCKDB.json_get(exp.column("attributes"), attribute)
             text = DUCKDB.json_text(value)

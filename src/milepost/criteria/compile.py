@@ -18,11 +18,13 @@ from milepost.criteria.model import CalculatedAttribute, Condition, Criteria
 from milepost.criteria.sqlvalues import (
     FALSE,
     TRUE,
+    Instant,
     JsonValue,
     NumberValue,
     SqlValue,
     StringValue,
     and_,
+    before,
     or_,
     sure,
     test_value,
@@ -42,6 +44,9 @@ class CompileContext:
     calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
     candidates: Sequence[int] | str | None = None  # mpids, or a table with an `mpid` column
     dialect: Dialect = DUCKDB
+    # The instant as an SQL expression bound per evaluation (one compiled query serves every
+    # evaluation); None: `now_ms` as literals.
+    now_sql: exp.Expr | None = None
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -60,6 +65,11 @@ class Compiler:
         self.d = ctx.dialect
         self.ctes: dict[object, str] = {}
         self.cte_bodies: list[tuple[str, exp.Select]] = []
+        self.now: Instant = ctx.now_sql if ctx.now_sql is not None else ctx.now_ms
+
+    def ago(self, ms: int = 0) -> exp.Expr:
+        """`now - ms`."""
+        return before(self.now, ms)
 
     # -- helpers -------------------------------------------------------------------------
     def candidate_filter(self, mpid: exp.Expr) -> exp.Expr:
@@ -89,13 +99,13 @@ class Compiler:
         return exp.In(this=col("input_id", a), expressions=[lit(int(i)) for i in ids])
 
     def in_range(self, a: str, r: core.TimeRange) -> exp.Expr:
-        ts, now = col("ts", a), self.ctx.now_ms
-        parts: list[exp.Expr] = [exp.LTE(this=ts, expression=lit(now))]
+        ts = col("ts", a)
+        parts: list[exp.Expr] = [exp.LTE(this=ts, expression=self.ago())]
         if r.kind == "lookback":
-            parts.append(exp.GT(this=ts.copy(), expression=lit(now - self.ctx.lookback_ms)))
+            parts.append(exp.GT(this=ts.copy(), expression=self.ago(self.ctx.lookback_ms)))
         elif r.kind == "rolling":
-            parts.append(exp.GT(this=ts.copy(), expression=lit(now - r.older_ms)))
-            parts.append(exp.LTE(this=ts.copy(), expression=lit(now - r.newer_ms)))
+            parts.append(exp.GT(this=ts.copy(), expression=self.ago(r.older_ms)))
+            parts.append(exp.LTE(this=ts.copy(), expression=self.ago(r.newer_ms)))
         elif r.kind == "absolute":
             if r.start_ms is not None:
                 parts.append(exp.GTE(this=ts.copy(), expression=lit(r.start_ms)))
@@ -137,7 +147,7 @@ class Compiler:
     def where(self, a: str, cond: Condition) -> exp.Expr:
         assert cond.attribute is not None
         if not cond.attribute.startswith("product."):
-            return test_value(event_value_sql(self.d, a, cond.attribute), cond, self.ctx.now_ms)
+            return test_value(event_value_sql(self.d, a, cond.attribute), cond, self.now)
         key = cond.attribute[len("product.") :]
         products = self.d.json_elements(col("products", a))
 
@@ -146,7 +156,7 @@ class Compiler:
 
         if cond.op == "not_exists":
             return exp.Not(this=self.d.exists_element(products, f"_p{a}", lambda x: item(x).present()))
-        now = self.ctx.now_ms
+        now = self.now
         return self.d.exists_element(products, f"_p{a}", lambda x: test_value(item(x), cond, now))
 
     def exists_in(self, table: str, alias: str, *conds: exp.Expr) -> exp.Expr:
@@ -177,24 +187,24 @@ class Compiler:
         if isinstance(n, core.MembershipTest):
             conds = [eq(col("audience_id", "m"), lit(n.audience_id))]
             if n.min_ms is not None:
-                conds.append(exp.LTE(this=col("entered_at", "m"), expression=lit(self.ctx.now_ms - n.min_ms)))
+                conds.append(exp.LTE(this=col("entered_at", "m"), expression=self.ago(n.min_ms)))
             found = self.exists_in("memberships", "m", *conds)
             return found if n.member else exp.Not(this=found)
         assert isinstance(n, core.ParentEntryTest)
         parent = self.ctx.parent_audience_id
         if parent is None:
             return FALSE
-        at, now = col("entered_at", "pe"), self.ctx.now_ms
+        at = col("entered_at", "pe")
         if n.op == "within_last":
             when = and_(
-                exp.GT(this=at, expression=lit(now - n.ms)), exp.LTE(this=at.copy(), expression=lit(now))
+                exp.GT(this=at, expression=self.ago(n.ms)), exp.LTE(this=at.copy(), expression=self.ago())
             )
         else:
-            when = exp.LTE(this=at, expression=lit(now - n.ms))
+            when = exp.LTE(this=at, expression=self.ago(n.ms))
         return self.exists_in("memberships", "pe", eq(col("audience_id", "pe"), lit(parent)), when)
 
     def value_test(self, n: core.ValueTest) -> exp.Expr:
-        now = self.ctx.now_ms
+        now = self.now
         if n.source == "attribute":
             v: SqlValue = JsonValue(self.d, self.d.json_get(col("attributes", USERS), n.key))
             return test_value(v, n.cond, now)
@@ -249,10 +259,10 @@ class Compiler:
         total: exp.Expr = v
         if n.fn in ("count", "distinct", "sum"):
             total = exp.Coalesce(this=v, expressions=[lit(0)])
-        return test_value(NumberValue(self.d, total), n.test, self.ctx.now_ms)
+        return test_value(NumberValue(self.d, total), n.test, self.now)
 
     def sequence_test(self, n: core.SequenceTest) -> exp.Expr:
-        f, t, now = "f", "t", self.ctx.now_ms
+        f, t = "f", "t"
         within = exp.Add(this=col("ts", f), expression=lit(n.within_ms))
         then = (
             exp.select("1")
@@ -261,7 +271,7 @@ class Compiler:
                 and_(
                     eq(col("mpid", t), col("mpid", f)),
                     self.scope(t),
-                    exp.LTE(this=col("ts", t), expression=lit(now)),
+                    exp.LTE(this=col("ts", t), expression=self.ago()),
                     exp.GT(this=col("ts", t), expression=col("ts", f)),
                     exp.LTE(this=col("ts", t), expression=within),
                     self.selects(t, n.then),
@@ -270,7 +280,7 @@ class Compiler:
         )
         follow: exp.Expr = exp.Exists(this=then)
         if not n.completed:
-            follow = and_(exp.Not(this=follow), exp.GTE(this=lit(now), expression=within.copy()))
+            follow = and_(exp.Not(this=follow), exp.GTE(this=self.ago(), expression=within.copy()))
         body = (
             exp.select(col("mpid", f))
             .distinct()
@@ -290,12 +300,14 @@ class Compiler:
 
     # -- query ---------------------------------------------------------------------------
     def select(self, columns: list[exp.Expr], where: exp.Expr | None) -> exp.Select:
-        q = exp.select(*columns).from_(exp.to_table("users").as_(USERS))
+        # Built in place (copy=False): `q` is new here, and copying it per join or CTE is quadratic.
+        q = exp.select(*columns).from_(exp.to_table("users").as_(USERS), copy=False)
         for _, name in sorted((n, n) for n in self.ctes.values()):
-            q = q.join(exp.to_table(name), on=eq(col("mpid", name), col("mpid", USERS)), join_type="left")
-        q = q.where(and_(self.candidate_filter(col("mpid", USERS)), where or TRUE))
+            on = eq(col("mpid", name), col("mpid", USERS))
+            q = q.join(exp.to_table(name), on=on, join_type="left", copy=False)
+        q = q.where(and_(self.candidate_filter(col("mpid", USERS)), where or TRUE), copy=False)
         for name, body in self.cte_bodies:
-            q = q.with_(name, as_=body)
+            q = q.with_(name, as_=body.copy(), copy=False)
         return q
 
 

@@ -295,14 +295,26 @@ def _number(op: str, v: SqlValue, cond: Condition) -> exp.Expr:
     return cls(this=n, expression=lit(float(cond.value)))
 
 
-def _date(op: str, v: SqlValue, cond: Condition, now_ms: int) -> exp.Expr:
+Instant = int | exp.Expr  # the evaluation instant: epoch ms, or an expression bound per evaluation
+
+
+def before(now: Instant, ms: int = 0) -> exp.Expr:
+    """`now - ms` in SQL: a literal, or arithmetic on the bound instant (one query for every `now`)."""
+    if isinstance(now, int):
+        return lit(now - ms)
+    if not ms:
+        return now.copy()
+    return exp.Paren(this=exp.Sub(this=now.copy(), expression=lit(ms)))
+
+
+def _date(op: str, v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     ms = v.epoch_ms()
     if op in ("within_last", "more_than_ago"):
         assert isinstance(cond.value, Duration)
-        bound = now_ms - cond.value.ms
+        bound = before(now_ms, cond.value.ms)
         if op == "more_than_ago":
-            return exp.LTE(this=ms, expression=lit(bound))
-        return and_(exp.GT(this=ms, expression=lit(bound)), exp.LTE(this=ms.copy(), expression=lit(now_ms)))
+            return exp.LTE(this=ms, expression=bound)
+        return and_(exp.GT(this=ms, expression=bound), exp.LTE(this=ms.copy(), expression=before(now_ms)))
     if op == "between_dates":
         assert cond.values is not None
         lo, hi = day_start(cond.values[0]), day_start(cond.values[1])
@@ -316,7 +328,7 @@ def _date(op: str, v: SqlValue, cond: Condition, now_ms: int) -> exp.Expr:
     return and_(exp.GTE(this=ms, expression=lit(lo)), exp.LT(this=ms.copy(), expression=lit(hi + DAY_MS)))
 
 
-def test_value(v: SqlValue, cond: Condition, now_ms: int) -> exp.Expr:
+def test_value(v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     """A two-valued SQL condition: does the value pass?"""
     op = cond.op
     if op == "not_exists":

@@ -28,5 +28,4 @@ MEMBERSHIP_DDL = [
 SCRATCH_DDL = [
     "CREATE TEMP TABLE IF NOT EXISTS eval_candidates (mpid BIGINT)",
     "CREATE TEMP TABLE IF NOT EXISTS eval_parent (mpid BIGINT)",
-    "CREATE TEMP TABLE IF NOT EXISTS eval_new (audience_id BIGINT, mpid BIGINT)",
 ]

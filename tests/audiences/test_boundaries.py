@@ -1,0 +1,55 @@
+"""Which durations each time source gets: only those of the leaves that read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from milepost.audiences.boundaries import boundaries
+from milepost.criteria import parse_criteria
+
+DAY = 86_400_000
+LOOKBACK, LIFETIME = 30 * DAY, 90 * DAY
+
+
+def days(n: int) -> dict[str, Any]:
+    return {"amount": n, "unit": "days"}
+
+
+def test_each_source_gets_the_durations_of_its_leaves() -> None:
+    crit = parse_criteria(
+        {
+            "all": [
+                {
+                    "type": "event",
+                    "event": {"event_type": "custom_event", "name": "watch"},
+                    "window": {"last": days(7)},
+                },
+                {"type": "last_seen", "op": "within_last", "value": days(3)},
+                {"type": "parent_entry", "op": "more_than_ago", "value": days(2)},
+            ]
+        }
+    )
+    b = boundaries([crit], [], LOOKBACK, LIFETIME)
+    assert b.event_durations_ms == {0, 7 * DAY, LOOKBACK}
+    assert b.seen_durations_ms == {0, 3 * DAY, LIFETIME}
+    assert b.entry_durations_ms == {2 * DAY}
+    assert b.durations_ms == {0, 2 * DAY, 3 * DAY, 7 * DAY, LOOKBACK, LIFETIME}
+
+
+def test_profile_only_criteria_need_no_event_or_entry_boundaries() -> None:
+    crit = parse_criteria(
+        {
+            "all": [
+                {"type": "user_attribute", "attribute": "plan", "op": "equals", "value": "paid"},
+                {"type": "consent", "regulation": "gdpr", "purpose": "marketing", "state": "consented"},
+            ]
+        }
+    )
+    b = boundaries([crit], [], LOOKBACK, LIFETIME)
+    assert b.event_durations_ms == frozenset() and b.entry_durations_ms == frozenset()
+    assert b.seen_durations_ms == {0, LIFETIME}
+
+
+def test_an_event_leaf_without_a_window_still_reads_events() -> None:
+    crit = parse_criteria({"type": "event", "event": {"event_type": "custom_event", "name": "watch"}})
+    assert boundaries([crit], [], LOOKBACK, LIFETIME).event_durations_ms == {0, LOOKBACK}
