@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
@@ -107,18 +106,28 @@ class Runtime:
         self._maintenance.start()
         self._evaluator = threading.Thread(target=self._evaluate, name="milepost-evaluator", daemon=True)
         self._evaluator.start()
+        self._sampler = threading.Thread(target=self._refresh_sample, name="milepost-sample", daemon=True)
+        self._sampler.start()
         self.delivery.start()
+
+    def _refresh_sample(self) -> None:
+        """Keep the estimator's sample current, off the evaluator's thread (estimates also refresh it)."""
+        while True:
+            try:
+                self.views.estimator.refresh()
+            except Exception:
+                log.exception("refreshing the estimator's sample failed")
+            if self._stop.wait(SAMPLE_REFRESH_S):
+                return
 
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
-        last_sample = 0.0
         while not self._stop.is_set():
             try:
-                self.journeys.settle()  # first calculations (after start-up: recovery too)
-                self.audiences.realtime()  # new batches and due timers, in one evaluation
-                if time.monotonic() - last_sample > SAMPLE_REFRESH_S:  # estimates refresh it on demand too
-                    self.views.estimator.refresh()
-                    last_sample = time.monotonic()
+                settled = self.journeys.settle()  # first calculations (after start-up: recovery too)
+                result = self.audiences.realtime()  # new batches and due timers, in one evaluation
+                if result.adds or result.removes or settled.adds or settled.removes:
+                    self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:
                 log.exception("audience evaluation failed")
             self._wake.wait(0.2)
@@ -153,6 +162,7 @@ class Runtime:
             self.writer.stop()
             if hasattr(self, "_evaluator"):
                 self._evaluator.join(30)
+                self._sampler.join(30)
         self.delivery.close()
         self.views.estimator.close()
         self.store.close()
