@@ -38,6 +38,9 @@ EVENT_FIELDS = (
 
 CHECKPOINT_THRESHOLD = "256MB"
 
+# A key sent again after its window has two rows until the purge; the latest counts.
+DEDUPE_KEYS = "SELECT input_id, key, max(received_at) FROM dedupe_keys WHERE kind = ? GROUP BY input_id, key"
+
 
 class DuckDBStore:
     """One writer connection (the ingest thread) and a cursor per reader."""
@@ -82,6 +85,10 @@ class DuckDBStore:
             raise EngineError(
                 f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
             )
+        elif int(row[0]) == 1:
+            self._con.execute(
+                ";\n".join(["BEGIN TRANSACTION", *duckdb_schema.MIGRATE_1_TO_2, "COMMIT"])
+            ).fetchall()
         self._remove_orphan_segments()
 
     def _max(self, sql: str) -> int:
@@ -145,8 +152,8 @@ class DuckDBStore:
         if self._mirror is None:
             con = self._con
             self._mirror = StateMirror(
-                con.execute("SELECT input_id, request_id, received_at FROM request_keys").fetchall(),
-                con.execute("SELECT input_id, message_id, received_at FROM message_keys").fetchall(),
+                con.execute(DEDUPE_KEYS, [duckdb_schema.REQUEST_KEY]).fetchall(),
+                con.execute(DEDUPE_KEYS, [duckdb_schema.MESSAGE_KEY]).fetchall(),
                 con.execute(
                     "SELECT identity_type, value_key, mpid, value, is_device FROM identities"
                 ).fetchall(),
@@ -180,8 +187,7 @@ class DuckDBStore:
         t_identities: pa.Table | None = None,
         t_consents: pa.Table | None = None,
         t_devices: pa.Table | None = None,
-        t_request_keys: pa.Table | None = None,
-        t_message_keys: pa.Table | None = None,
+        t_keys: pa.Table | None = None,
     ) -> list[Any]:
         """Run `sql` (one statement or a script) seeing the given Arrow tables by their parameter names."""
         return con.execute(sql).fetchall()
@@ -250,16 +256,9 @@ class DuckDBStore:
         if plan.devices:
             t["t_devices"] = device_table(plan.devices)
             sql.append(DEVICES_UPSERT)
-        # Keys the store holds already (expired, not yet purged) need a replace, rare enough that
-        # the whole table then takes the replace.
-        for table, keys, stored, name in (
-            ("request_keys", plan.request_keys, state.request_keys, "t_request_keys"),
-            ("message_keys", plan.message_keys, state.message_keys, "t_message_keys"),
-        ):
-            if keys:
-                t[name] = key_table(keys)
-                again = any(k in stored for k in keys)
-                sql.append(f"INSERT {'OR REPLACE ' if again else ''}INTO {table} SELECT * FROM {name}")
+        if plan.request_keys or plan.message_keys:
+            t["t_keys"] = key_table(plan.request_keys, plan.message_keys)
+            sql.append("INSERT INTO dedupe_keys SELECT * FROM t_keys")
         return sql, t
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
@@ -303,8 +302,10 @@ class DuckDBStore:
         return rows
 
     def purge_dedupe_keys(self, request_before_ms: int, message_before_ms: int) -> None:
-        self._con.execute("DELETE FROM request_keys WHERE received_at <= ?", [request_before_ms]).fetchall()
-        self._con.execute("DELETE FROM message_keys WHERE received_at <= ?", [message_before_ms]).fetchall()
+        self._con.execute(
+            "DELETE FROM dedupe_keys WHERE received_at <= CASE kind WHEN ? THEN ? ELSE ? END",
+            [duckdb_schema.REQUEST_KEY, request_before_ms, message_before_ms],
+        ).fetchall()
         if self._mirror is not None:
             self._mirror.forget_keys(request_before_ms, message_before_ms)
 

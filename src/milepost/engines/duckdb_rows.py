@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from milepost.engines.duckdb_schema import MESSAGE_KEY, REQUEST_KEY
 from milepost.ingest.plan import UserChange
 from milepost.model.batch import ConsentRow, DeviceReport, EventRow
 
@@ -200,12 +201,15 @@ def device_table(devices: dict[tuple[int, str], tuple[DeviceReport, int]]) -> pa
     )
 
 
-def key_table(keys: dict[tuple[int, str], int]) -> pa.Table:
-    input_id, key = zip(*keys, strict=True)
+def key_table(request_keys: dict[tuple[int, str], int], message_keys: dict[tuple[int, str], int]) -> pa.Table:
+    """Rows of `dedupe_keys`: the request keys, then the message keys."""
+    kind = [REQUEST_KEY] * len(request_keys) + [MESSAGE_KEY] * len(message_keys)
+    keys = [*request_keys, *message_keys]
     return pa.table(
         {
-            "input_id": pa.array(input_id, pa.int32()),
-            "key": pa.array(key, pa.string()),
-            "received_at": pa.array(list(keys.values()), pa.int64()),
+            "kind": pa.array(kind, pa.int8()),
+            "input_id": pa.array([k[0] for k in keys], pa.int32()),
+            "key": pa.array([k[1] for k in keys], pa.string()),
+            "received_at": pa.array([*request_keys.values(), *message_keys.values()], pa.int64()),
         }
     )

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# `dedupe_keys.kind`: the key of a whole request (its source_request_id) or of one event (its
+# source_message_id). One table for both, as each table written costs a statement per commit. It
+# has no primary key: the writer's in-memory mirror decides what is a duplicate, and keeping an
+# index up to date was most of the cost of writing the keys. A key sent again after its window
+# adds a row; readers take the latest, and the purge drops the older one.
+REQUEST_KEY = 0
+MESSAGE_KEY = 1
 
 EVENT_COLUMNS = """
     event_id BIGINT NOT NULL,
@@ -79,12 +87,8 @@ DDL = [
         received_at BIGINT NOT NULL,
         request_id VARCHAR,
         body JSON NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS request_keys (
-        input_id INTEGER NOT NULL, request_id VARCHAR NOT NULL, received_at BIGINT NOT NULL,
-        PRIMARY KEY (input_id, request_id))""",
-    """CREATE TABLE IF NOT EXISTS message_keys (
-        input_id INTEGER NOT NULL, message_id VARCHAR NOT NULL, received_at BIGINT NOT NULL,
-        PRIMARY KEY (input_id, message_id))""",
+    """CREATE TABLE IF NOT EXISTS dedupe_keys (
+        kind TINYINT NOT NULL, input_id INTEGER NOT NULL, key VARCHAR NOT NULL, received_at BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS segments (
         seq BIGINT PRIMARY KEY, path VARCHAR NOT NULL, min_event_id BIGINT NOT NULL,
         max_event_id BIGINT NOT NULL, rows BIGINT NOT NULL)""",
@@ -116,3 +120,12 @@ DEVICES_UPSERT = """INSERT INTO devices SELECT * FROM t_devices ON CONFLICT (mpi
     app_version = coalesce(excluded.app_version, devices.app_version),
     device_ids = json_merge_patch(devices.device_ids, excluded.device_ids),
     updated_at = excluded.updated_at"""
+
+# Format 1 kept request and message keys in two tables; format 2 keeps them in `dedupe_keys`.
+MIGRATE_1_TO_2 = [
+    f"INSERT INTO dedupe_keys SELECT {REQUEST_KEY}, input_id, request_id, received_at FROM request_keys",
+    f"INSERT INTO dedupe_keys SELECT {MESSAGE_KEY}, input_id, message_id, received_at FROM message_keys",
+    "DROP TABLE request_keys",
+    "DROP TABLE message_keys",
+    "UPDATE store_meta SET value = '2' WHERE key = 'schema_version'",
+]

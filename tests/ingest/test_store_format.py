@@ -1,0 +1,89 @@
+"""A store written in format 1 (two dedupe-key tables) opens as format 2 with its keys intact."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import duckdb
+
+from milepost.engines import duckdb_schema
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.normalize import normalize_request
+from milepost.ingest.plan import DedupeWindows, build_plan
+from milepost.model.batch import IngestRequest
+
+DAY = 86_400_000
+T0 = 1_780_000_000_000
+WINDOWS = DedupeWindows(request_ms=2 * DAY, message_ms=1 * DAY)
+
+
+def _format_1_store(directory: Path) -> None:
+    directory.mkdir(parents=True)
+    con = duckdb.connect(str(directory / "store.duckdb"))
+    con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    con.execute("INSERT INTO store_meta VALUES ('schema_version', '1')")
+    con.execute(
+        "CREATE TABLE request_keys (input_id INTEGER NOT NULL, request_id VARCHAR NOT NULL, "
+        "received_at BIGINT NOT NULL, PRIMARY KEY (input_id, request_id))"
+    )
+    con.execute(
+        "CREATE TABLE message_keys (input_id INTEGER NOT NULL, message_id VARCHAR NOT NULL, "
+        "received_at BIGINT NOT NULL, PRIMARY KEY (input_id, message_id))"
+    )
+    con.execute(f"INSERT INTO request_keys VALUES (1, 'r1', {T0}), (2, 'r1', {T0 + 1})")
+    con.execute(f"INSERT INTO message_keys VALUES (1, 'm1', {T0 + 2})")
+    con.close()
+
+
+def _ingest(store: DuckDBStore, at: int, body: list[dict[str, object]]) -> tuple[int, int]:
+    batches, _ = normalize_request(body, bulk=True, historical=False, received_at=at)
+    plan = build_plan([IngestRequest(1, at, batches)], store, WINDOWS, random.Random(1))
+    store.apply(plan)
+    return plan.outcomes[0].stored_batches, plan.outcomes[0].stored_events
+
+
+def test_format_1_keys_move_to_one_table(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    _format_1_store(directory)
+    store = DuckDBStore(directory)
+    try:
+        con = store._con
+        version = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert "dedupe_keys" in tables and not tables & {"request_keys", "message_keys"}
+        state = store._state()
+        assert state.request_keys == {(1, "r1"): T0, (2, "r1"): T0 + 1}
+        assert state.message_keys == {(1, "m1"): T0 + 2}
+        # The moved keys still deduplicate: the request again is a duplicate, a new message is not.
+        event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+        assert _ingest(store, T0 + 10, [{"mpid": 3, "source_request_id": "r1", "events": [event]}]) == (0, 0)
+        dup = {**event, "data": {**event["data"], "source_message_id": "m1"}}
+        new = {**event, "data": {**event["data"], "source_message_id": "m2"}}
+        assert _ingest(store, T0 + 11, [{"mpid": 3, "events": [dup, new]}]) == (1, 1)
+    finally:
+        store.close()
+    # Opened again, the store is format 2 already and keeps what it holds.
+    store = DuckDBStore(directory)
+    try:
+        assert store._state().message_keys == {(1, "m1"): T0 + 2, (1, "m2"): T0 + 11}
+    finally:
+        store.close()
+
+
+def test_a_key_sent_again_after_its_window_counts_from_the_later_time(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "store")
+    try:
+        body = [{"mpid": 3, "source_request_id": "r", "events": []}]
+        assert _ingest(store, T0, body) == (1, 0)
+        later = T0 + WINDOWS.request_ms + 1
+        assert _ingest(store, later, body) == (1, 0)
+        store._mirror = None  # what a restart reads: the later receipt, not the first
+        assert store._state().request_keys == {(1, "r"): later}
+        assert _ingest(store, later + 1, body) == (0, 0)
+        store.purge_dedupe_keys(T0, T0)
+        rows = store._con.execute("SELECT received_at FROM dedupe_keys").fetchall()
+        assert rows == [(later,)]
+    finally:
+        store.close()
