@@ -7,7 +7,7 @@ commerce sum, sequence), i.e. the audience and its 5 per-criterion estimates:
   - idle, warm (leaf masks cached, the same `now`), on a live clock (warm, but `now` advances 5 s
     per call: cached answers are served while they hold, see `audiences.validity`), leaves cold
     (`Estimator._cache` cleared before each call; compiled SQL and the sample's per-path attribute
-    values and event columns kept) and all cold (those cleared too);
+    values, event columns and user columns kept) and all cold (those cleared too);
   - a single-criterion edit: one criterion changed, the other four cached;
   - the exact full calculation of the same audience and of each criterion alone (the compiled
     query full calculation runs, counted on the whole store), next to the estimate of that
@@ -246,6 +246,7 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
         est._leaves.clear()
         est._view.paths.clear()
         est._view.events = None
+        est._view.users = None
         estimate()
 
     estimate()

@@ -1,4 +1,4 @@
-"""Event counts and sequences evaluated in NumPy (`audiences.event_leaves`) give exactly what the compiled query
+"""Event counts, sums of amounts and sequences evaluated in NumPy (`audiences.event_leaves`) give exactly what the compiled query
 gives on the sample: random selectors, `where` conditions on attributes (odd documents included),
 windows, inputs, count tests and negation, at random instants. And the compiled queries the
 estimator runs read the `sample` schema's tables, never the full store's."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from milepost.criteria import CompileContext, compile_criteria, parse_criteria, 
 from milepost.criteria.core import lower
 from milepost.engines.duckdb import DuckDBStore
 
+AMOUNTS = [None, "-0.000000001", "123456.123456789", "50", "49.999999999", "-50", "0", "25.5", "8999999.5"]
 ODD_ATTRS = ['{"genre": 5}', '{"genre": ["drama", "news"]}', '{"genre": "Drama"}', '{"minutes": "12"}',
              '{"genre": null}', "null", '{"genre": "2026-05-20"}']  # fmt: skip
 
@@ -42,6 +44,10 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estimator]:
     con.execute("UPDATE main.events_hot SET input_id = 3 WHERE event_id % 47 = 0").fetchall()
     con.execute("UPDATE main.events_hot SET name_lc = NULL WHERE event_id % 53 = 0").fetchall()
     con.execute("UPDATE main.events_hot SET is_install = true WHERE event_id % 59 = 0").fetchall()
+    for k, amount in enumerate(AMOUNTS):  # commerce columns on any event type too
+        con.execute(
+            "UPDATE main.events_hot SET total_amount = ? WHERE event_id % 31 = ?", [amount, k]
+        ).fetchall()
     con.close()
     est = Estimator(store.connect(), target=1_000)  # a real subset
     est.refresh()
@@ -69,8 +75,11 @@ def event_plans(draw: st.DrawFn) -> dict[str, Any]:
         test = draw(
             operands("number").filter(lambda o: o["op"] not in ("exists", "not_exists", "in", "not_in"))
         )
-        if draw(st.booleans()):
+        having = draw(st.sampled_from([None, "count", "sum"]))
+        if having == "count":
             leaf["having"] = {"fn": "count", **test}
+        elif having == "sum":
+            leaf["having"] = {"fn": "sum", "attribute": "total_amount", **test}
     else:
         first, then = draw(selectors()), draw(selectors())
         first["where"], then["where"] = draw(conditions()), draw(conditions())
@@ -93,9 +102,10 @@ def event_plans(draw: st.DrawFn) -> dict[str, Any]:
     event_plans(),
     st.sampled_from([None, (1,), (1, 2), ()]),
     st.one_of(st.integers(-30 * DAY, 10 * DAY), st.integers(-30, 10).map(lambda d: d * DAY)),
+    st.sampled_from([0, 1, -DAY, 40 * DAY + 1, -200 * DAY]),
 )
 def test_event_plans_in_numpy_equal_the_compiled_query(
-    est: Estimator, criteria: dict[str, Any], inputs: tuple[int, ...] | None, shift: int
+    est: Estimator, criteria: dict[str, Any], inputs: tuple[int, ...] | None, shift: int, later: int
 ) -> None:
     crit = parse_criteria(criteria)
     ctx = CompileContext(now_ms=T0 + shift, lookback_ms=LOOKBACK, input_ids=inputs, parent_audience_id=-1)
@@ -105,6 +115,10 @@ def test_event_plans_in_numpy_equal_the_compiled_query(
         cols = load(est.con, est._index)
         got = evaluate(est.con, cols, len(est._index), plan, ctx)
         assert (got == expected).all()
+        # the same plan at another instant: SQL it kept from the first must still be right
+        again = replace(ctx, now_ms=ctx.now_ms + later)
+        expected_again = est._index.mask(est._fetch(to_sql(compile_criteria(crit, again))))
+        assert (evaluate(est.con, cols, len(est._index), plan, again) == expected_again).all()
     assert (est.criterion(crit, ctx) == expected).all()  # whichever path the estimator takes
 
 
@@ -123,6 +137,11 @@ def test_the_common_event_criteria_take_the_numpy_path() -> None:
                 "event": watch,
                 "having": {"fn": "count", "op": "greater_than", "value": 2},
             }
+        },
+        {
+            "type": "event",
+            "event": {"event_type": "commerce_event", "action": "purchase"},
+            "having": {"fn": "sum", "attribute": "total_amount", "op": "greater_than", "value": 50},
         },
     ):
         assert event_plan(lower(parse_criteria(c), {})) is not None, c
@@ -150,3 +169,50 @@ def test_leaf_queries_read_only_the_sample_tables(est: Estimator) -> None:
         plan = "\n".join(str(row[1]) for row in est.con.execute("EXPLAIN " + sql).fetchall())
         tables = set(re.findall(r"Table: (\S+)", plan))
         assert tables and all('"sample".' in t for t in tables), (tables, sql)
+
+
+# DECIMAL(38, 9) holds both; int64 nanounits hold neither the first nor a sum of two of the second
+@pytest.mark.parametrize("big", ["12345678901234567890.5", "5000000000"])
+def test_sums_beyond_int64_nanounits_take_the_compiled_query(tmp_path: Any, big: str) -> None:
+    store = DuckDBStore(tmp_path / "store")
+    con = store.connect()
+    load_population(con, 300, seed=5)
+    con.execute("UPDATE main.events_hot SET total_amount = ?::DECIMAL(38, 9) WHERE event_id % 5 = 0", [big])
+    con.close()
+    est = Estimator(store.connect())
+    try:
+        est.refresh()
+        est._current()
+        crit = parse_criteria(
+            {"type": "event", "event": {"event_type": "commerce_event"},
+             "having": {"fn": "sum", "attribute": "total_amount", "op": "greater_than", "value": 50}}
+        )  # fmt: skip
+        ctx = CompileContext(now_ms=T0, lookback_ms=LOOKBACK, input_ids=None, parent_audience_id=-1)
+        expected = est._index.mask(est._fetch(to_sql(compile_criteria(crit, ctx))))
+        assert expected.any()
+        plan = event_plan(lower(crit, {}))
+        assert plan is not None
+        with pytest.raises(OverflowError):
+            evaluate(est.con, load(est.con, est._index), len(est._index), plan, ctx)
+        assert (est.criterion(crit, ctx) == expected).all()
+    finally:
+        est.close()
+        est.con.close()
+        store.close()
+
+
+def test_a_plan_reevaluated_later_follows_now_in_its_conditions(est: Estimator) -> None:
+    crit = parse_criteria(
+        {"type": "event", "event": {"event_type": "custom_event"},
+         "where": [{"attribute": "genre", "op": "within_last", "value": {"amount": 30, "unit": "days"}}]}
+    )  # fmt: skip
+    plan = event_plan(lower(crit, {}))
+    assert plan is not None
+    cols = load(est.con, est._index)
+    found = []
+    for now in (T0, T0 + 60 * DAY, T0):
+        ctx = CompileContext(now_ms=now, lookback_ms=400 * DAY, input_ids=None, parent_audience_id=-1)
+        expected = est._index.mask(est._fetch(to_sql(compile_criteria(crit, ctx))))
+        assert (evaluate(est.con, cols, len(est._index), plan, ctx) == expected).all(), now
+        found.append(expected)
+    assert found[0].any() and (found[0] != found[1]).any()  # the instant matters here

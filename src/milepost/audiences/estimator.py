@@ -4,8 +4,9 @@ Each criterion is evaluated once on the sample with the same compiled SQL as ful
 cached as a boolean mask over the sample's row order (`masks.SampleIndex`); a milestone's estimate
 combines those masks (parent ∧ criteria ∧ ¬earlier siblings) with vector operations, so editing
 one top-level criterion recomputes only that one. Criteria on user attributes alone run once per
-distinct attribute value (`attribute_leaves`); event counts and sequences run in NumPy over the
-sample's events, read once per sample version (`event_leaves`). When the sample changes, a worker thread patches
+distinct attribute value (`attribute_leaves`); event counts, sums of amounts and sequences run in
+NumPy over the sample's events, read once per sample version (`event_leaves`), and a journey's root
+over its users' last-seen times and inputs (`root_leaves`). When the sample changes, a worker thread patches
 the cached masks by re-evaluating their criteria on the changed users alone, off the request
 path. A cached mask remembers the instant it was computed at and until when it holds
 (`validity`): it is served for any `now` in that span, so caching survives time passing, and a
@@ -41,7 +42,6 @@ import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.attribute_leaves import (
-    DISTINCT_TABLE,
     AttributeLeaf,
     PathValues,
     attribute_leaf,
@@ -53,6 +53,8 @@ from milepost.audiences.event_leaves import EventColumns, EventPlan, event_plan
 from milepost.audiences.event_leaves import evaluate as evaluate_events
 from milepost.audiences.event_leaves import load as load_events
 from milepost.audiences.masks import Mask, SampleIndex, as_ids, count
+from milepost.audiences.root_leaves import UserColumns
+from milepost.audiences.root_leaves import load as load_users
 from milepost.audiences.sample import SAMPLE_TABLES, Sample
 from milepost.audiences.sql_templates import Template, template
 from milepost.audiences.tree import JourneyRows, MilestoneRow
@@ -268,6 +270,7 @@ class _View:
     instants: Instants = field(default_factory=Instants)  # what time windows compare with `now`
     paths: dict[str, PathValues] = field(default_factory=dict)  # attribute values per path
     events: EventColumns | None = None  # the sample's events as columns, read on first use
+    users: UserColumns | None = None  # the sample's users' last seen and inputs, read on first use
 
 
 class Estimator:
@@ -558,14 +561,19 @@ class Estimator:
         read_events: bool = True,
     ) -> Mask:
         """`leaf`'s members at `now_ms`; event counts in NumPy once the view's events are read (reading
-        them is left to estimates: a renewal would read them for each new version of the sample)."""
+        them is left to estimates: a renewal would read them for each new version of the sample); a
+        journey root likewise over the view's users."""
+        if isinstance(leaf, _RootLeaf) and (read_events or view.users is not None):
+            if view.users is None:
+                view.users = load_users(con, view.index)
+            return view.users.root(leaf.input_ids, now_ms, leaf.lifetime_ms)
         if leaf.events is not None and (read_events or view.events is not None):
             if view.events is None:
                 view.events = load_events(con, view.index)
             ctx = replace(leaf.ctx, now_ms=now_ms)
             try:
                 return evaluate_events(con, view.events, len(view.index), leaf.events, ctx)
-            except OverflowError:  # event times too far apart for NumPy keys: the compiled query
+            except OverflowError:  # event times or amounts beyond NumPy int64: the compiled query
                 pass
         compiled = leaf.compiled(now_ms)
         return self._evaluate(compiled.sql, compiled.attributes, con, view)
@@ -576,11 +584,8 @@ class Estimator:
         if attributes is None:
             return view.index.mask(self._fetch(sql, con))
         table, codes = distinct_table([self._path_values(p, con, view) for p in attributes.paths])
-        con.register(DISTINCT_TABLE, table)
-        try:
-            chosen = self._fetch(attributes.sql, con)
-        finally:
-            con.unregister(DISTINCT_TABLE)
+        milepost_distinct_values = table  # noqa: F841 (DISTINCT_TABLE, read by DuckDB's replacement scan)
+        chosen = as_ids(next(iter(con.execute(attributes.sql).fetchnumpy().values())))
         return users_mask(codes, chosen, table.num_rows)
 
     def _path_values(self, path: str, con: duckdb.DuckDBPyConnection, view: _View) -> PathValues:

@@ -6,13 +6,16 @@ sample version into NumPy columns (user row, time, input, the selector's columns
 criterion is a few vector comparisons and a `bincount`. Conditions on event attributes (`where`)
 run as the very same SQL condition over the distinct attribute documents only, mapped back to
 events with a lookup; the test on the count runs as the very same SQL condition over the distinct
-counts. Anything else (sums, distinct counts, products, parent-entry windows) takes the compiled
-query.
+counts. Sums of `total_amount` run the same way over the amounts as integer nanounits (its type is
+DECIMAL(38, 9), so they are exact while they fit in 64 bits; otherwise the compiled query). Anything
+else (other sums, distinct counts, products, parent-entry windows) takes the compiled query. The SQL
+text of those conditions is generated once per plan when it does not depend on `now`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
@@ -26,10 +29,12 @@ from milepost.criteria import CompileContext, core
 from milepost.criteria.aggregates import TEXT_COLUMNS
 from milepost.criteria.compile import Compiler, col
 from milepost.criteria.dialect import lit
+from milepost.criteria.model import Condition
 from milepost.criteria.sqlvalues import NumberValue, test_value
 
-DOCS_TABLE = "milepost_event_documents"
-COUNTS_TABLE = "milepost_event_counts"
+# The name SQL reads the Arrow table of `_chosen` by (a replacement scan of its local variable).
+ROWS_TABLE = "milepost_event_rows"
+AMOUNT_TYPE = pa.decimal128(38, 9)  # total_amount: an amount is an integer number of nanounits
 FLAGS = ("is_install", "is_upgrade")
 Codes = npt.NDArray[np.int64]
 
@@ -40,9 +45,10 @@ class Strings:
     values: list[str]
 
     def equal(self, value: str) -> Mask:
-        lut = np.zeros(len(self.values) + 1, dtype=np.bool_)  # NULL equals nothing
-        lut[[i for i, v in enumerate(self.values) if v == value]] = True
-        return lut[self.codes]
+        found = [i for i, v in enumerate(self.values) if v == value]  # distinct: one at most
+        if not found:
+            return np.zeros(len(self.codes), dtype=np.bool_)  # NULL equals nothing either
+        return self.codes == found[0]
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,15 @@ class EventColumns:
     flags: dict[str, Mask]  # NULL as false
     doc_codes: Codes  # row of `docs` (its last row: NULL attributes)
     docs: pa.Array  # distinct attribute documents (JSON text)
+    amount: npt.NDArray[np.int64]  # total_amount in nanounits, 0 for NULL
+    amounts_exact: bool  # every amount, and every user's sum of them, fits in int64
+    # (user row, time) as one sortable key, row * span + time since the earliest event, for
+    # sequences (None: times too spread out for int64 keys)
+    keys: npt.NDArray[np.int64] | None
+    base: int  # the earliest event time
+    span: int
+    # events on each set of inputs asked for (a journey's inputs: few), made on first use
+    scopes: dict[tuple[int, ...], Mask] = field(default_factory=dict, compare=False, repr=False)
 
 
 SELECTOR_SQL = {
@@ -80,6 +95,18 @@ def _ints(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], Mask]:
     return values, np.asarray(known, dtype=np.bool_)
 
 
+def _nanounits(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], bool]:
+    """DECIMAL(38, 9) amounts as int64 nanounits (0 for NULL), and whether every one fits."""
+    if column.type != AMOUNT_TYPE:
+        return np.zeros(len(column), dtype=np.int64), False
+    amounts = column.combine_chunks()
+    words = np.frombuffer(amounts.buffers()[1], dtype=np.int64, count=2 * (amounts.offset + len(amounts)))
+    low, high = words[2 * amounts.offset :: 2], words[2 * amounts.offset + 1 :: 2]  # little-endian halves
+    known = np.asarray(amounts.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    fits = bool(((high == low >> 63) | ~known).all())
+    return np.where(known, low, 0), fits
+
+
 def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
     """The sample's events as columns; selector strings come as codes into their distinct values
     (-1: a value that arrived after those were read, and then everything is read again)."""
@@ -91,8 +118,8 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
             for i, (c, e) in enumerate(SELECTOR_SQL.items())
         )
         table = con.sql(
-            f"SELECT mpid, ts, input_id, {codes}, is_install, is_upgrade, CAST(attrs AS VARCHAR) AS doc "
-            "FROM sample.events",
+            f"SELECT mpid, ts, input_id, {codes}, is_install, is_upgrade, CAST(attrs AS VARCHAR) AS doc, "
+            "total_amount FROM sample.events",
             params=[values[c] for c in SELECTOR_SQL],
         ).to_arrow_table()
         if not any(pc.min(table.column(c)).as_py() == -1 for c in SELECTOR_SQL if table.num_rows):
@@ -110,8 +137,20 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
     docs = pc.dictionary_encode(table.column("doc").combine_chunks())
     documents = pa.concat_arrays([docs.dictionary, pa.array([None], pa.string())])
     doc_codes = docs.indices.fill_null(len(documents) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = pos[keep]
+    amount, fits = _nanounits(table.column("total_amount"))
+    largest = max(int(amount.max(initial=0)), -int(amount.min(initial=0)))
+    most = largest * int(np.bincount(rows).max(initial=0))  # bounds every partial sum of a user
+    known_ts = ts[ts_known]
+    base = int(known_ts.min(initial=0))
+    span = int(known_ts.max(initial=0)) - base + 1
+    keys = (
+        None
+        if len(index) * span >= 2**62
+        else rows.astype(np.int64) * span + np.where(ts_known, ts - base, 0)
+    )
     return EventColumns(
-        rows=pos[keep],
+        rows=rows,
         ts=ts,
         ts_known=ts_known,
         input_id=input_id,
@@ -123,7 +162,17 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
         },
         doc_codes=doc_codes,
         docs=documents,
+        amount=amount,
+        amounts_exact=fits and most < 2**63,
+        keys=keys,
+        base=base,
+        span=span,
     )
+
+
+# Shifts of `now` (hours, a day, weeks, more than a year, all odd) a condition's SQL must not change
+# with to be kept: whatever it reads of `now` (an instant, a day, week, month or year start) moves.
+NOW_CHECKS = (7_919_993, -86_399_999, 3_461_234_567, -34_567_654_321)
 
 
 @dataclass(frozen=True)
@@ -132,6 +181,18 @@ class EventPlan:
 
     test: core.EventTest | core.SequenceTest
     negate: bool
+    # SQL conditions it runs, kept when they read nothing of `now` (None: they do, so made each time)
+    texts: dict[tuple[object, ...], str | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def text(self, key: tuple[object, ...], now_ms: int, make: Callable[[int], str]) -> str:
+        """`make(now_ms)`, generated once when it is the same at other instants."""
+        if key in self.texts:
+            found = self.texts[key]
+            return found if found is not None else make(now_ms)
+        sql = make(now_ms)
+        same = all(make(now_ms + d) == sql for d in NOW_CHECKS)
+        self.texts[key] = sql if same else None
+        return sql
 
 
 def _attributes_only(sel: core.Selector) -> bool:
@@ -150,7 +211,7 @@ def event_plan(node: core.Node) -> EventPlan | None:
     if isinstance(node, core.Not):
         node, negate = node.item, True
     if isinstance(node, core.EventTest):
-        if node.fn != "count" or node.attribute is not None:
+        if (node.fn, node.attribute) not in (("count", None), ("sum", "total_amount")):
             return None
         selectors = [node.selector]
     elif isinstance(node, core.SequenceTest):
@@ -169,32 +230,41 @@ def _reads_attributes_only(e: exp.Expr) -> bool:
     return all(c.name == "attrs" and c.table == "d" for c in e.find_all(exp.Column) if c.table)
 
 
-def _chosen(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> Codes:
-    con.register(name, table)
-    try:
-        found = con.execute(sql).fetchnumpy()["code"]
-    finally:
-        con.unregister(name)
-    return as_ids(found)
+def _chosen(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str) -> Codes:
+    """`code`s `sql` selects from `table`, which it reads as `ROWS_TABLE` (registering a table
+    costs more than the query itself)."""
+    milepost_event_rows = table  # noqa: F841 (read by DuckDB's replacement scan)
+    return as_ids(con.execute(sql).fetchnumpy()["code"])
+
+
+def _where_sql(ctx: CompileContext, cond: Condition, now_ms: int) -> str:
+    e = Compiler(replace(ctx, now_ms=now_ms)).where("d", cond)
+    if not _reads_attributes_only(e):
+        raise ValueError(f"an event condition reads more than attributes: {cond}")
+    return (
+        f"SELECT d.code FROM (SELECT code, CAST(doc AS JSON) AS attrs FROM {ROWS_TABLE}) AS d "
+        f"WHERE {e.sql(dialect=ctx.dialect.name)}"
+    )
 
 
 def _where(
-    con: duckdb.DuckDBPyConnection, cols: EventColumns, ctx: CompileContext, sel: core.Selector
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    ctx: CompileContext,
+    sel: core.Selector,
+    plan: EventPlan,
 ) -> Mask:
     """Events whose attribute document passes every `where` condition."""
     passing = np.ones(len(cols.docs), dtype=np.bool_)
-    compiler = Compiler(ctx)
-    for cond in sel.where:
-        e = compiler.where("d", cond)
-        if not _reads_attributes_only(e):
-            raise ValueError(f"an event condition reads more than attributes: {cond}")
-        sql = (
-            f"SELECT d.code FROM (SELECT code, CAST(doc AS JSON) AS attrs FROM {DOCS_TABLE}) AS d "
-            f"WHERE {e.sql(dialect=ctx.dialect.name)}"
-        )
+    for i, cond in enumerate(sel.where):
+
+        def make(now_ms: int, cond: Condition = cond) -> str:
+            return _where_sql(ctx, cond, now_ms)
+
+        sql = plan.text(("where", id(sel), i), ctx.now_ms, make)
         table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
         lut = np.zeros(len(cols.docs), dtype=np.bool_)
-        lut[_chosen(con, DOCS_TABLE, table, sql)] = True
+        lut[_chosen(con, table, sql)] = True
         passing &= lut
     return passing[cols.doc_codes]
 
@@ -203,10 +273,17 @@ def _scope(cols: EventColumns, ctx: CompileContext) -> Mask:
     """Events on the context's inputs (`input_id IN (...)`)."""
     if ctx.input_ids is None:
         return np.ones(len(cols.ts), dtype=np.bool_)
-    scope = np.zeros(len(cols.ts), dtype=np.bool_)
-    for i in ctx.input_ids:
-        scope |= cols.input_id == int(i)
-    return cols.input_known & scope
+    key = tuple(int(i) for i in ctx.input_ids)
+    found = cols.scopes.get(key)
+    if found is None:
+        if len(cols.scopes) >= 64:
+            cols.scopes.clear()
+        scope = np.zeros(len(cols.ts), dtype=np.bool_)
+        for i in key:
+            scope |= cols.input_id == i
+        found = cols.scopes[key] = cols.input_known & scope
+        found.flags.writeable = False  # shared by every criterion on these inputs
+    return found
 
 
 def _in_range(cols: EventColumns, r: core.TimeRange, ctx: CompileContext) -> Mask:
@@ -228,7 +305,11 @@ def _in_range(cols: EventColumns, r: core.TimeRange, ctx: CompileContext) -> Mas
 
 
 def _selects(
-    con: duckdb.DuckDBPyConnection, cols: EventColumns, sel: core.Selector, ctx: CompileContext
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    sel: core.Selector,
+    ctx: CompileContext,
+    plan: EventPlan,
 ) -> Mask:
     """Events the selector matches, as `Compiler.selects` writes it."""
     keep = np.ones(len(cols.ts), dtype=np.bool_)
@@ -243,39 +324,43 @@ def _selects(
         if value is not None:
             keep &= cols.strings[column].equal(value)
     if sel.where:
-        keep &= _where(con, cols, ctx, sel)
+        keep &= _where(con, cols, ctx, sel, plan)
     return keep
 
 
 def evaluate(
     con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, plan: EventPlan, ctx: CompileContext
 ) -> Mask:
-    """The users meeting the criterion at `ctx.now_ms`, as the compiled query would find them."""
+    """The users meeting the criterion at `ctx.now_ms`, as the compiled query would find them
+    (OverflowError: not exactly in NumPy, for the compiled query to answer)."""
     t = plan.test
     if isinstance(t, core.SequenceTest):
-        members = _sequence(con, cols, size, t, ctx)
+        members = _sequence(con, cols, size, t, ctx, plan)
+    elif t.fn == "sum":
+        members = _sum(con, cols, size, t, ctx, plan)
     else:
-        members = _count(con, cols, size, t, ctx)
+        members = _count(con, cols, size, t, ctx, plan)
     return ~members if plan.negate else members
 
 
 def _sequence(
-    con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, t: core.SequenceTest, ctx: CompileContext
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    size: int,
+    t: core.SequenceTest,
+    ctx: CompileContext,
+    plan: EventPlan,
 ) -> Mask:
     """Users with a `first` event in the window followed (or, not completed, not followed) by a `then`
     event within `within`: for each first event, the user's next `then` event after it."""
     now, scope = ctx.now_ms, _scope(cols, ctx)
-    first = np.flatnonzero(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx))
-    then = scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx)
-    f_rows, f_ts = cols.rows[first].astype(np.int64), cols.ts[first]
-    # (user row, time) as one sortable key: row * span + time since the earliest event
-    known_ts = cols.ts[cols.ts_known]
-    base = int(known_ts.min(initial=0))
-    span = int(known_ts.max(initial=0)) - base + 1
-    if size * span >= 2**62:
+    first = np.flatnonzero(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx, plan))
+    then = scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx, plan)
+    if cols.keys is None:
         raise OverflowError("event times too spread out for one key")  # never for real data
-    then_keys = np.sort(cols.rows[then].astype(np.int64) * span + (cols.ts[then] - base))
-    i = np.searchsorted(then_keys, f_rows * span + (f_ts - base), side="right")
+    f_rows, f_ts, base, span = cols.rows[first].astype(np.int64), cols.ts[first], cols.base, cols.span
+    then_keys = np.sort(cols.keys[then])
+    i = np.searchsorted(then_keys, cols.keys[first], side="right")
     limit = f_rows * span + np.minimum(f_ts + t.within_ms - base, span - 1)
     padded = np.append(then_keys, np.iinfo(np.int64).max)
     follows = padded[i] <= limit  # the user's next `then` event is within `within`
@@ -285,14 +370,24 @@ def _sequence(
     return members
 
 
+def _test_sql(ctx: CompileContext, t: core.EventTest, now_ms: int) -> str:
+    """The test on a user's `COALESCE(v, 0)`, as `Compiler.event_test` writes it."""
+    total = exp.Coalesce(this=col("v", "d"), expressions=[lit(0)])
+    return test_value(NumberValue(ctx.dialect, total), t.test, now_ms).sql(dialect=ctx.dialect.name)
+
+
 def _count(
-    con: duckdb.DuckDBPyConnection, cols: EventColumns, size: int, t: core.EventTest, ctx: CompileContext
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    size: int,
+    t: core.EventTest,
+    ctx: CompileContext,
+    plan: EventPlan,
 ) -> Mask:
     now = ctx.now_ms
-    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx)
+    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
     counts = np.bincount(cols.rows[keep], minlength=size)
-    total = exp.Coalesce(this=col("v", "d"), expressions=[lit(0)])
-    cond = test_value(NumberValue(ctx.dialect, total), t.test, now).sql(dialect=ctx.dialect.name)
+    cond = plan.text(("test",), now, lambda at: _test_sql(ctx, t, at))
     # a user without a matching event has no row in the grouped counts: NULL, as after the LEFT JOIN
     top = int(counts.max(initial=0))
     if top <= max(size, 1024):  # every count up to the largest: the code is the count itself
@@ -306,6 +401,41 @@ def _count(
         v = pa.array(distinct.astype(np.int64), pa.int64(), mask=distinct == 0)
         table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": v})
         lut = np.zeros(len(distinct), dtype=np.bool_)
-        lut[_chosen(con, COUNTS_TABLE, table, f"SELECT d.code FROM {COUNTS_TABLE} AS d WHERE {cond}")] = True
+        lut[_chosen(con, table, f"SELECT d.code FROM {ROWS_TABLE} AS d WHERE {cond}")] = True
         members = lut[np.asarray(codes, dtype=np.int64).reshape(-1)]
     return members
+
+
+def _decimals(nanos: npt.NDArray[np.int64]) -> pa.Array:
+    """Integer nanounits as DECIMAL(38, 9) values: 128-bit little-endian two's complement."""
+    words = np.empty((len(nanos), 2), dtype=np.int64)
+    words[:, 0] = nanos
+    words[:, 1] = nanos >> 63
+    return pa.Array.from_buffers(pa.decimal128(38, 9), len(nanos), [None, pa.py_buffer(words.tobytes())])
+
+
+def _sum(
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    size: int,
+    t: core.EventTest,
+    ctx: CompileContext,
+    plan: EventPlan,
+) -> Mask:
+    """`sum(total_amount)`: a user's sum is 0 without matching events or amounts, as after COALESCE."""
+    if not cols.amounts_exact:
+        raise OverflowError("amounts too large for exact sums in int64")
+    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+    sums = np.zeros(size, dtype=np.int64)
+    np.add.at(sums, cols.rows[keep], cols.amount[keep])
+    # most users sum to 0: the distinct values of the others, and 0 last
+    some = np.flatnonzero(sums)
+    nonzero, inverse = np.unique(sums[some], return_inverse=True)
+    distinct = np.append(nonzero, 0)
+    codes = np.full(size, len(nonzero), dtype=np.int64)
+    codes[some] = np.asarray(inverse, dtype=np.int64).reshape(-1)
+    table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": _decimals(distinct)})
+    cond = plan.text(("test",), ctx.now_ms, lambda at: _test_sql(ctx, t, at))
+    lut = np.zeros(len(distinct), dtype=np.bool_)
+    lut[_chosen(con, table, f"SELECT d.code FROM {ROWS_TABLE} AS d WHERE {cond}")] = True
+    return lut[codes]
