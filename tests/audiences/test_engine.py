@@ -166,3 +166,29 @@ def test_realtime_step_evaluates_new_batches_and_due_timers_together(world: Worl
     )
     assert rows == [(1, "add", "ingest"), (1, "remove", "timer"), (2, "add", "ingest")]
     assert world.engine.realtime().users == 0  # the batch is marked evaluated
+
+
+def test_independent_groups_share_a_statement_and_log_in_step_order(world: World) -> None:
+    # Journey 1's top group and journey 2's group are independent (one statement); journey 1's
+    # child group follows its parent. The change log still follows the plan's step order, not
+    # audience ids: journey 2's audience 50 comes after journey 1's 101.
+    j1 = journey(ms(1, 101, {"all": []}), ms(2, 102, attr("plan", "equals", "paid"), parent=1))
+    j2 = JourneyRows(2, "k", (1,), (MilestoneRow(3, 2, None, 0, "m3", 50, {"all": []}, False),))
+    world.engine.configure([j1, j2], {})
+    batches = world.engine._compiled(world.engine._plan).batches
+    assert [sorted(a for s in b for a in s.writes) for b in batches] == [[50, 101], [102]]
+    world.send({"mpid": 1, "user_attributes": {"plan": "paid"}}, {"mpid": 2})
+    world.engine.catch_up()
+    assert world.changes() == [
+        (101, 1, "add"),
+        (101, 2, "add"),
+        (50, 1, "add"),
+        (50, 2, "add"),
+        (102, 1, "add"),
+    ]
+    # A user who no longer qualifies leaves the child and stays in the parent.
+    world.clock.advance(1000)
+    world.send({"mpid": 1, "user_attributes": {"plan": "free"}})
+    world.engine.catch_up()
+    assert world.changes()[-1] == (102, 1, "remove")
+    assert [world.engine.members(a) for a in (101, 102, 50)] == [[1, 2], [], [1, 2]]

@@ -4,8 +4,8 @@ An evaluation is a list of steps: each journey's root, then each sibling group i
 order, in one or more segments. A step's query yields the new members `(audience_id, mpid)` of
 the audiences it writes; the engine replaces their stored membership by those rows (keeping the
 entry time of users who stay) before the next step, which may read it. A group's queries read
-its parent's members from the table `eval_parent`, which the engine fills at the group's first
-step. The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
+its parent's members from `eval_parent`: a view the Spark engine fills at the group's first step,
+a CTE the embedded engine adds to each query. The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
 the same steps, compiled for their dialect.
 """
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
-from milepost.audiences.tree import JourneyRows, root_audience_id
+from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB, call, lit
@@ -60,13 +60,26 @@ class _SqlStep:
 
     writes: tuple[int, ...]
     sql: str | None  # None: the audiences end up empty
-    parent: int | None  # fill `eval_parent` with this audience's members first
+    parent: int | None  # the audience whose members the query reads (as `eval_parent`)
+    number: int = 0  # its place in the plan's order, which orders the change log
 
 
 @dataclass(frozen=True)
 class _Compiled:
     roots: _SqlStep | None
-    steps: list[_SqlStep]
+    # Steps in batches: the steps of one batch read nothing another writes, so they run as one
+    # statement (each statement costs DuckDB a fixed setup per operator and per diff).
+    batches: list[list[_SqlStep]]
+
+
+def _with_parent(query: exp.Select, group: SiblingGroup) -> exp.Select:
+    """The query reading its parent's members inline from the (scoped) memberships."""
+    parent = (
+        exp.select("mpid")
+        .from_("memberships")
+        .where(exp.column("audience_id").eq(exp.convert(group.parent_audience_id)))
+    )
+    return query.with_(PARENT_TABLE, as_=parent)
 
 
 class FullCalculator(Protocol):
@@ -98,6 +111,9 @@ class AudienceEngine:
         self._plan = _Plan()
         self._cache: tuple[_Plan, EngineSettings, _Compiled] | None = None
         self._step_no = 0  # steps of the running evaluation, ordering its change log
+        # Members per audience in the running evaluation's scope, kept up to date by each step's
+        # diff: a step whose parent and audiences are empty is known to change nothing.
+        self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
         for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
             con.execute(ddl).fetchall()
@@ -337,13 +353,18 @@ class AudienceEngine:
                 ).fetchall()
         else:
             self._drop_scope_copies()
+        self._sizes = {
+            int(a): int(n)
+            for a, n in con.execute("SELECT audience_id, count(*) FROM memberships GROUP BY ALL").fetchall()
+        }
         compiled = self._compiled(plan)
         if compiled.roots is not None:
             self._evaluate_root(compiled.roots, now, scoped, cause, result)
-        for step in compiled.steps:
-            self._run_step(step, now, scoped, cause, result)
+        for batch in compiled.batches:
+            self._run_batch(batch, now, scoped, cause, result)
         self._set_timers(plan, now, scoped)
         self._flush(now, scoped, cause, ingest)
+        self._sizes = None
         if scoped:
             self._drop_scope_copies()
 
@@ -396,15 +417,24 @@ class AudienceEngine:
             union: exp.Query = roots[0]
             for q in roots[1:]:
                 union = exp.union(union, q, distinct=False)
-            root_step = _SqlStep(tuple(root_audience_id(j.id) for j in plan.journeys), to_sql(union), None)
-        compiled = _Compiled(
-            root_step,
-            [
-                _SqlStep(st.writes, None if st.query is None else to_sql(st.query), st.parent)
-                for g in plan.groups
-                for st in group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)
-            ],
-        )
+            root_step = _SqlStep(tuple(root_audience_id(j.id) for j in plan.journeys), to_sql(union), None, 1)
+        # A group's level: past every group computing an audience it reads; within a group,
+        # each segment follows the previous one.
+        produced = {a: g for g in plan.groups for a in g.audience_ids}
+        level: dict[int, int] = {}
+        batches: dict[tuple[int, int], list[_SqlStep]] = {}
+        number = 1
+        for g in plan.groups:  # dependency order: producers come first
+            level[id(g)] = 1 + max(
+                (level[id(produced[d])] for d in g.depends_on if d in produced and produced[d] is not g),
+                default=0,
+            )
+            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)):
+                number += 1
+                sql = None if st.query is None else to_sql(_with_parent(st.query, g))
+                step = _SqlStep(st.writes, sql, g.parent_audience_id, number)
+                batches.setdefault((level[id(g)], segment), []).append(step)
+        compiled = _Compiled(root_step, [batches[k] for k in sorted(batches)])
         if plan is self._plan:  # what-if plans are evaluated once
             self._cache = (plan, self.settings, compiled)
         return compiled
@@ -417,6 +447,7 @@ class AudienceEngine:
         entry times and change log as evaluating here.
         """
         assert self.calculator is not None
+        self._sizes = None
         self.con.execute("DELETE FROM eval_candidates").fetchall()
         self._drop_scope_copies()
         self._begin_log()
@@ -461,22 +492,34 @@ class AudienceEngine:
 
     def _evaluate_root(self, step: _SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
         """Every journey's root in one query (roots are independent of each other)."""
-        self._run_step(step, now, scoped, cause, result)
+        self._run_batch([step], now, scoped, cause, result)
 
-    def _run_step(self, step: _SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
-        con = self.con
-        if step.parent is not None:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {PARENT_TABLE} AS SELECT mpid FROM memberships "
-                "WHERE audience_id = ?" + self._scope("mpid", scoped),
-                [step.parent],
-            ).fetchall()
+    def _run_batch(
+        self, batch: list[_SqlStep], now: int, scoped: bool, cause: str, result: EvalResult
+    ) -> None:
+        """Independent steps as one diff; steps known to change nothing are left out."""
+        sizes = self._sizes
+        writes: list[int] = []
+        parts: list[str] = []
+        numbers: dict[int, int] = {}
+        for step in batch:
+            sql = step.sql
+            if sizes is not None and step.parent is not None and not sizes.get(step.parent):
+                sql = None  # members are drawn from the parent's: none
+            if sql is None and sizes is not None and not any(sizes.get(a) for a in step.writes):
+                continue  # empty before and after
+            writes += step.writes
+            numbers.update((a, step.number) for a in step.writes)
+            if sql is not None:
+                parts.append(f"SELECT audience_id, mpid FROM ({sql})")
+        if not writes:
+            return
         new = (
-            step.sql
-            if step.sql is not None
+            " UNION ALL ".join(parts)
+            if parts
             else "SELECT NULL::BIGINT AS audience_id, NULL::BIGINT AS mpid LIMIT 0"
         )
-        self._apply_diff(list(step.writes), new, [], now, scoped, cause, result)
+        self._apply_diff(writes, new, [], now, scoped, cause, result, numbers)
 
     def _apply_diff(
         self,
@@ -487,11 +530,20 @@ class AudienceEngine:
         scoped: bool,
         cause: str,
         result: EvalResult,
+        numbers: Mapping[int, int] | None = None,
     ) -> None:
         """Write the difference between the rows of `new` and stored membership of these audiences
-        (the change log follows in `_flush`)."""
+        (the change log follows in `_flush`). `numbers`: each audience's step number, when the
+        diff covers several steps."""
         con = self.con
         self._step_no += 1
+        step_sql = str(self._step_no)
+        if numbers is not None:
+            step_sql = (
+                "CASE audience_id "
+                + " ".join(f"WHEN {int(a)} THEN {int(n)}" for a, n in numbers.items())
+                + " END"
+            )
         # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
         changed = con.execute(
             f"CREATE OR REPLACE TEMP TABLE eval_diff AS WITH n AS MATERIALIZED ({new}) "
@@ -511,6 +563,9 @@ class AudienceEngine:
         ).fetchall()
         adds = sum(int(r[1]) for r in counts)
         removes = sum(int(r[2]) for r in counts)
+        if self._sizes is not None:
+            for a, n_add, n_remove in counts:
+                self._sizes[int(a)] = self._sizes.get(int(a), 0) + int(n_add) - int(n_remove)
         if removes:
             con.execute(
                 "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM eval_diff r WHERE NOT r.added "
@@ -521,7 +576,7 @@ class AudienceEngine:
                 "INSERT INTO memberships SELECT audience_id, mpid, ? FROM eval_diff WHERE added", [now]
             ).fetchall()
         if scoped or any(a > 0 for a in audience_ids):  # journey roots are in no change log
-            con.execute(f"INSERT INTO eval_log SELECT {self._step_no}, * FROM eval_diff").fetchall()
+            con.execute(f"INSERT INTO eval_log SELECT {step_sql}, * FROM eval_diff").fetchall()
         if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
             result.adds += adds
             result.removes += removes

@@ -27,5 +27,4 @@ MEMBERSHIP_DDL = [
 # Scratch tables of one evaluation; TEMP, so they live in the engine's connection only.
 SCRATCH_DDL = [
     "CREATE TEMP TABLE IF NOT EXISTS eval_candidates (mpid BIGINT)",
-    "CREATE TEMP TABLE IF NOT EXISTS eval_parent (mpid BIGINT)",
 ]
