@@ -151,6 +151,9 @@ EVENTS_PER_REQUEST = 1_000
 MAX_BACKLOG = 4  # requests queued at the writer, at most
 
 
+MIN_INGEST_S = 15.0  # estimates under ingest are taken over at least this long
+
+
 class Ingest:
     """The server side of the load: parse, normalise, commit through the group-commit writer."""
 
@@ -299,11 +302,16 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     mpids = [int(r[0]) for r in con.execute("SELECT mpid FROM users USING SAMPLE 20000 ROWS").fetchall()]
     ingest = Ingest(store, mpids, 20_000.0)
     ingest.start()
-    time.sleep(3.0)  # the generator process starts and the writer gets going
+    started = time.perf_counter()
+    # the generator process starts and the writer opens the store (minutes at 10 M users): measure
+    # only once commits flow, and for long enough that the rate means something
+    while not ingest.committed and time.perf_counter() - started < 600:
+        time.sleep(0.1)
+    time.sleep(2.0)
     version = est.sample.version
     load_w, load_c = [], []
     since = time.perf_counter()
-    for _ in range(reps):
+    while len(load_w) < reps or time.perf_counter() - since < MIN_INGEST_S:
         w, c = timed(estimate)
         load_w.append(w)
         load_c.append(c)
