@@ -47,19 +47,20 @@ class Boundaries:
     entry_durations_ms: frozenset[int] = frozenset()
 
 
-def _walk(node: object) -> Iterator[object]:
+def walk(node: object) -> Iterator[object]:
+    """Every node of a criteria tree (models, tuples and lists), depth first."""
     yield node
     if isinstance(node, BaseModel):
         for name in type(node).model_fields:
-            yield from _walk(getattr(node, name))
+            yield from walk(getattr(node, name))
     elif isinstance(node, tuple | list):
         for item in node:
-            yield from _walk(item)
+            yield from walk(item)
 
 
 def _durations(node: object) -> set[int]:
     found: set[int] = set()
-    for n in _walk(node):
+    for n in walk(node):
         if isinstance(n, Duration):
             found.add(n.ms)
         elif isinstance(n, BetweenAgo):
@@ -81,7 +82,7 @@ def boundaries(
     seen = {0, lifetime_ms}
     entry: set[int] = set()
     attribute_durations: set[tuple[str, int]] = set()
-    for node in _walk([*criteria, *calculated]):
+    for node in walk([*criteria, *calculated]):
         if isinstance(node, Duration | BetweenAgo):
             durations |= _durations(node)
         if (

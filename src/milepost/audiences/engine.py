@@ -210,14 +210,7 @@ class AudienceEngine:
                     "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(int(top))]
                 ).fetchall()
                 return EvalResult()
-            mpids = [
-                int(r[0])
-                for r in self.con.execute(
-                    "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
-                    "AND endpoint = 'events' AND environment = 'production'",
-                    [wm, top],
-                ).fetchall()
-            ]
+            mpids = self._batch_users(wm, int(top))
             return self.evaluate(now, mpids, "ingest", watermark=int(top))
 
     def realtime(self, now: int | None = None, *, max_timer_users: int = 50_000) -> EvalResult:
@@ -240,14 +233,7 @@ class AudienceEngine:
             top = self.con.execute("SELECT max(seq) FROM batches WHERE seq > ?", [wm]).fetchall()[0][0]
             ingest: list[int] = []
             if top is not None:
-                ingest = [
-                    int(r[0])
-                    for r in self.con.execute(
-                        "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
-                        "AND endpoint = 'events' AND environment = 'production'",
-                        [wm, top],
-                    ).fetchall()
-                ]
+                ingest = self._batch_users(wm, int(top))
             due = [
                 int(r[0])
                 for r in self.con.execute(
@@ -633,6 +619,17 @@ class AudienceEngine:
         con.execute(
             f"INSERT INTO timers SELECT mpid, min(b) FROM ({union}) t(mpid, b) WHERE b > {now} GROUP BY mpid"
         ).fetchall()
+
+    def _batch_users(self, after: int, upto: int) -> list[int]:
+        """The users of the real-time batches in (after, upto]: what evaluating them must cover."""
+        return [
+            int(r[0])
+            for r in self.con.execute(
+                "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
+                "AND endpoint = 'events' AND environment = 'production'",
+                [after, upto],
+            ).fetchall()
+        ]
 
     def _watermark(self) -> int:
         rows = self.con.execute("SELECT value FROM store_meta WHERE key = ?", [WATERMARK_KEY]).fetchall()

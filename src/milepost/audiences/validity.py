@@ -11,13 +11,12 @@ bound: `durations` is None for them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel
 
-from milepost.audiences.boundaries import ROLLING_OPS, boundaries
+from milepost.audiences.boundaries import ROLLING_OPS, boundaries, walk
 from milepost.audiences.masks import Ids
 from milepost.criteria import CalculatedAttribute, Criteria
 from milepost.criteria import model as m
@@ -26,20 +25,10 @@ NEVER = 2**62  # an instant no estimate reaches
 MERGE_AFTER = 8  # extra chunks of instants kept before they are merged into one sorted array
 
 
-def _walk(node: object) -> Iterator[object]:
-    yield node
-    if isinstance(node, BaseModel):
-        for name in type(node).model_fields:
-            yield from _walk(getattr(node, name))
-    elif isinstance(node, tuple | list):
-        for item in node:
-            yield from _walk(item)
-
-
 def used_calculated(
     criteria: Criteria, calculated: Mapping[str, CalculatedAttribute]
 ) -> list[CalculatedAttribute]:
-    names = {n.name for n in _walk(criteria) if isinstance(n, m.CalculatedAttributeLeaf)}
+    names = {n.name for n in walk(criteria) if isinstance(n, m.CalculatedAttributeLeaf)}
     return [calculated[n] for n in sorted(names) if n in calculated]
 
 
@@ -50,7 +39,7 @@ def durations(
     when they can change at instants the sample does not hold."""
     calc = list(calculated)
     reads_time = False
-    for node in _walk([criteria, *calc]):
+    for node in walk([criteria, *calc]):
         if isinstance(node, m.EventLeaf | m.SequenceLeaf | m.CalculatedAttributeLeaf):
             reads_time = True  # compares event times with `now`
         if isinstance(node, m.AudienceLeaf | m.ParentEntryLeaf | m.SinceParentEntryWindow):
