@@ -376,6 +376,17 @@ def _test_sql(ctx: CompileContext, t: core.EventTest, now_ms: int) -> str:
     return test_value(NumberValue(ctx.dialect, total), t.test, now_ms).sql(dialect=ctx.dialect.name)
 
 
+def _kept(
+    con: duckdb.DuckDBPyConnection,
+    cols: EventColumns,
+    t: core.EventTest,
+    ctx: CompileContext,
+    plan: EventPlan,
+) -> npt.NDArray[np.bool_]:
+    """The events a test counts or sums: in scope, in its window, chosen by its selector."""
+    return _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+
+
 def _count(
     con: duckdb.DuckDBPyConnection,
     cols: EventColumns,
@@ -385,7 +396,7 @@ def _count(
     plan: EventPlan,
 ) -> Mask:
     now = ctx.now_ms
-    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+    keep = _kept(con, cols, t, ctx, plan)
     counts = np.bincount(cols.rows[keep], minlength=size)
     cond = plan.text(("test",), now, lambda at: _test_sql(ctx, t, at))
     # a user without a matching event has no row in the grouped counts: NULL, as after the LEFT JOIN
@@ -425,7 +436,7 @@ def _sum(
     """`sum(total_amount)`: a user's sum is 0 without matching events or amounts, as after COALESCE."""
     if not cols.amounts_exact:
         raise OverflowError("amounts too large for exact sums in int64")
-    keep = _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+    keep = _kept(con, cols, t, ctx, plan)
     sums = np.zeros(size, dtype=np.int64)
     np.add.at(sums, cols.rows[keep], cols.amount[keep])
     # most users sum to 0: the distinct values of the others, and 0 last

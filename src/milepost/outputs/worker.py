@@ -421,18 +421,10 @@ class ConnectionWorker:
         key = idempotency_key([r["id"] for r in records])
         attempt = sender.send(records, key)
         now, failures, decision = self._attempted("changes", attempt, records, key)
-        if decision.verdict is Verdict.DELIVERED:
-            self._acknowledged(part, sendable, [], now)
-            self._set_health("ok")
-            self._verified_at = now
-            return 0
-        if decision.verdict is Verdict.RETRY:
-            return self._retry(decision, failures, now)
-        if decision.verdict is Verdict.FAULT:
-            return self._fault(decision.reason)
+        then = self._after(decision, failures, now, lambda: self._acknowledged(part, sendable, [], now))
+        if then is not None:
+            return then
         # SPLIT: the partner refuses something in this batch.
-        self._failures = 0
-        s.last_error = decision.reason
         if len(part) > 1:
             first, second = split(part)
             self._redundant = 0
@@ -444,7 +436,6 @@ class ConnectionWorker:
 
     def _send_json(self, assignment: Assignment, sender: JsonOutput, batch: JsonBatch) -> float:
         """Send a batch of synchronisation adds written as JSON; what follows is as for `_send`."""
-        s = self.state
         now = self.runner.clock.now_ms()
         if not batch.eligible:
             self._acknowledged_json(batch, now)
@@ -456,18 +447,10 @@ class ConnectionWorker:
         )
         if decision.verdict is not Verdict.DELIVERED:
             self._ahead = None  # read again once this batch is through
-        if decision.verdict is Verdict.DELIVERED:
-            self._acknowledged_json(batch, now)
-            self._set_health("ok")
-            self._verified_at = now
-            return 0
-        if decision.verdict is Verdict.RETRY:
-            return self._retry(decision, failures, now)
-        if decision.verdict is Verdict.FAULT:
-            return self._fault(decision.reason)
+        then = self._after(decision, failures, now, lambda: self._acknowledged_json(batch, now))
+        if then is not None:
+            return then
         # SPLIT: the partner refuses something in this batch; halve it as records.
-        self._failures = 0
-        s.last_error = decision.reason
         part = self._as_changes(batch, assignment)
         self._redundant = 0
         if len(part) > 1:
@@ -480,6 +463,24 @@ class ConnectionWorker:
             part, [], [(part[0], DeadLetter(record, attempt.status, attempt.body[:2000]))], now
         )
         return 0
+
+    def _after(
+        self, decision: Decision, failures: int, now: int, acknowledge: Callable[[], None]
+    ) -> float | None:
+        """What follows a try of a batch of changes: the wait before the next step, or None when the
+        partner refused part of the batch (the caller splits it)."""
+        if decision.verdict is Verdict.DELIVERED:
+            acknowledge()
+            self._set_health("ok")
+            self._verified_at = now
+            return 0
+        if decision.verdict is Verdict.RETRY:
+            return self._retry(decision, failures, now)
+        if decision.verdict is Verdict.FAULT:
+            return self._fault(decision.reason)
+        self._failures = 0
+        self.state.last_error = decision.reason
+        return None
 
     def _send_reading_ahead(self, assignment: Assignment, sender: JsonOutput, batch: JsonBatch) -> Attempt:
         """Send the batch; while the partner has it, read the next one (the store's work then
