@@ -23,7 +23,14 @@ from milepost.engines.duckdb_rows import (
     key_table,
     user_table,
 )
-from milepost.engines.duckdb_schema import CONSENTS_UPSERT, DEVICES_UPSERT, IDENTITIES_UPSERT, USERS_UPSERT
+from milepost.engines.duckdb_schema import (
+    CONSENTS_UPSERT,
+    DEVICES_UPSERT,
+    IDENTITIES_UPSERT,
+    USERS_UPDATE_LISTS,
+    USERS_UPDATE_SEEN,
+    USERS_UPSERT,
+)
 from milepost.errors import EngineError, StoreLocked
 from milepost.ingest.plan import CommitPlan, Snapshot
 from milepost.ingest.state import StateMirror
@@ -37,6 +44,10 @@ EVENT_FIELDS = (
 
 
 CHECKPOINT_THRESHOLD = "256MB"
+
+# From this many stored users on, known users' rows are updated rather than upserted: two statements
+# instead of one, which costs more in a small store and far less in a large one (duckdb_schema).
+LARGE_USERS = 500_000
 
 # A key sent again after its window has two rows until the purge; the latest counts.
 DEDUPE_KEYS = "SELECT input_id, key, max(received_at) FROM dedupe_keys WHERE kind = ? GROUP BY input_id, key"
@@ -61,6 +72,7 @@ class DuckDBStore:
             raise EngineError(f"cannot open the store {self.path}: {exc}") from None
         self._local = threading.local()
         self._mirror: StateMirror | None = None
+        self.large_users = LARGE_USERS
         # Checkpoints run inside a COMMIT; at the default 16 MB of WAL they ran every few group
         # commits and were most of the commit time. Fewer, larger checkpoints cost less in total.
         self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
@@ -183,6 +195,7 @@ class DuckDBStore:
         t_other: pa.Table | None = None,
         t_batches: pa.Table | None = None,
         t_users: pa.Table | None = None,
+        t_new_users: pa.Table | None = None,
         t_released: pa.Table | None = None,
         t_identities: pa.Table | None = None,
         t_consents: pa.Table | None = None,
@@ -228,11 +241,10 @@ class DuckDBStore:
             sql.append("INSERT INTO batches SELECT * FROM t_batches")
             self._next_batch_seq += len(plan.batches)
         # Each statement has a fixed cost of about a millisecond, so a table gets one: a plain append
-        # when none of its rows is stored yet (the mirror knows), else an upsert of them all.
+        # when none of its rows is stored yet (the mirror knows), else an upsert of them all (users in
+        # a large store: `_write_users`).
         if plan.users:
-            t["t_users"] = user_table(plan.users)
-            all_new = all(c.is_new for c in plan.users.values())
-            sql.append("INSERT INTO users SELECT * FROM t_users" if all_new else USERS_UPSERT)
+            sql += self._write_users(plan, state, t)
         if plan.released_identities:
             released = list(plan.released_identities)
             t["t_released"] = pa.table(
@@ -260,6 +272,22 @@ class DuckDBStore:
             t["t_keys"] = key_table(plan.request_keys, plan.message_keys)
             sql.append("INSERT INTO dedupe_keys SELECT * FROM t_keys")
         return sql, t
+
+    def _write_users(self, plan: CommitPlan, state: StateMirror, t: dict[str, pa.Table]) -> list[str]:
+        known = [m for m, c in plan.users.items() if not c.is_new]
+        if not known:
+            t["t_users"] = user_table(plan.users)
+            return ["INSERT INTO users SELECT * FROM t_users"]
+        if len(state.mpids) < self.large_users:
+            t["t_users"] = user_table(plan.users)
+            return [USERS_UPSERT]
+        sql = []
+        if len(known) < len(plan.users):
+            t["t_new_users"] = user_table({m: c for m, c in plan.users.items() if c.is_new})
+            sql.append("INSERT INTO users SELECT * FROM t_new_users")
+        t["t_users"] = user_table({m: plan.users[m] for m in known})
+        mpids = ", ".join(map(str, known))
+        return [*sql, USERS_UPDATE_SEEN.format(mpids=mpids), USERS_UPDATE_LISTS.format(mpids=mpids)]
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
 

@@ -101,6 +101,23 @@ USERS_UPSERT = """INSERT INTO users SELECT * FROM t_users ON CONFLICT (mpid) DO 
     attributes = json_merge_patch(users.attributes, excluded.attributes),
     updated_at = excluded.updated_at"""
 
+# The upsert's cost grows with the table when it sets the list and JSON columns of stored rows
+# (measured for 100 known users: 8 ms at 10 k users, 60 ms at 2 M, 300 ms at 10 M). In a large store
+# the known users' rows are updated instead, found through the primary key by a literal list of their
+# MPIDs (`{mpids}`): the scalar columns of them all, then inputs and attributes only of the rows
+# whose inputs gain an input or whose attributes change (at 10 M: 65 ms for the two).
+USERS_UPDATE_SEEN = """UPDATE users SET
+    first_seen = coalesce(users.first_seen, t.first_seen),
+    last_seen = greatest(users.last_seen, t.last_seen),
+    updated_at = t.updated_at
+    FROM t_users t WHERE users.mpid = t.mpid AND users.mpid IN ({mpids})"""
+
+USERS_UPDATE_LISTS = """UPDATE users SET
+    inputs = list_sort(list_distinct(list_concat(users.inputs, t.inputs))),
+    attributes = json_merge_patch(users.attributes, t.attributes)
+    FROM t_users t WHERE users.mpid = t.mpid AND users.mpid IN ({mpids})
+    AND (t.attributes <> '{{}}' OR NOT list_has_all(users.inputs, t.inputs))"""
+
 IDENTITIES_UPSERT = """INSERT INTO identities SELECT * FROM t_identities ON CONFLICT (identity_type, value_key) DO UPDATE SET
     mpid = excluded.mpid, value = excluded.value, updated_at = excluded.updated_at"""
 

@@ -1,0 +1,118 @@
+"""What a commit writes: the JSON columns as sent, and the same user rows on either write path."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.normalize import normalize_request
+from milepost.ingest.plan import DedupeWindows, build_plan
+from milepost.model.batch import IngestRequest
+
+DAY = 86_400_000
+T0 = 1_780_000_000_000
+WINDOWS = DedupeWindows(request_ms=30 * DAY, message_ms=7 * DAY)
+
+
+def _apply(store: DuckDBStore, requests: list[tuple[int, int, list[dict[str, Any]]]], seed: int) -> None:
+    """Commit (input, received_at, body) requests as one group."""
+    reqs = [
+        IngestRequest(i, at, normalize_request(body, bulk=True, historical=False, received_at=at)[0])
+        for i, at, body in requests
+    ]
+    store.apply(build_plan(reqs, store, WINDOWS, random.Random(seed)))
+
+
+def test_json_columns_hold_each_value_as_sent(tmp_path: Path) -> None:
+    # Values holding what separates the values of one serialisation (newlines, commas, brackets).
+    tricky = ["a\nb", ",\n,", "]\n[", "\u2028", "é", "{}", "[]", ""]
+    events = [
+        {
+            "event_type": "custom_event",
+            "data": {
+                "event_name": f"e{i}",
+                "custom_event_type": "other",
+                "custom_attributes": {f"k{i}": s, "n": i, "f": 0.1 * i} if i % 3 else {},
+                "note": s,
+            },
+        }
+        for i, s in enumerate(tricky)
+    ]
+    events.append(
+        {
+            "event_type": "commerce_event",
+            "data": {
+                "product_action": {
+                    "action": "purchase",
+                    "total_amount": 12.5,
+                    "products": [{"id": "p\n1", "price": 12.5, "quantity": 1}],
+                },
+                "currency_code": "EUR",
+            },
+        }
+    )
+    body = [{"mpid": 3, "events": events, "user_attributes": {"x": "1\n,\n,2"}}, {"mpid": 4}]
+    store = DuckDBStore(tmp_path / "store")
+    try:
+        _apply(store, [(1, T0, body)], seed=1)
+        rows = store._con.execute(
+            "SELECT attrs::VARCHAR, products::VARCHAR, data::VARCHAR FROM events_hot ORDER BY event_id"
+        ).fetchall()
+        sent, _ = normalize_request(body, bulk=True, historical=False, received_at=T0)
+        expected = [
+            (orjson.dumps(e.attrs), orjson.dumps(e.products), orjson.dumps(e.data, default=float))
+            for e in sent[0].events
+        ]
+        assert [tuple(c.encode() for c in r) for r in rows] == expected
+        assert sent[0].events[-1].total_amount == Decimal("12.5")
+        bodies = store._con.execute("SELECT body::VARCHAR FROM batches ORDER BY seq").fetchall()
+        assert [orjson.loads(b) for (b,) in bodies] == body
+        assert store.profile(3)["attributes"] == {"x": "1\n,\n,2"}
+    finally:
+        store.close()
+
+
+def _users(store: DuckDBStore) -> list[tuple[Any, ...]]:
+    rows = store._con.execute(
+        "SELECT mpid, created_at, first_seen, last_seen, inputs, attributes::VARCHAR, updated_at "
+        "FROM users ORDER BY mpid"
+    ).fetchall()
+    return [(*r[:5], orjson.loads(r[5]), r[6]) for r in rows]
+
+
+def test_large_store_updates_leave_the_same_users_as_the_upsert(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    upsert = DuckDBStore(tmp_path / "upsert")
+    update = DuckDBStore(tmp_path / "update")
+    update.large_users = 0  # every commit with known users takes the large-store path
+    try:
+        at = T0
+        for step in range(60):
+            at += rng.choice([1_000, 3_600_000])
+            group = []
+            for j in range(rng.randint(1, 3)):
+                body = []
+                for _ in range(rng.randint(1, 5)):
+                    batch: dict[str, Any] = {"mpid": rng.randint(1, 12), "events": []}
+                    if rng.random() < 0.4:
+                        batch["user_attributes"] = {
+                            rng.choice("abcd"): rng.choice([None, 1, "x", [1, 2], True])
+                        }
+                    if rng.random() < 0.1:
+                        batch["deleted_user_attributes"] = [rng.choice("abcd")]
+                    if rng.random() < 0.1:
+                        batch["environment"] = "development"
+                    body.append(batch)
+                group.append((rng.randint(1, 3), at + j, body))
+            for store in (upsert, update):
+                _apply(store, group, seed=step)
+            assert _users(update) == _users(upsert), f"step {step}"
+        assert len(_users(upsert)) == 12
+    finally:
+        upsert.close()
+        update.close()
