@@ -123,14 +123,18 @@ class Runtime:
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
         while not self._stop.is_set():
+            failed = False
             try:
-                settled = self.journeys.settle()  # first calculations (after start-up: recovery too)
+                # First calculations (after start-up: recovery too), one part at a time.
+                settled = self.journeys.settle_part()
                 result = self.audiences.realtime()  # new batches and due timers, in one evaluation
                 if result.adds or result.removes or settled.adds or settled.removes:
                     self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:
                 log.exception("audience evaluation failed")
-            self._wake.wait(0.2)
+                failed = True
+            if failed or not self.journeys.settling:  # parts of a calculation follow each other at once
+                self._wake.wait(0.2)
             self._wake.clear()
 
     def _maintain(self) -> None:

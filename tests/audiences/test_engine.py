@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlglot import parse_one
 
-from milepost.audiences.engine import AudienceEngine, EngineSettings
+from milepost.audiences.engine import AudienceEngine, EngineSettings, _columns
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.clock import ManualClock
 from milepost.engines.duckdb import DuckDBStore
@@ -192,3 +193,111 @@ def test_independent_groups_share_a_statement_and_log_in_step_order(world: World
     world.engine.catch_up()
     assert world.changes()[-1] == (102, 1, "remove")
     assert [world.engine.members(a) for a in (101, 102, 50)] == [[1, 2], [], [1, 2]]
+
+
+def _timers(world: World) -> list[tuple[int, int]]:
+    rows = world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall()
+    return [(int(m), int(d)) for m, d in rows]
+
+
+def _watch(ts: int) -> dict[str, Any]:
+    data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
+    return {"event_type": "custom_event", "data": data}
+
+
+WATCHED_TWICE = {
+    "type": "event",
+    "event": {"event_type": "custom_event", "name": "watch"},
+    "having": {"fn": "count", "op": "greater_or_equal", "value": 2},
+    "window": {"last": {"amount": 7, "unit": "days"}},
+}
+
+
+def test_full_calculation_in_parts_leaves_what_one_full_calculation_leaves(world: World) -> None:
+    tree = journey(
+        ms(1, 101, WATCHED_TWICE), ms(2, 102, attr("plan", "equals", "paid"), pos=1), ms(3, 103, None, pos=2)
+    )
+    world.send(
+        *(
+            {
+                "mpid": i,
+                "user_attributes": {"plan": "paid" if i % 3 == 0 else "free"},
+                "events": [_watch(T0 - (i % 9) * DAY), _watch(T0 - DAY)],
+            }
+            for i in range(1, 23)
+        )
+    )
+    world.engine.catch_up()  # nothing maintained yet: only the read position moves
+    world.engine.configure([tree], {})
+    after: int | None = None
+    parts = 0
+    upto, users = world.engine.last_user()
+    assert (upto, users) == (22, 22)
+    while True:
+        _, last = world.engine.calculate_part(after, 4, upto)
+        if last is None:
+            break
+        assert after is None or last > after
+        after, parts = last, parts + 1
+    assert parts == 6  # 22 users, 4 at a time
+    members = {a: world.engine.members(a) for a in (101, 102, 103)}
+    assert members[101] == [i for i in range(1, 23) if i % 9 < 7]
+    timers = _timers(world)
+    assert timers  # windows slide: every user has a next boundary
+    check = world.engine.full_calculation()
+    assert (check.adds, check.removes) == (0, 0)
+    assert {a: world.engine.members(a) for a in (101, 102, 103)} == members
+    assert _timers(world) == timers
+    # Each member was added once, by the calculation.
+    assert sorted(world.changes()) == sorted((a, m, "add") for a, ms_ in members.items() for m in ms_)
+
+
+def test_real_time_between_parts_of_a_calculation_logs_each_transition_once(world: World) -> None:
+    world.send(*({"mpid": i, "user_attributes": {"plan": "free"}} for i in range(1, 13)))
+    world.engine.catch_up()
+    world.engine.configure([journey(ms(1, 101, attr("plan", "equals", "paid")))], {})
+    upto, _ = world.engine.last_user()
+    _, after = world.engine.calculate_part(None, 5, upto)
+    assert after == 5
+    # Users on either side of the calculation's position change between its parts.
+    world.clock.advance(1000)
+    world.send(
+        {"mpid": 2, "user_attributes": {"plan": "paid"}}, {"mpid": 9, "user_attributes": {"plan": "paid"}}
+    )
+    world.engine.realtime()
+    assert world.engine.members(101) == [2, 9]
+    world.clock.advance(1000)
+    # A user who arrives meanwhile, past the calculation's end, is real time's alone.
+    world.send(
+        {"mpid": 9, "user_attributes": {"plan": "free"}},
+        {"mpid": 11, "user_attributes": {"plan": "paid"}},
+        {"mpid": 40, "user_attributes": {"plan": "paid"}},
+    )
+    world.engine.realtime()
+    covered = []
+    while after is not None:
+        _, after = world.engine.calculate_part(after, 5, upto)
+        covered.append(after)
+    assert covered == [10, 12, None]
+    assert world.engine.members(101) == [2, 11, 40]
+    assert world.changes() == [
+        (101, 2, "add"),
+        (101, 9, "add"),
+        (101, 9, "remove"),
+        (101, 11, "add"),
+        (101, 40, "add"),
+    ]
+    check = world.engine.full_calculation()
+    assert (check.adds, check.removes) == (0, 0)
+
+
+def test_scoped_copies_keep_the_columns_the_queries_name() -> None:
+    counted = parse_one("SELECT e.mpid, count(*) FROM events AS e WHERE e.ts > 1 GROUP BY e.mpid")
+    assert _columns([counted, parse_one("SELECT u.mpid FROM users AS u WHERE u.attributes IS NULL")]) == {
+        "mpid",
+        "ts",
+        "attributes",
+    }
+    # A query reading whole rows needs every column.
+    assert _columns([counted, parse_one("SELECT e.* FROM events AS e")]) is None
+    assert _columns([parse_one("SELECT * FROM events")]) is None

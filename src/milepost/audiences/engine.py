@@ -70,6 +70,20 @@ class _Compiled:
     # Steps in batches: the steps of one batch read nothing another writes, so they run as one
     # statement (each statement costs DuckDB a fixed setup per operator and per diff).
     batches: list[list[_SqlStep]]
+    # Column names the queries refer to (None: a query reads whole rows): a scoped evaluation
+    # copies only these columns of the candidates' events.
+    columns: frozenset[str] | None = None
+
+
+def _columns(queries: Sequence[exp.Expr]) -> frozenset[str] | None:
+    """Every column name the queries mention, or None when one selects whole rows (`*`, `t.*`)."""
+    names: set[str] = set()
+    for q in queries:
+        for star in q.find_all(exp.Star):
+            if not isinstance(star.parent, exp.AggFunc):  # count(*) reads no column
+                return None
+        names.update(c.name.lower() for c in q.find_all(exp.Column))
+    return frozenset(names)
 
 
 def _with_parent(query: exp.Select, group: SiblingGroup) -> exp.Select:
@@ -115,6 +129,7 @@ class AudienceEngine:
         # diff: a step whose parent and audiences are empty is known to change nothing.
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
+        self._event_fields: tuple[str, ...] | None = None  # the events view's columns
         for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
             con.execute(ddl).fetchall()
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
@@ -195,6 +210,56 @@ class AudienceEngine:
     def full_calculation(self, now: int | None = None, cause: str = "full") -> EvalResult:
         """Recompute every maintained audience for every user (on the calculator when there is one)."""
         return self.evaluate(self.clock.now_ms() if now is None else now, None, cause, remote=True)
+
+    def last_user(self) -> tuple[int | None, int]:
+        """The highest mpid with a profile, a membership or a timer (where a calculation in parts
+        ends), and how many profiles there are."""
+        with self._lock:
+            row = self.con.execute(
+                "SELECT max(m), sum(n) FROM (SELECT max(mpid), count(*) FROM users UNION ALL "
+                "SELECT max(mpid), 0 FROM memberships UNION ALL SELECT max(mpid), 0 FROM timers) t(m, n)"
+            ).fetchall()
+            return (None if row[0][0] is None else int(row[0][0])), int(row[0][1] or 0)
+
+    def calculate_part(
+        self,
+        after: int | None,
+        limit: int,
+        upto: int | None,
+        now: int | None = None,
+        cause: str = "calculation",
+    ) -> tuple[EvalResult, int | None]:
+        """One part of a full calculation: every maintained audience for the users of the next
+        `limit` profiles by mpid in `(after, upto]` (`after` None: from the first; mpids may be negative). Returns
+        the result and the last mpid covered (None: no user is left).
+
+        Parts covering every user up to `last_user()` at the start leave the state a full
+        calculation leaves: each user's membership depends on their own data only, and users who
+        arrive or change meanwhile are evaluated by real time on the same plan."""
+        with self._lock:
+            now = self.clock.now_ms() if now is None else now
+            if upto is None:
+                return EvalResult(), None
+            # The part ends at its `limit`-th profile (or at `upto` when fewer are left), and takes
+            # every user up to there: a top-N over profiles, then range scans, instead of a
+            # distinct over the whole store per part.
+            lower = "(?::BIGINT IS NULL OR mpid > ?)"
+            top = self.con.execute(
+                f"SELECT count(*), max(mpid) FROM (SELECT mpid FROM users WHERE {lower} AND mpid <= ? "
+                "ORDER BY mpid LIMIT ?)",
+                [after, after, upto, max(1, limit)],
+            ).fetchall()[0]
+            end = upto if int(top[0]) < max(1, limit) else int(top[1])
+            within = f"{lower} AND mpid <= ?"
+            rows = self.con.execute(
+                f"SELECT mpid FROM users WHERE {within} UNION SELECT mpid FROM memberships WHERE {within} "
+                f"UNION SELECT mpid FROM timers WHERE {within} ORDER BY mpid",
+                [after, after, end] * 3,
+            ).fetchall()
+            if not rows:
+                return EvalResult(), None
+            mpids = [int(r[0]) for r in rows]
+            return self.evaluate(now, mpids, cause, span=(mpids[0], mpids[-1])), mpids[-1]
 
     def catch_up(self, now: int | None = None) -> EvalResult:
         """Evaluate the users of every accepted real-time batch not evaluated yet."""
@@ -289,9 +354,12 @@ class AudienceEngine:
         *,
         remote: bool = False,
         ingest_users: Sequence[int] | None = None,
+        span: tuple[int, int] | None = None,
     ) -> EvalResult:
         """`ingest_users`: the candidates evaluated for new data; changes of the others are logged
-        with the cause "timer" (a real-time step evaluating both kinds together)."""
+        with the cause "timer" (a real-time step evaluating both kinds together). `span`: an mpid
+        range `[first, last]` holding every candidate, which lets the scoped copies skip the rest
+        of the store without a join."""
         with self._lock:
             con = self.con
             plan = self._plan
@@ -301,7 +369,7 @@ class AudienceEngine:
                 if remote and candidates is None and self.calculator is not None and plan.journeys:
                     self._apply_calculated(plan, now, cause, result)
                 else:
-                    self._evaluate_plan(plan, now, candidates, cause, result, ingest_users)
+                    self._evaluate_plan(plan, now, candidates, cause, result, ingest_users, span)
                 if watermark is not None:
                     con.execute(
                         "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
@@ -320,6 +388,7 @@ class AudienceEngine:
         cause: str,
         result: EvalResult,
         ingest: Sequence[int] | None = None,
+        span: tuple[int, int] | None = None,
     ) -> None:
         scoped = candidates is not None
         con = self.con
@@ -332,10 +401,12 @@ class AudienceEngine:
             # The candidates' rows, copied once: every query of this evaluation then reads a few
             # thousand rows instead of filtering the whole store again per sibling group. Their
             # memberships too: steps update the copy, and `_flush` applies the net change.
+            within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
             for table in (*SCOPED_TABLES, "memberships"):
+                columns = self._event_columns(plan) if table == "events" else "*"
                 con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} "
-                    "WHERE mpid IN (SELECT mpid FROM eval_candidates)"
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
+                    f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
                 ).fetchall()
         else:
             self._drop_scope_copies()
@@ -398,6 +469,7 @@ class AudienceEngine:
             return cached[2]
         lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
         roots = [root_query(j, 0, lifetime, DUCKDB, None, NOW_SQL) for j in plan.journeys]
+        queries: list[exp.Expr] = list(roots)
         root_step = None
         if roots:
             union: exp.Query = roots[0]
@@ -417,13 +489,33 @@ class AudienceEngine:
             )
             for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)):
                 number += 1
-                sql = None if st.query is None else to_sql(_with_parent(st.query, g))
+                sql = None
+                if st.query is not None:
+                    query = _with_parent(st.query, g)
+                    queries.append(query)
+                    sql = to_sql(query)
                 step = _SqlStep(st.writes, sql, g.parent_audience_id, number)
                 batches.setdefault((level[id(g)], segment), []).append(step)
-        compiled = _Compiled(root_step, [batches[k] for k in sorted(batches)])
+        compiled = _Compiled(root_step, [batches[k] for k in sorted(batches)], _columns(queries))
         if plan is self._plan:  # what-if plans are evaluated once
             self._cache = (plan, self.settings, compiled)
         return compiled
+
+    def _event_columns(self, plan: _Plan) -> str:
+        """The events columns a scoped copy needs: those the plan's queries name, and what timers
+        read; decoding the others (JSON payloads) was most of the copy's cost."""
+        named = self._compiled(plan).columns
+        if named is None:
+            return "*"
+        if self._event_fields is None:
+            self._event_fields = tuple(
+                str(r[0])
+                for r in self.con.execute(
+                    "SELECT column_name FROM (DESCRIBE SELECT * FROM " + self._db + ".main.events)"
+                ).fetchall()
+            )
+        keep = [c for c in self._event_fields if c.lower() in named or c.lower() in ("mpid", "ts")]
+        return ", ".join(f'"{c}"' for c in keep)
 
     def _apply_calculated(self, plan: _Plan, now: int, cause: str, result: EvalResult) -> None:
         """A full calculation done by the calculator: its final membership, applied step by step.
@@ -531,14 +623,14 @@ class AudienceEngine:
                 + " END"
             )
         # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
+        # (A step yields each (audience, user) once.)
         changed = con.execute(
-            f"CREATE OR REPLACE TEMP TABLE eval_diff AS WITH n AS MATERIALIZED ({new}) "
-            "SELECT n.audience_id, n.mpid, true AS added FROM n WHERE NOT EXISTS (SELECT 1 FROM memberships m "
-            "WHERE m.audience_id = n.audience_id AND m.mpid = n.mpid) UNION ALL "
-            "SELECT m.audience_id, m.mpid, false FROM memberships m "
-            "WHERE list_contains(?::BIGINT[], m.audience_id)"
-            + self._scope("m.mpid", scoped)
-            + " AND NOT EXISTS (SELECT 1 FROM n WHERE n.audience_id = m.audience_id AND n.mpid = m.mpid)",
+            f"CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT coalesce(n.audience_id, m.audience_id) AS audience_id, "
+            "coalesce(n.mpid, m.mpid) AS mpid, m.mpid IS NULL AS added "
+            f"FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
+            "WHERE list_contains(?::BIGINT[], audience_id)"
+            + self._scope("mpid", scoped)
+            + ") m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
             [*params, audience_ids],
         ).fetchall()[0][0]
         if not changed:

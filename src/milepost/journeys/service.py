@@ -9,6 +9,7 @@ first be asked as a dry run, answering per activated audience how many users wou
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,15 @@ from milepost.errors import InvalidRequest, JourneyRuleViolation
 from milepost.journeys import whatif
 from milepost.journeys.status import calculated_set
 
+# Parts of a first calculation on the evaluator thread: sized to take about PART_S each, so real
+# time runs between them instead of waiting behind the whole calculation. Each part also pays a
+# cost that grows with the store (its scans), so a calculation has at most MAX_PARTS of them.
+PART_S = 0.5
+FIRST_PART_USERS = 10_000
+MIN_PART_USERS = 2_000
+MAX_PART_USERS = 1_000_000
+MAX_PARTS = 16
+
 
 class JourneyService:
     def __init__(
@@ -46,6 +56,12 @@ class JourneyService:
         self.calculated: frozenset[int] = frozenset()
         self.pending: set[int] = set()  # calculated, first full calculation not finished: "calculating"
         self.stale = False  # the plan changed and the evaluator thread has not recalculated yet
+        # The calculation run in parts (`settle_part`): the last mpid done and the users per part.
+        self._cursor: int | None = None
+        self._upto: int | None = None
+        self._least = MIN_PART_USERS
+        self._recovering = False  # the first calculation after start-up is due
+        self._part_users = FIRST_PART_USERS
         self._lock = threading.RLock()
 
     # ---- documents --------------------------------------------------------------------------
@@ -259,6 +275,7 @@ class JourneyService:
         """At start-up: plan the engine; every calculated audience waits for one full calculation."""
         with self._lock:
             self.calculated = frozenset()
+            self._recovering = True
             deferred, self.deferred = self.deferred, True
             try:
                 self.refresh()
@@ -280,10 +297,16 @@ class JourneyService:
                 self.settings(),
                 maintained=None if self.maintain_all else calculated,
             )
+            self._cursor = None  # a calculation in parts starts again on the new plan
             if self.deferred:
                 self.stale = True
                 return EvalResult()
             return self.settle(force=True)
+
+    @property
+    def settling(self) -> bool:
+        """A calculation is due or under way."""
+        return bool(self.pending or self.stale)
 
     def settle(self, force: bool = False) -> EvalResult:
         """Run the full calculation that audiences still "calculating" wait for."""
@@ -291,6 +314,37 @@ class JourneyService:
             if not (self.pending or self.stale or force):
                 return EvalResult()
             result = self.engine.full_calculation(self.now(), cause="calculation")
-            self.pending.clear()
-            self.stale = False
+            self._done()
             return result
+
+    def settle_part(self) -> EvalResult:
+        """Advance the due calculation by one part of users (the evaluator thread's way: real time
+        runs between parts); audiences stay "calculating" until the last part is done."""
+        with self._lock:
+            if not self.settling:
+                return EvalResult()
+            # In one go: on the calculator, or the recovery after start-up (nothing is settled
+            # yet, so nothing waits on real time more than on the calculation).
+            if self.engine.calculator is not None or self._recovering:
+                return self.settle()
+            started = time.monotonic()
+            if self._cursor is None:
+                # Users known now; those who arrive later are evaluated by real time on this plan.
+                self._upto, users = self.engine.last_user()
+                self._least = max(MIN_PART_USERS, -(-users // MAX_PARTS))
+                self._part_users = max(self._part_users, self._least)
+            result, last = self.engine.calculate_part(self._cursor, self._part_users, self._upto, self.now())
+            if last is None:
+                self._done()
+                return result
+            self._cursor = last
+            took = max(time.monotonic() - started, 1e-3)
+            scale = min(2.0, max(0.5, PART_S / took))
+            self._part_users = min(MAX_PART_USERS, max(self._least, int(self._part_users * scale)))
+            return result
+
+    def _done(self) -> None:
+        self.pending.clear()
+        self.stale = False
+        self._recovering = False
+        self._cursor = None
