@@ -110,6 +110,11 @@ def test_compile_many_and_candidates_agree(
         assert {r[0] for r in rows if r[i + 1]} == oracle(crit, world)
     restricted = con.execute(to_sql(compile_criteria(crits[0], context(world, sorted(pick))))).fetchall()
     assert {r[0] for r in restricted} == oracle(crits[0], world) & pick
+    # Candidates filtering the users only, not the rows each leaf reads: the same members.
+    dense = replace(context(world, sorted(pick)), candidates_dense=True)
+    assert {r[0] for r in con.execute(to_sql(compile_criteria(crits[0], dense))).fetchall()} == {
+        r[0] for r in restricted
+    }
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -59,7 +59,7 @@ def calc_cte(c: Compiler, defn: CalculatedAttribute) -> tuple[str, ValueOf]:
     )
     value = event_value_sql(d, a, defn.attribute) if defn.attribute else None
     filters = [
-        c.candidate_filter(mpid),
+        c.leaf_filter(mpid),
         c.in_range(a, core.calc_range(defn)),
         c.selects(a, core.selector(defn.event, defn.where)),
     ]

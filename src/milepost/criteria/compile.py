@@ -1,7 +1,9 @@
 """Compile criteria to one sqlglot SELECT over the store tables (docs/store-layout.md).
 
 Event, sequence and calculated-attribute leaves become grouped CTEs joined to `users`, shared
-between all criteria compiled together; profile leaves become correlated EXISTS tests.
+between all criteria compiled together, and so do the tests for a row of the user in another
+table (consents, identities, devices, memberships); user attributes are read from `users`. Event
+leaves whose windows nest share one grouped pass over `events`, one aggregate column per leaf.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class CompileContext:
     # The instant as an SQL expression bound per evaluation (one compiled query serves every
     # evaluation); None: `now_ms` as literals.
     now_sql: exp.Expr | None = None
+    # The candidates are most users with rows in the tables read (a journey's root): only the
+    # users are filtered, as testing each row a leaf reads against them costs more than it saves.
+    candidates_dense: bool = False
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -57,6 +62,30 @@ def eq(a: exp.Expr, b: exp.Expr) -> exp.Expr:
     return exp.EQ(this=a, expression=b)
 
 
+@dataclass
+class EventScan:
+    """Event leaves answered by one grouped pass over `events`: leaf -> (column, rows, aggregate).
+
+    `aggregate` is (function, argument): the argument None counts rows."""
+
+    ranges: list[core.TimeRange] = field(default_factory=list)
+    leaves: dict[core.EventTest, tuple[str, exp.Expr, tuple[type[exp.Func], exp.Expr | None]]] = field(
+        default_factory=dict
+    )
+
+
+def scan_group(r: core.TimeRange) -> object | None:
+    """Leaves whose windows fall in one group share a scan: relative windows all read within the
+    widest of them, absolute ones only with the same bounds; parent windows scan alone."""
+    if r.kind in ("lookback", "rolling"):
+        return "relative"
+    if r.kind == "absolute":
+        return ("absolute", r.start_ms, r.end_ms)
+    if r.kind == "all":
+        return "all"
+    return None
+
+
 class Compiler:
     """Builds conditions for one query, collecting the CTEs they need (deduplicated)."""
 
@@ -64,7 +93,7 @@ class Compiler:
         self.ctx = ctx
         self.d = ctx.dialect
         self.ctes: dict[object, str] = {}
-        self.cte_bodies: list[tuple[str, exp.Select]] = []
+        self.cte_bodies: list[tuple[str, exp.Select | EventScan]] = []
         self.now: Instant = ctx.now_sql if ctx.now_sql is not None else ctx.now_ms
 
     def ago(self, ms: int = 0) -> exp.Expr:
@@ -82,13 +111,20 @@ class Compiler:
             return FALSE
         return exp.In(this=mpid, expressions=[lit(int(x)) for x in c])
 
-    def cte(self, key: object, body: exp.Select) -> str:
+    def leaf_filter(self, mpid: exp.Expr) -> exp.Expr:
+        """The candidate filter on the rows a leaf reads (the users are always filtered)."""
+        return TRUE if self.ctx.candidates_dense else self.candidate_filter(mpid)
+
+    def cte(self, key: object, body: exp.Select | EventScan) -> str:
         key = (key, self.ctx.parent_audience_id)
         if key not in self.ctes:
             name = f"leaf_{len(self.ctes)}"
             self.ctes[key] = name
             self.cte_bodies.append((name, body))
         return self.ctes[key]
+
+    def scan(self, name: str) -> EventScan:
+        return next(b for n, b in self.cte_bodies if n == name and isinstance(b, EventScan))
 
     def scope(self, a: str) -> exp.Expr:
         ids = self.ctx.input_ids
@@ -159,9 +195,21 @@ class Compiler:
         now = self.now
         return self.d.exists_element(products, f"_p{a}", lambda x: test_value(item(x), cond, now))
 
-    def exists_in(self, table: str, alias: str, *conds: exp.Expr) -> exp.Expr:
-        own = eq(col("mpid", alias), col("mpid", USERS))
-        return exp.Exists(this=exp.select("1").from_(exp.to_table(table).as_(alias)).where(and_(own, *conds)))
+    def exists_in(self, table: str, alias: str, *conds: exp.Expr, unique: bool = False) -> exp.Expr:
+        """The user has a row in `table` passing `conds`. A CTE of those users joined like the
+        event leaves, not a correlated EXISTS: DuckDB plans that one in a select list as a join
+        against every distinct outer user, at many times the cost of the join.
+
+        `unique`: `conds` fix the rest of the table's key, so each user has at most one such row."""
+        mpid = col("mpid", alias)
+        body = (
+            exp.select(mpid)
+            .distinct(distinct=not unique)
+            .from_(exp.to_table(table).as_(alias))
+            .where(and_(self.leaf_filter(mpid.copy()), *conds))
+        )
+        name = self.cte(("exists", body.sql(dialect=self.d.name)), body)
+        return exp.Not(this=exp.Is(this=col("mpid", name), expression=exp.Null()))
 
     # -- nodes ---------------------------------------------------------------------------
     def node(self, n: core.Node) -> exp.Expr:
@@ -178,7 +226,7 @@ class Compiler:
             conds = [eq(col("regulation", "c"), lit(n.regulation)), eq(col("purpose", "c"), lit(n.purpose))]
             if n.state in ("consented", "not_consented"):
                 conds.append(eq(col("consented", "c"), exp.Boolean(this=n.state == "consented")))
-            found = self.exists_in("consents", "c", *conds)
+            found = self.exists_in("consents", "c", *conds, unique=True)  # key (mpid, regulation, purpose)
             return exp.Not(this=found) if n.state == "not_present" else found
         if isinstance(n, core.EventTest):
             return self.event_test(n)
@@ -228,38 +276,59 @@ class Compiler:
     def event_test(self, n: core.EventTest) -> exp.Expr:
         a = "e"
         value = event_value_sql(self.d, a, n.attribute) if n.attribute else None
-        agg: exp.Expr
+        agg: tuple[type[exp.Func], exp.Expr | None]
         if n.fn == "count":
-            agg = exp.Count(this=exp.Star()) if value is None else exp.Count(this=case_present(value))
+            agg = (exp.Count, None if value is None else case_present(value))
         elif n.fn == "distinct":
             assert value is not None
-            agg = exp.Count(this=exp.Distinct(expressions=[value.key()]))
+            agg = (exp.Count, exp.Distinct(expressions=[value.key()]))
         elif n.fn == "sum":
             assert value is not None
-            agg = exp.Sum(this=value.decimal())
+            agg = (exp.Sum, value.decimal())
         else:
             assert value is not None
-            cls = {"min": exp.Min, "max": exp.Max, "avg": exp.Avg}[n.fn]
-            agg = cls(this=value.number())
-        body = (
-            exp.select(col("mpid", a), agg.as_("v"))
-            .from_(exp.to_table("events").as_(a))
-            .where(
-                and_(
-                    self.candidate_filter(col("mpid", a)),
-                    self.scope(a),
-                    self.in_range(a, n.window),
-                    self.selects(a, n.selector),
-                )
-            )
-            .group_by(col("mpid", a))
-        )
-        name = self.cte(("event", n), body)
-        v = col("v", name)
+            agg = ({"min": exp.Min, "max": exp.Max, "avg": exp.Avg}[n.fn], value.number())
+        rows = and_(self.in_range(a, n.window), self.selects(a, n.selector))
+        group = scan_group(n.window)
+        scan = EventScan()
+        name = self.cte(("event", n) if group is None else ("events", group), scan)
+        scan = self.scan(name)
+        if n not in scan.leaves:
+            scan.ranges.append(n.window)
+            scan.leaves[n] = (f"v{len(scan.leaves)}", rows, agg)
+        v = col(scan.leaves[n][0], name)
         total: exp.Expr = v
         if n.fn in ("count", "distinct", "sum"):
             total = exp.Coalesce(this=v, expressions=[lit(0)])
         return test_value(NumberValue(self.d, total), n.test, self.now)
+
+    def scan_body(self, scan: EventScan) -> exp.Select:
+        """One leaf: its rows grouped. Several: the rows of any, each aggregate over its own rows."""
+        a = "e"
+        leaves = list(scan.leaves.values())
+        if len(leaves) == 1:
+            (column, rows, (fn, arg)) = leaves[0]
+            aggs = [aggregate(fn, arg, None).as_(column)]
+        else:
+            rows = and_(self.bounds(a, scan.ranges), exp.Paren(this=or_(*(r for _, r, _ in leaves))))
+            aggs = [aggregate(fn, arg, r).as_(column) for column, r, (fn, arg) in leaves]
+        return (
+            exp.select(col("mpid", a), *aggs)
+            .from_(exp.to_table("events").as_(a))
+            .where(and_(self.leaf_filter(col("mpid", a)), self.scope(a), rows))
+            .group_by(col("mpid", a))
+        )
+
+    def bounds(self, a: str, ranges: list[core.TimeRange]) -> exp.Expr:
+        """Time bounds every range of one scan group lies within (each leaf keeps its own)."""
+        ts = col("ts", a)
+        if ranges[0].kind == "absolute":
+            return self.in_range(a, ranges[0])  # the group's ranges are all the same
+        upper = exp.LTE(this=ts, expression=self.ago())
+        if ranges[0].kind == "all":
+            return upper
+        older = max(self.ctx.lookback_ms if r.kind == "lookback" else r.older_ms for r in ranges)
+        return and_(upper, exp.GT(this=ts.copy(), expression=self.ago(older)))
 
     def sequence_test(self, n: core.SequenceTest) -> exp.Expr:
         f, t = "f", "t"
@@ -287,7 +356,7 @@ class Compiler:
             .from_(exp.to_table("events").as_(f))
             .where(
                 and_(
-                    self.candidate_filter(col("mpid", f)),
+                    self.leaf_filter(col("mpid", f)),
                     self.scope(f),
                     self.in_range(f, n.window),
                     self.selects(f, n.first),
@@ -307,12 +376,25 @@ class Compiler:
             q = q.join(exp.to_table(name), on=on, join_type="left", copy=False)
         q = q.where(and_(self.candidate_filter(col("mpid", USERS)), where or TRUE), copy=False)
         for name, body in self.cte_bodies:
-            q = q.with_(name, as_=body.copy(), copy=False)
+            built = self.scan_body(body) if isinstance(body, EventScan) else body.copy()
+            q = q.with_(name, as_=built, copy=False)
         return q
 
 
 def case_present(v: SqlValue) -> exp.Expr:
     return exp.Case(ifs=[exp.If(this=sure(v.present()), true=lit(1))], default=exp.Null())
+
+
+def aggregate(fn: type[exp.Func], arg: exp.Expr | None, rows: exp.Expr | None) -> exp.Expr:
+    """`fn(arg)` (`count(*)` for no argument) over the rows passing `rows` (None: all)."""
+    if rows is None:
+        return fn(this=exp.Star() if arg is None else arg.copy())
+    only = lambda e: exp.Case(ifs=[exp.If(this=rows.copy(), true=e)], default=exp.Null())  # noqa: E731
+    if arg is None:
+        return fn(this=only(lit(1)))
+    if isinstance(arg, exp.Distinct):
+        return fn(this=exp.Distinct(expressions=[only(arg.expressions[0].copy())]))
+    return fn(this=only(arg.copy()))
 
 
 def compile_criteria(criteria: Criteria, ctx: CompileContext) -> exp.Select:

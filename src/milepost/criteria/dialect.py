@@ -48,6 +48,10 @@ class Dialect:
         """The text of a JSON scalar: strings unquoted, numbers and booleans as JSON text."""
         return call("json_extract_string", j, lit("$"))
 
+    # The text `json_text` gives an array or object is its JSON (starting with `[` or `{`), so a
+    # test for equality with any other text needs no separate type test.
+    container_text_is_json = True
+
     def json_elements(self, j: exp.Expr) -> exp.Expr:
         """A JSON array as a list of JSON values, for `unnest`."""
         return exp.cast(call("json_extract", j, lit("$[*]")), exp.DataType.build("JSON[]", dialect="duckdb"))
@@ -164,6 +168,8 @@ class SparkDialect(Dialect):
 
     def json_text(self, j: exp.Expr) -> exp.Expr:
         return self._variant_as(j, "string")
+
+    container_text_is_json = False
 
     def json_elements(self, j: exp.Expr) -> exp.Expr:
         return self._variant_as(j, "array<variant>")

@@ -328,9 +328,27 @@ def _date(op: str, v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     return and_(exp.GTE(this=ms, expression=lit(lo)), exp.LT(this=ms.copy(), expression=lit(hi + DAY_MS)))
 
 
+def _text_equals_any(v: SqlValue, values: list[object]) -> exp.Expr | None:
+    """`equals`/`in` text literals on a JSON value, as one read of its text (no type tests, each
+    of which parses the value again); None: no shortcut.
+
+    A missing value and JSON null have no text, so never pass; a list's or object's text is its
+    JSON, which no literal compared here can equal (none starts with `[` or `{`)."""
+    if not (isinstance(v, JsonValue) and v.d.container_text_is_json):
+        return None
+    if not values or not all(isinstance(x, str) and x[:1] not in ("[", "{") for x in values):
+        return None
+    low = v.d.lower(v._raw_text())
+    return sure(or_(*(exp.EQ(this=low.copy(), expression=lit(str(x).lower())) for x in values)))
+
+
 def test_value(v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     """A two-valued SQL condition: does the value pass?"""
     op = cond.op
+    if op in ("equals", "in"):
+        quick = _text_equals_any(v, [cond.value] if op == "equals" else list(cond.values or ()))
+        if quick is not None:
+            return quick
     if op == "not_exists":
         return exp.Not(this=sure(v.present()))
     if op == "exists":
