@@ -136,6 +136,8 @@ def group_steps(
             candidates=PARENT_TABLE,
             dialect=dialect,
             now_sql=now_sql,
+            # Under the root the parent is most users: filter the users, not every row a leaf reads.
+            candidates_dense=group.parent_audience_id == root_audience_id(group.journey_id),
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
         # The first sibling whose criteria pass wins; the rest go to `remaining` if there is one.
