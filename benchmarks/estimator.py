@@ -212,6 +212,12 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     for first in range(0, users, chunk):
         load_population(con, min(chunk, users - first), seed=1, events_per_user=events_per_user, first=first)
     n_events = int(con.execute("SELECT count(*) FROM events").fetchall()[0][0])
+    # opened again so ingest numbers its events after the loaded ones (else the sample, which takes
+    # events past the last one it holds, would never see the ingested events)
+    con.close()
+    store.close()
+    store = DuckDBStore(workdir / f"store-{users}")
+    con = store.connect()
     out["load_s"] = time.perf_counter() - t
     out["events"] = n_events
     print(f"\n{users:,} users, {n_events:,} events (loaded in {out['load_s']:.0f} s)")

@@ -98,6 +98,37 @@ def path_values(users: pa.Table, positions: npt.NDArray[np.intp], size: int) -> 
     return PathValues(codes, values)
 
 
+def updated_values(
+    found: PathValues,
+    moved: npt.NDArray[np.intp] | None,
+    size: int,
+    users: pa.Table,
+    rows: npt.NDArray[np.intp],
+) -> PathValues:
+    """`found` carried to a new index (`moved`: each old row's new row, -1 when gone; None: the same
+    rows), with the users of `users` (`v`; its row r is the user at `rows[r]`) coded again."""
+    absent = len(found.values) - 1
+    encoded = pc.dictionary_encode(users.column("v").combine_chunks())
+    known = pc.index_in(encoded.dictionary, value_set=found.values.slice(0, absent))
+    new = encoded.dictionary.filter(pc.is_null(known))
+    values = pa.concat_arrays(
+        [found.values.slice(0, absent), new.cast(found.values.type), found.values.slice(absent)]
+    )
+    now_absent = len(values) - 1
+    mapping = np.asarray(known.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    unknown = mapping < 0
+    mapping[unknown] = absent + np.arange(int(np.count_nonzero(unknown)))
+    codes = np.where(found.codes == absent, now_absent, found.codes)
+    if moved is not None:
+        carried = np.full(size, now_absent, dtype=np.int64)
+        carried[moved[moved >= 0]] = codes[moved >= 0]
+        codes = carried
+    codes[rows] = np.append(mapping, now_absent)[
+        encoded.indices.fill_null(len(mapping)).to_numpy(zero_copy_only=False)
+    ]
+    return PathValues(codes, values)
+
+
 def distinct_table(columns: list[PathValues]) -> tuple[pa.Table, Codes]:
     """The distinct value combinations the users hold (`code`, `v0`, ...) and each user's row of it."""
     if len(columns) == 1:

@@ -5,14 +5,16 @@ cached as a boolean mask over the sample's row order (`masks.SampleIndex`); a mi
 combines those masks (parent ∧ criteria ∧ ¬earlier siblings) with vector operations, so editing
 one top-level criterion recomputes only that one. Criteria on user attributes alone run once per
 distinct attribute value (`attribute_leaves`); event counts, sums of amounts and sequences run in
-NumPy over the sample's events, read once per sample version (`event_leaves`), and a journey's root
-over its users' last-seen times and inputs (`root_leaves`). When the sample changes, a worker thread patches
-the cached masks by re-evaluating their criteria on the changed users alone, off the request
-path. A cached mask remembers the instant it was computed at and until when it holds
-(`validity`): it is served for any `now` in that span, so caching survives time passing, and a
-criterion is compiled once with `now` as a parameter (`sql_templates`). Intervals are
-Wilson score intervals (with the finite-population correction); below a calculated ancestor an
-estimate is scaled from that ancestor's actual size, so a child never shows more than its parent.
+NumPy over the sample's events (`event_leaves`), and a journey's root over its users' last-seen times
+and inputs (`root_leaves`). When the sample changes, a worker thread carries those columns to the new
+version reading only the changed users' rows, and patches the cached masks by re-evaluating their
+criteria on the changed users alone (over those rows where the columns hold what they read, else
+with their SQL on those users), off the request path. A cached mask remembers the instant it was
+computed at and until when it holds (`validity`): it is served for any `now` in that span, so
+caching survives time passing, and a criterion is compiled once with `now` as a parameter
+(`sql_templates`). Intervals are Wilson score intervals (with the finite-population correction);
+below a calculated ancestor an estimate is scaled from that ancestor's actual size, so a child
+never shows more than its parent.
 
 How stale an estimate can be, with respect to the request's `now`: a criterion whose durations
 (windows, lookback, `within`, profile lifetime) are all at least a day is served from a result
@@ -47,14 +49,17 @@ from milepost.audiences.attribute_leaves import (
     attribute_leaf,
     distinct_table,
     path_values,
+    updated_values,
     users_mask,
 )
-from milepost.audiences.event_leaves import EventColumns, EventPlan, event_plan
+from milepost.audiences.event_leaves import CHANGED_TABLE, EventColumns, EventPlan, event_plan
 from milepost.audiences.event_leaves import evaluate as evaluate_events
 from milepost.audiences.event_leaves import load as load_events
-from milepost.audiences.masks import Mask, SampleIndex, as_ids, count
+from milepost.audiences.event_leaves import update as update_events
+from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids, count
 from milepost.audiences.root_leaves import UserColumns
 from milepost.audiences.root_leaves import load as load_users
+from milepost.audiences.root_leaves import update as update_users
 from milepost.audiences.sample import SAMPLE_TABLES, Sample
 from milepost.audiences.sql_templates import Template, template
 from milepost.audiences.tree import JourneyRows, MilestoneRow
@@ -453,35 +458,76 @@ class Estimator:
     # ---- masks on the sample -------------------------------------------------------------------
 
     def _sync(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Install a view of the sample's current version, cached masks patched or dropped."""
+        """Install a view of the sample's current version, cached masks patched or dropped; the
+        columns estimates read are carried over, only the changed users' rows read again."""
         version = self.sample.version
         old = self._view
         if version == old.version:
             return
         s = self.sample
         size, population, exact = s.size, s.population, s.exact
-        index = SampleIndex(as_ids(con.execute("SELECT mpid FROM sample.users").fetchnumpy()["mpid"]))
         changed = s.changed_since(old.version) if old.version >= 0 else None
         with self._lock:
             entries = list(self._cache.items())
         patched: list[tuple[tuple[Any, ...], _Entry, Mask]] = []
-        few = changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(index), 1)
-        if few and changed is not None:
-            instants = old.instants.add(self._instants(con, changed))
+        if changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(old.index), 1):
+            view = _View(version, old.index, size, population, exact)
+            appended, instants = self._carried(con, old, view, changed)
+            view.instants = old.instants.add(instants)
             if entries:
-                patched = self._patch(con, old.index, index, changed, entries)
+                patched = self._patch(con, old, view, changed, entries, appended)
         else:
-            instants = Instants().add(self._instants(con, None))
+            index = SampleIndex(as_ids(con.execute("SELECT mpid FROM sample.users").fetchnumpy()["mpid"]))
+            view = _View(version, index, size, population, exact, Instants().add(self._instants(con, None)))
+            # what estimates read before is read again here, off their path
+            if old.users is not None:
+                view.users = load_users(con, index)
+            if old.events is not None:
+                view.events = load_events(con, index)
+            for path in list(old.paths):
+                self._path_values(path, con, view)
         with self._lock:
-            self._view = _View(version, index, size, population, exact, instants)
+            self._view = view
             kept = {}
             for key, entry, mask in patched:
                 if self._cache.get(key) is entry:  # not replaced meanwhile
                     entry.mask = mask
-                    entry.until_ms = entry.leaf.until(instants, entry.now_ms)  # new events count too
+                    entry.until_ms = entry.leaf.until(view.instants, entry.now_ms)  # new events count too
                     kept[key] = entry
             self._cache.clear()  # entries computed meanwhile were over the old index
             self._cache.update(kept)
+
+    def _carried(
+        self, con: duckdb.DuckDBPyConnection, old: _View, view: _View, changed: Ids
+    ) -> tuple[EventColumns | None, Ids]:
+        """`view` (of the sample's current version) given `old`'s index and columns, where only the
+        `changed` users differ: their rows are read again, everyone else's kept. Returns the changed
+        users' events as columns of their own (None when `old` had none read) and their instants."""
+        paths = list(dict(old.paths))
+        extracts = "".join(
+            f", CAST(json_extract(attributes, {exp.Literal.string(p).sql(dialect='duckdb')}) AS VARCHAR) AS v{i}"
+            for i, p in enumerate(paths)
+        )
+        milepost_changed_users = pa.table({"mpid": pa.array(changed, pa.int64())})  # noqa: F841 (CHANGED_TABLE)
+        users = con.sql(
+            f"SELECT mpid, first_seen, last_seen, inputs{extracts} FROM sample.users "
+            f"WHERE mpid IN (SELECT mpid FROM {CHANGED_TABLE})"
+        ).to_arrow_table()
+        present = as_ids(users.column("mpid").to_numpy())
+        index = view.index = old.index.with_users(changed, present)
+        moved = None if index is old.index else index.positions_of(old.index.mpids)
+        if old.users is not None:
+            view.users = update_users(old.users, old.index, index, changed, users)
+        rows = index.positions_of(present)
+        held = users.filter(pa.array(rows >= 0))
+        for i, path in enumerate(paths):
+            values = held.select([f"v{i}"]).rename_columns(["v"])
+            view.paths[path] = updated_values(old.paths[path], moved, len(index), values, rows[rows >= 0])
+        if old.events is None:
+            return None, self._instants(con, changed)
+        view.events, appended = update_events(con, old.events, old.index, index, changed)
+        seen = [as_ids(users.column(c).drop_null().to_numpy()) for c in ("first_seen", "last_seen")]
+        return appended, np.concatenate([appended.ts[appended.ts_known], *seen])
 
     def _instants(self, con: duckdb.DuckDBPyConnection, users: np.ndarray | None) -> np.ndarray:
         """The event and seen times of the given sampled users (of all of them when None)."""
@@ -500,6 +546,60 @@ class Estimator:
         return as_ids(found)
 
     def _patch(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        old: _View,
+        view: _View,
+        changed: np.ndarray,
+        entries: list[tuple[tuple[Any, ...], _Entry]],
+        appended: EventColumns | None,
+    ) -> list[tuple[tuple[Any, ...], _Entry, Mask]]:
+        """Each cached mask brought to `view`: recomputed from the view's columns when they hold what
+        its criterion reads, else re-evaluated on the changed users only (the others keep their rows)."""
+        rows = view.index.positions(changed)
+        out, rest = [], []
+        for key, entry in entries:
+            mask = self._patched(con, old, view, rows, entry, appended)
+            if mask is None:
+                rest.append((key, entry))
+            else:
+                out.append((key, entry, mask))
+        if rest:
+            out.extend(self._patch_sql(con, old.index, view.index, changed, rest))
+        return out
+
+    def _patched(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        old: _View,
+        view: _View,
+        rows: np.ndarray,
+        entry: _Entry,
+        appended: EventColumns | None,
+    ) -> Mask | None:
+        """`entry`'s mask over `view` from the columns (None when they do not hold what it reads):
+        a root or an attribute criterion whole, an event criterion on the changed users' events."""
+        leaf, now_ms = entry.leaf, entry.now_ms
+        if isinstance(leaf, _RootLeaf):
+            return None if view.users is None else view.users.root(leaf.input_ids, now_ms, leaf.lifetime_ms)
+        if leaf.events is not None:
+            if appended is None:
+                return None
+            try:
+                changed = evaluate_events(
+                    con, appended, len(view.index), leaf.events, replace(leaf.ctx, now_ms=now_ms)
+                )
+            except OverflowError:
+                return None
+            mask = entry.mask.copy() if view.index is old.index else view.index.carry(entry.mask, old.index)
+            mask[rows] = changed[rows]
+            return mask
+        compiled = leaf.compiled(now_ms)
+        if compiled.attributes is None or not all(p in view.paths for p in compiled.attributes.paths):
+            return None
+        return self._evaluate(compiled.sql, compiled.attributes, con, view)
+
+    def _patch_sql(
         self,
         con: duckdb.DuckDBPyConnection,
         old: SampleIndex,

@@ -1,9 +1,11 @@
 """Event-count criteria evaluated in NumPy over the sample's events, held as columns.
 
 "At least N matching events in a window" is the commonest event criterion. Its compiled SQL groups
-the sample's events per user on every evaluation; here the sample's events are read once per
-sample version into NumPy columns (user row, time, input, the selector's columns as codes), so a
-criterion is a few vector comparisons and a `bincount`. Conditions on event attributes (`where`)
+the sample's events per user on every evaluation; here the sample's events are read once into NumPy
+columns (user row, time, input, the selector's columns as codes), so a criterion is a few vector
+comparisons and a `bincount`. When the sample changes, only the changed users' events are read
+again (`update`): appended to the buffers, their earlier rows left out of the new version's `live`
+events, so a new version costs what changed, not the whole sample. Conditions on event attributes (`where`)
 run as the very same SQL condition over the distinct attribute documents only, mapped back to
 events with a lookup; the test on the count runs as the very same SQL condition over the distinct
 counts. Sums of `total_amount` run the same way over the amounts as integer nanounits (its type is
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -24,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from milepost.audiences.masks import Mask, SampleIndex, as_ids
+from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids
 from milepost.criteria import CompileContext, core
 from milepost.criteria.aggregates import TEXT_COLUMNS
 from milepost.criteria.compile import Compiler, col
@@ -41,8 +45,8 @@ Codes = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class Strings:
-    codes: Codes  # per event: row of `values`, len(values) for NULL
-    values: list[str]
+    codes: Codes  # per event: position in `values`, -1 for NULL
+    values: tuple[str, ...]
 
     def equal(self, value: str) -> Mask:
         found = [i for i, v in enumerate(self.values) if v == value]  # distinct: one at most
@@ -53,7 +57,8 @@ class Strings:
 
 @dataclass(frozen=True)
 class EventColumns:
-    """The sample's events of sampled users, one entry per event."""
+    """The sample's events of sampled users, one entry per event; events of users read again for a
+    later version of the sample stay in place but out of `live`."""
 
     rows: npt.NDArray[np.intp]  # the user's row in the index
     ts: npt.NDArray[np.int64]
@@ -62,17 +67,58 @@ class EventColumns:
     input_known: Mask
     strings: dict[str, Strings]
     flags: dict[str, Mask]  # NULL as false
-    doc_codes: Codes  # row of `docs` (its last row: NULL attributes)
+    doc_codes: Codes  # row of `docs` (row 0: NULL attributes)
     docs: pa.Array  # distinct attribute documents (JSON text)
     amount: npt.NDArray[np.int64]  # total_amount in nanounits, 0 for NULL
-    amounts_exact: bool  # every amount, and every user's sum of them, fits in int64
-    # (user row, time) as one sortable key, row * span + time since the earliest event, for
-    # sequences (None: times too spread out for int64 keys)
-    keys: npt.NDArray[np.int64] | None
-    base: int  # the earliest event time
-    span: int
+    amounts_fit: bool  # every amount fits in int64
+    users: int  # rows of the index
+    live: Mask | None = None  # the events of this version (None: all of them)
+    log: _Log | None = field(default=None, compare=False, repr=False)  # the buffers, to append to
     # events on each set of inputs asked for (a journey's inputs: few), made on first use
     scopes: dict[tuple[int, ...], Mask] = field(default_factory=dict, compare=False, repr=False)
+
+    def since(self, start: int) -> EventColumns:
+        """The events from `start` on, as columns of their own."""
+        return replace(
+            self,
+            rows=self.rows[start:],
+            ts=self.ts[start:],
+            ts_known=self.ts_known[start:],
+            input_id=self.input_id[start:],
+            input_known=self.input_known[start:],
+            strings={c: Strings(s.codes[start:], s.values) for c, s in self.strings.items()},
+            flags={f: m[start:] for f, m in self.flags.items()},
+            doc_codes=self.doc_codes[start:],
+            amount=self.amount[start:],
+            live=None if self.live is None else self.live[start:],
+            log=None,
+            scopes={},
+        )
+
+    def alive(self, keep: Mask) -> Mask:
+        return keep if self.live is None else keep & self.live
+
+    @cached_property
+    def amounts_exact(self) -> bool:
+        """Every amount, and every user's sum of them, fits in int64."""
+        if not self.amounts_fit:
+            return False
+        amount, rows = (
+            (self.amount, self.rows) if self.live is None else (self.amount[self.live], self.rows[self.live])
+        )
+        largest = max(int(amount.max(initial=0)), -int(amount.min(initial=0)))
+        return largest * int(np.bincount(rows).max(initial=0)) < 2**63  # bounds every partial sum
+
+    @cached_property
+    def sequence_keys(self) -> tuple[npt.NDArray[np.int64], int, int] | None:
+        """(user row, time) as one sortable key, row * span + time since the earliest event, with that
+        time and the span (None: times too spread out for int64 keys)."""
+        known_ts = self.ts[self.ts_known]
+        base = int(known_ts.min(initial=0))
+        span = int(known_ts.max(initial=0)) - base + 1
+        if self.users * span >= 2**62:
+            return None
+        return self.rows.astype(np.int64) * span + np.where(self.ts_known, self.ts - base, 0), base, span
 
 
 SELECTOR_SQL = {
@@ -81,6 +127,9 @@ SELECTOR_SQL = {
     "custom_event_type_lc": "lower(custom_event_type)",
     "action": "action",
 }
+NUMBERS = ("ts", "input_id", "doc_codes", "amount", *SELECTOR_SQL)  # int64 columns of `_Log`
+MASKS = ("ts_known", "input_known", *FLAGS)  # boolean columns of `_Log`
+CHANGED_TABLE = "milepost_changed_users"  # the MPIDs `update` reads again (a replacement scan)
 
 
 def _distinct_values(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
@@ -107,14 +156,42 @@ def _nanounits(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], bool]:
     return np.where(known, low, 0), fits
 
 
+def _held(index: SampleIndex, table: pa.Table) -> tuple[pa.Table, npt.NDArray[np.intp]]:
+    """The rows of `table` whose `mpid` the index holds, and their users' rows in it."""
+    mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
+    ids = index.mpids
+    pos = np.searchsorted(ids, mpids)
+    pos[pos >= len(ids)] = 0
+    keep = ids[pos] == mpids if len(ids) else np.zeros(len(mpids), dtype=np.bool_)
+    return table.filter(pa.array(keep)), pos[keep]
+
+
+def _common(table: pa.Table) -> tuple[dict[str, npt.NDArray[Any]], bool]:
+    """The columns every read of events makes alike (all but selector strings and documents)."""
+    ts, ts_known = _ints(table.column("ts"))
+    input_id, input_known = _ints(table.column("input_id"))
+    amount, fits = _nanounits(table.column("total_amount"))
+    columns: dict[str, npt.NDArray[Any]] = {
+        "ts": ts,
+        "ts_known": ts_known,
+        "input_id": input_id,
+        "input_known": input_known,
+        "amount": amount,
+    }
+    for f in FLAGS:
+        columns[f] = np.asarray(
+            table.column(f).fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_
+        )
+    return columns, fits
+
+
 def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
     """The sample's events as columns; selector strings come as codes into their distinct values
-    (-1: a value that arrived after those were read, and then everything is read again)."""
+    (-2: a value that arrived after those were read, and then everything is read again)."""
     for _ in range(3):
         values = _distinct_values(con)
         codes = ", ".join(
-            f"CASE WHEN {e} IS NULL THEN {len(values[c])} ELSE coalesce(list_position(${i + 1}, {e}) - 1, -1) END "
-            f"AS {c}"
+            f"CASE WHEN {e} IS NULL THEN -1 ELSE coalesce(list_position(${i + 1}, {e}) - 1, -2) END AS {c}"
             for i, (c, e) in enumerate(SELECTOR_SQL.items())
         )
         table = con.sql(
@@ -122,52 +199,170 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
             "total_amount FROM sample.events",
             params=[values[c] for c in SELECTOR_SQL],
         ).to_arrow_table()
-        if not any(pc.min(table.column(c)).as_py() == -1 for c in SELECTOR_SQL if table.num_rows):
+        if not any(pc.min(table.column(c)).as_py() == -2 for c in SELECTOR_SQL if table.num_rows):
             break
     else:
         raise RuntimeError("the sample's events kept changing while they were read")
-    mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
-    ids = index.mpids
-    pos = np.searchsorted(ids, mpids)
-    pos[pos >= len(ids)] = 0
-    keep = ids[pos] == mpids if len(ids) else np.zeros(len(mpids), dtype=np.bool_)
-    table = table.filter(pa.array(keep))
-    ts, ts_known = _ints(table.column("ts"))
-    input_id, input_known = _ints(table.column("input_id"))
+    table, rows = _held(index, table)
+    columns, fits = _common(table)
     docs = pc.dictionary_encode(table.column("doc").combine_chunks())
-    documents = pa.concat_arrays([docs.dictionary, pa.array([None], pa.string())])
-    doc_codes = docs.indices.fill_null(len(documents) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = pos[keep]
-    amount, fits = _nanounits(table.column("total_amount"))
-    largest = max(int(amount.max(initial=0)), -int(amount.min(initial=0)))
-    most = largest * int(np.bincount(rows).max(initial=0))  # bounds every partial sum of a user
-    known_ts = ts[ts_known]
-    base = int(known_ts.min(initial=0))
-    span = int(known_ts.max(initial=0)) - base + 1
-    keys = (
-        None
-        if len(index) * span >= 2**62
-        else rows.astype(np.int64) * span + np.where(ts_known, ts - base, 0)
-    )
-    return EventColumns(
-        rows=rows,
-        ts=ts,
-        ts_known=ts_known,
-        input_id=input_id,
-        input_known=input_known,
-        strings={c: Strings(table.column(c).to_numpy().astype(np.int64), values[c]) for c in SELECTOR_SQL},
-        flags={
-            f: np.asarray(table.column(f).fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_)
-            for f in FLAGS
-        },
-        doc_codes=doc_codes,
-        docs=documents,
-        amount=amount,
-        amounts_exact=fits and most < 2**63,
-        keys=keys,
-        base=base,
-        span=span,
-    )
+    columns["doc_codes"] = docs.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    for c in SELECTOR_SQL:
+        columns[c] = table.column(c).to_numpy().astype(np.int64)
+    documents = pa.concat_arrays([pa.array([None], docs.dictionary.type), docs.dictionary])
+    log = _Log(rows, columns, {c: list(values[c]) for c in SELECTOR_SQL}, documents, fits)
+    return log.columns(len(index), None)
+
+
+class _Log:
+    """Event columns in buffers with room to grow. A version of the sample reads a prefix of them,
+    so appending the events of the next version leaves the columns earlier versions read as they
+    were; selector values and documents only grow, so earlier codes keep their meaning."""
+
+    def __init__(
+        self,
+        rows: npt.NDArray[np.intp],
+        columns: dict[str, npt.NDArray[Any]],
+        values: dict[str, list[str]],
+        docs: pa.Array,
+        fits: bool,
+    ) -> None:
+        self.n = len(rows)
+        self.rows = rows  # no room yet: the first append makes it
+        self.buffers = dict(columns)
+        self.values = values
+        self.lookups = {c: {v: i for i, v in enumerate(found)} for c, found in values.items()}
+        self.docs = docs
+        self.doc_lookup: dict[str, int] | None = None  # made on the first append
+        self.fits = fits
+
+    def columns(self, users: int, live: Mask | None) -> EventColumns:
+        n, b = self.n, self.buffers
+        return EventColumns(
+            rows=self.rows[:n],
+            ts=b["ts"][:n],
+            ts_known=b["ts_known"][:n],
+            input_id=b["input_id"][:n],
+            input_known=b["input_known"][:n],
+            strings={c: Strings(b[c][:n], tuple(self.values[c])) for c in SELECTOR_SQL},
+            flags={f: b[f][:n] for f in FLAGS},
+            doc_codes=b["doc_codes"][:n],
+            docs=self.docs,
+            amount=b["amount"][:n],
+            amounts_fit=self.fits,
+            users=users,
+            live=live,
+            log=self,
+        )
+
+    def append(self, rows: npt.NDArray[np.intp], columns: dict[str, npt.NDArray[Any]]) -> None:
+        n, k = self.n, len(rows)
+        if n + k > len(self.rows):  # new buffers: the columns read so far keep the old ones
+            room = n + k + n // 2 + 1024
+            self.rows = _room(self.rows[:n], room)
+            self.buffers = {name: _room(v[:n], room) for name, v in self.buffers.items()}
+        self.rows[n : n + k] = rows
+        for name, v in columns.items():
+            self.buffers[name][n : n + k] = v
+        self.n = n + k
+
+    def code(self, column: pa.ChunkedArray, c: str) -> Codes:
+        """Selector strings as codes into `values[c]` (-1 for NULL); new values are added."""
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        lookup, values = self.lookups[c], self.values[c]
+        found = []
+        for v in encoded.dictionary.to_pylist():
+            if v not in lookup:
+                lookup[v] = len(values)
+                values.append(v)
+            found.append(lookup[v])
+        mapping = np.array([*found, -1], dtype=np.int64)
+        return mapping[encoded.indices.fill_null(len(found)).to_numpy(zero_copy_only=False)]
+
+    def doc_codes(self, column: pa.ChunkedArray) -> Codes:
+        """Attribute documents as rows of `docs` (0 for NULL); new documents are added."""
+        if self.doc_lookup is None:
+            self.doc_lookup = {d: i + 1 for i, d in enumerate(self.docs.slice(1).to_pylist())}
+        lookup = self.doc_lookup
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        found: list[int] = []
+        new: list[str] = []
+        for d in encoded.dictionary.to_pylist():
+            if d not in lookup:
+                lookup[d] = len(self.docs) + len(new)
+                new.append(d)
+            found.append(lookup[d])
+        if new:
+            self.docs = pa.concat_arrays([self.docs, pa.array(new, self.docs.type)])
+        mapping = np.array([*found, 0], dtype=np.int64)
+        return mapping[encoded.indices.fill_null(len(found)).to_numpy(zero_copy_only=False)]
+
+
+def _room(values: npt.NDArray[Any], room: int) -> npt.NDArray[Any]:
+    out = np.empty(max(room, len(values)), dtype=values.dtype)  # past `len(values)`: never read unwritten
+    out[: len(values)] = values
+    return out
+
+
+def update(
+    con: duckdb.DuckDBPyConnection, cols: EventColumns, old: SampleIndex, index: SampleIndex, changed: Ids
+) -> tuple[EventColumns, EventColumns]:
+    """`cols` (over `old`) for the sample's current version (over `index`): the events of the
+    `changed` users are read again, every other user's are kept. Exactly what `load` reads when
+    only those users changed in the sample since `cols` was read. Also the changed users' events
+    alone (over `index` too): what a criterion's members among those users depend on."""
+    log = cols.log
+    live = cols.live
+    if (
+        log is None
+        or log.n != len(cols.rows)
+        or (live is not None and 2 * int(np.count_nonzero(live)) < len(live))
+    ):
+        log = _compact(cols)  # not the latest columns of their buffers, or mostly stale events
+        live = None
+    milepost_changed_users = pa.table({"mpid": pa.array(changed, pa.int64())})  # noqa: F841 (CHANGED_TABLE)
+    selectors = ", ".join(f"{e} AS {c}" for c, e in SELECTOR_SQL.items())
+    table = con.sql(
+        f"SELECT mpid, ts, input_id, {selectors}, is_install, is_upgrade, CAST(attrs AS VARCHAR) AS doc, "
+        f"total_amount FROM sample.events WHERE mpid IN (SELECT mpid FROM {CHANGED_TABLE})"
+    ).to_arrow_table()
+    table, rows = _held(index, table)
+    n, old_rows = log.n, log.rows[: log.n]
+    stale = np.zeros(len(old), dtype=np.bool_)
+    stale[old.positions(changed)] = True
+    if index is not old:  # users' rows move: every event's row is mapped to the new index
+        moved = index.positions_of(old.mpids)
+        stale |= moved < 0
+        log.rows = _room(np.where(moved >= 0, moved, 0)[old_rows], len(log.rows))
+    now_live = ~stale[old_rows] if len(old) else np.zeros(n, dtype=np.bool_)
+    if live is not None:
+        now_live &= live
+    columns, fits = _common(table)
+    columns["doc_codes"] = log.doc_codes(table.column("doc"))
+    for c in SELECTOR_SQL:
+        columns[c] = log.code(table.column(c), c)
+    log.append(rows, columns)
+    log.fits = log.fits and fits
+    all_live = np.concatenate([now_live, np.ones(len(rows), dtype=np.bool_)])
+    out = log.columns(len(index), None if all_live.all() else all_live)
+    return out, out.since(n)
+
+
+def _compact(cols: EventColumns) -> _Log:
+    """New buffers holding the live events of `cols` only."""
+    keep = cols.live if cols.live is not None else slice(None)
+    columns: dict[str, npt.NDArray[Any]] = {
+        "ts": cols.ts[keep],
+        "ts_known": cols.ts_known[keep],
+        "input_id": cols.input_id[keep],
+        "input_known": cols.input_known[keep],
+        "amount": cols.amount[keep],
+        "doc_codes": cols.doc_codes[keep],
+        **{c: s.codes[keep] for c, s in cols.strings.items()},
+        **{f: m[keep] for f, m in cols.flags.items()},
+    }
+    values = {c: list(s.values) for c, s in cols.strings.items()}
+    return _Log(cols.rows[keep], columns, values, cols.docs, cols.amounts_fit)
 
 
 # Shifts of `now` (hours, a day, weeks, more than a year, all odd) a condition's SQL must not change
@@ -183,6 +378,22 @@ class EventPlan:
     negate: bool
     # SQL conditions it runs, kept when they read nothing of `now` (None: they do, so made each time)
     texts: dict[tuple[object, ...], str | None] = field(default_factory=dict, compare=False, repr=False)
+    # what those conditions chose, per text and what they ran over (the documents, or the largest count)
+    chosen: dict[tuple[object, ...], tuple[object, Mask]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def lookup(self, key: tuple[object, ...], over: object, make: Callable[[], Mask]) -> Mask:
+        """`make()`, kept while its SQL text and what it ran `over` stay the same (by identity:
+        documents only grow, into a new array)."""
+        found = self.chosen.get(key)
+        if found is not None and found[0] is over:
+            return found[1]
+        lut = make()
+        if len(self.chosen) >= 64:
+            self.chosen.clear()
+        self.chosen[key] = (over, lut)
+        return lut
 
     def text(self, key: tuple[object, ...], now_ms: int, make: Callable[[int], str]) -> str:
         """`make(now_ms)`, generated once when it is the same at other instants."""
@@ -262,10 +473,14 @@ def _where(
             return _where_sql(ctx, cond, now_ms)
 
         sql = plan.text(("where", id(sel), i), ctx.now_ms, make)
-        table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
-        lut = np.zeros(len(cols.docs), dtype=np.bool_)
-        lut[_chosen(con, table, sql)] = True
-        passing &= lut
+
+        def run(sql: str = sql) -> Mask:
+            table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
+            lut = np.zeros(len(cols.docs), dtype=np.bool_)
+            lut[_chosen(con, table, sql)] = True
+            return lut
+
+        passing &= plan.lookup(("where", sql), cols.docs, run)
     return passing[cols.doc_codes]
 
 
@@ -354,13 +569,16 @@ def _sequence(
     """Users with a `first` event in the window followed (or, not completed, not followed) by a `then`
     event within `within`: for each first event, the user's next `then` event after it."""
     now, scope = ctx.now_ms, _scope(cols, ctx)
-    first = np.flatnonzero(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx, plan))
-    then = scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx, plan)
-    if cols.keys is None:
+    first = np.flatnonzero(
+        cols.alive(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx, plan))
+    )
+    then = cols.alive(scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx, plan))
+    if cols.sequence_keys is None:
         raise OverflowError("event times too spread out for one key")  # never for real data
-    f_rows, f_ts, base, span = cols.rows[first].astype(np.int64), cols.ts[first], cols.base, cols.span
-    then_keys = np.sort(cols.keys[then])
-    i = np.searchsorted(then_keys, cols.keys[first], side="right")
+    keys, base, span = cols.sequence_keys
+    f_rows, f_ts = cols.rows[first].astype(np.int64), cols.ts[first]
+    then_keys = np.sort(keys[then])
+    i = np.searchsorted(then_keys, keys[first], side="right")
     limit = f_rows * span + np.minimum(f_ts + t.within_ms - base, span - 1)
     padded = np.append(then_keys, np.iinfo(np.int64).max)
     follows = padded[i] <= limit  # the user's next `then` event is within `within`
@@ -384,7 +602,9 @@ def _kept(
     plan: EventPlan,
 ) -> npt.NDArray[np.bool_]:
     """The events a test counts or sums: in scope, in its window, chosen by its selector."""
-    return _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+    return cols.alive(
+        _scope(cols, ctx) & _in_range(cols, t.window, ctx) & _selects(con, cols, t.selector, ctx, plan)
+    )
 
 
 def _count(
@@ -402,11 +622,17 @@ def _count(
     # a user without a matching event has no row in the grouped counts: NULL, as after the LEFT JOIN
     top = int(counts.max(initial=0))
     if top <= max(size, 1024):  # every count up to the largest: the code is the count itself
-        values = f"(SELECT code, CASE WHEN code > 0 THEN code END AS v FROM range(0, {top + 1}) AS t(code))"
-        rows = con.execute(f"SELECT d.code FROM {values} AS d WHERE {cond}").fetchall()
-        lut = np.zeros(top + 1, dtype=np.bool_)
-        lut[np.array([r[0] for r in rows], dtype=np.int64)] = True
-        members = lut[counts]
+
+        def run() -> Mask:
+            values = (
+                f"(SELECT code, CASE WHEN code > 0 THEN code END AS v FROM range(0, {top + 1}) AS t(code))"
+            )
+            rows = con.execute(f"SELECT d.code FROM {values} AS d WHERE {cond}").fetchall()
+            lut = np.zeros(top + 1, dtype=np.bool_)
+            lut[np.array([r[0] for r in rows], dtype=np.int64)] = True
+            return lut
+
+        members = plan.lookup(("count", cond, top), None, run)[counts]
     else:
         distinct, codes = np.unique(counts, return_inverse=True)
         v = pa.array(distinct.astype(np.int64), pa.int64(), mask=distinct == 0)

@@ -45,6 +45,23 @@ class SampleIndex:
         pos[pos >= len(self)] = 0
         return pos[self.mpids[pos] == mpids]
 
+    def positions_of(self, mpids: Ids) -> npt.NDArray[np.intp]:
+        """The row of each given MPID, -1 for MPIDs outside the sample."""
+        if len(self) == 0:
+            return np.full(mpids.shape[0], -1, dtype=np.intp)
+        pos = np.searchsorted(self.mpids, mpids)
+        pos[pos >= len(self)] = 0
+        return np.where(self.mpids[pos] == mpids, pos, -1)
+
+    def with_users(self, changed: Ids, present: Ids) -> SampleIndex:
+        """This index once the `changed` users are the `present` ones (the others left the sample);
+        itself when that adds and removes no one."""
+        gone = np.setdiff1d(changed, present)
+        if self.positions(gone).shape[0] == 0 and self.positions(present).shape[0] == present.shape[0]:
+            return self
+        kept = self.mpids[~np.isin(self.mpids, changed)]
+        return SampleIndex(np.concatenate([kept, present]))
+
     def mask(self, mpids: Ids) -> Mask:
         out = self.nobody()
         out[self.positions(mpids)] = True

@@ -2,7 +2,8 @@
 
 The root is in every estimate of a journey; its compiled query scans the sample's users and
 fetches tens of thousands of MPIDs to map back to rows. Here the sampled users' `last_seen` and
-`inputs` are read once per sample version, in the sample's row order, and the root at any instant
+`inputs` are read once, in the sample's row order (then per sample version only the changed users'
+rows, `update`), and the root at any instant
 is a comparison and a lookup, the same as
 `last_seen IS NOT NULL AND last_seen > now - lifetime AND list_has_any(inputs, [ids])`.
 """
@@ -10,6 +11,7 @@ is a comparison and a lookup, the same as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -17,7 +19,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from milepost.audiences.masks import Mask, SampleIndex, as_ids
+from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids
 
 
 @dataclass(frozen=True)
@@ -43,24 +45,59 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> UserColumns:
     query is fetched and mapped to the index."""
     table = con.sql("SELECT mpid, last_seen, inputs FROM sample.users").to_arrow_table()
     size = len(index)
+    out = UserColumns(np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.bool_), {})
+    _fill(out, index, table)
+    return out
+
+
+def _fill(out: UserColumns, index: SampleIndex, table: pa.Table) -> None:
+    """`out`'s rows of the users in `table` (mpid, last_seen, inputs) set from it."""
+    size = len(index)
     mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
     pos = np.searchsorted(index.mpids, mpids)
     pos[pos >= size] = 0
     held = index.mpids[pos] == mpids if size else np.zeros(len(mpids), dtype=np.bool_)
     table, rows = table.filter(pa.array(held)), pos[held]
-    last_seen = np.zeros(size, dtype=np.int64)
-    known = np.zeros(size, dtype=np.bool_)
     seen = table.column("last_seen")
-    last_seen[rows] = seen.fill_null(0).to_numpy()
-    known[rows] = np.asarray(seen.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    out.last_seen[rows] = seen.fill_null(0).to_numpy()
+    out.seen_known[rows] = np.asarray(seen.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     lists = table.column("inputs").combine_chunks()
     values = pc.list_flatten(lists)
     owners = rows[pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)]
     valid = np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     ids = values.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    inputs: dict[int, Mask] = {}
     for i in np.unique(ids[valid]):
-        mask = np.zeros(size, dtype=np.bool_)
+        mask = out.inputs.get(int(i))
+        if mask is None:
+            mask = out.inputs[int(i)] = np.zeros(size, dtype=np.bool_)
         mask[owners[valid & (ids == i)]] = True
-        inputs[int(i)] = mask
-    return UserColumns(last_seen, known, inputs)
+
+
+def update(
+    cols: UserColumns, old: SampleIndex, index: SampleIndex, changed: Ids, table: pa.Table
+) -> UserColumns:
+    """`cols` (over `old`) for the sample's current version (over `index`), where only the `changed`
+    users differ and `table` (mpid, last_seen, inputs) holds those of them still sampled."""
+    if index is old:
+        out = UserColumns(
+            cols.last_seen.copy(), cols.seen_known.copy(), {i: m.copy() for i, m in cols.inputs.items()}
+        )
+    else:
+        moved = index.positions_of(old.mpids)
+        kept, to = moved >= 0, moved[moved >= 0]
+
+        def carry(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            out = np.zeros(len(index), dtype=values.dtype)
+            out[to] = values[kept]
+            return out
+
+        out = UserColumns(
+            carry(cols.last_seen), carry(cols.seen_known), {i: carry(m) for i, m in cols.inputs.items()}
+        )
+    rows = index.positions(changed)
+    out.last_seen[rows] = 0
+    out.seen_known[rows] = False
+    for mask in out.inputs.values():
+        mask[rows] = False
+    _fill(out, index, table)
+    return out

@@ -29,6 +29,7 @@ from milepost.criteria.dialect import DUCKDB, Dialect
 MODULUS = 1_000_003
 PROFILE_TABLES = ("users", "identities", "consents", "devices")
 SAMPLE_TABLES = (*PROFILE_TABLES, "events")
+LISTED_USERS = 2_000  # up to this many changed users are read from the store by a list of MPIDs
 KEPT_CHANGES = 64  # versions whose changed users are remembered (for patching cached results)
 # The key, written once and emitted in each engine's SQL, so every engine samples the same users.
 KEY_FORMULA = "(((({column} % {m}) + {m}) % {m}) * 7919 + 12345) % {m}"
@@ -166,7 +167,11 @@ class Sample:
             try:
                 # One snapshot: batches and their events were committed together.
                 top = self._count("SELECT max(seq) FROM main.batches")
-                newest = self._count("SELECT max(event_id) FROM main.events")
+                # only events past the last one taken (ids grow as events commit): zone maps skip the rest
+                newest = self._count(
+                    f"SELECT coalesce(max(event_id), {self._event_id}) FROM main.events "
+                    f"WHERE event_id > {self._event_id}"
+                )
                 if top <= self._batch_seq:
                     con.execute("COMMIT").fetchall()
                     return False
@@ -174,13 +179,20 @@ class Sample:
                     "CREATE OR REPLACE TEMP TABLE sample_touched AS SELECT DISTINCT mpid FROM main.batches "
                     f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {sampled(self.threshold)}"
                 ).fetchall()
+                touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
+                # a few users: a list of constants, which DuckDB looks up rather than scanning the
+                # whole store's table (at 10 M users a scan costs tens of milliseconds per table)
+                listed = (
+                    ", ".join(str(int(m)) for m in touched)
+                    if 0 < touched.shape[0] <= LISTED_USERS
+                    else "SELECT mpid FROM sample_touched"
+                )
                 for table in PROFILE_TABLES:
                     con.execute(
                         f"DELETE FROM sample.{table} WHERE mpid IN (SELECT mpid FROM sample_touched)"
                     ).fetchall()
                     con.execute(
-                        f"INSERT INTO sample.{table} SELECT * FROM main.{table} "
-                        "WHERE mpid IN (SELECT mpid FROM sample_touched)"
+                        f"INSERT INTO sample.{table} SELECT * FROM main.{table} WHERE mpid IN ({listed})"
                     ).fetchall()
                 con.execute(
                     f"INSERT INTO sample.events SELECT * FROM main.events WHERE event_id > {self._event_id} "
@@ -192,7 +204,6 @@ class Sample:
                 raise
             self._batch_seq, self._event_id = top, newest
             self.population = population
-            touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
             if not touched.shape[0]:
                 return False  # no sampled user changed: cached results stay valid
             self.size = self._count("SELECT count(*) FROM sample.users")
