@@ -5,16 +5,19 @@ One run, on this machine (the load generator and the receiver share the server's
   - a `milepost serve` process on a store bulk-loaded with N users (default 1,000,000), each with a
     `customer_id`, all matching the audience "everyone" (`plan = bench`);
   - a load generator process sending `/v2/bulkevents` at a target rate (default 20,000 events/s:
-    100 batches of 2 events per request); one batch of each request is a new "probe" user whose
-    event makes them enter the activated audience "probed", connected to a local webhook;
-  - a receiver process (a local HTTP server answering 200) recording when each change arrives;
+    100 batches of 2 events per request) from 64 kept-alive connections (h11 over asyncio, as in
+    benchmarks/ingest.py); one batch of each request is a new "probe" user whose event makes them
+    enter the activated audience "probed", connected to a local webhook;
+  - a receiver process (a local HTTP server answering 200) recording when each change arrives
+    (synchronisation batches are counted, not parsed);
   - a few seconds into the load, the "everyone" audience is activated (connected to the receiver
     through a webhook with batches of 10,000, the most a webhook takes; `--sync-batch`): its first
     full calculation, then its initial sync.
 
 Then the same audience size is activated again with no load, for comparison.
 
-Printed: the achieved ingest rate (what the load generator really got accepted), the initial sync
+Printed: the achieved ingest rate (what the load generator really got accepted) with the CPU the
+server, the load generator and the receiver took meanwhile, the initial sync
 rate (changes/s from the first to the last change received, target >= 50,000) and the time from
 activation to the first change, and the latency from each probe request's 202 to the receiver
 getting the probe user's add (p50/p99, target p99 <= 2 s), split at the moment the add entered
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -40,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import orjson
 
@@ -112,6 +117,17 @@ def receiver_main(port: int, probe_audience: int) -> None:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             now = time.time() * 1000
+            if self.path.endswith("/sync"):
+                # A batch of one connection's adds: counted, not parsed (the receiver shares the cores).
+                at = body.index(b'"audience_id":') + 14
+                audience = int(body[at : body.index(b",", at)])
+                with lock:
+                    state["requests"] += 1
+                    got = state["sync"].setdefault(audience, [0, now, now])
+                    got[0] += body.count(b'"action":"add"')
+                    got[2] = now
+                self._reply(b"{}")
+                return
             changes = orjson.loads(body)["changes"]
             with lock:
                 state["requests"] += 1
@@ -119,14 +135,11 @@ def receiver_main(port: int, probe_audience: int) -> None:
                 for c in changes:
                     if c["audience_id"] == probe_audience:
                         probes.setdefault(c["mpid"], now)
-                    else:
-                        got = state["sync"].setdefault(c["audience_id"], [0, now, now])
-                        got[0] += 1
-                        got[2] = now
             self._reply(b"{}")
 
         def do_GET(self) -> None:
             with lock:
+                state["cpu_s"] = time.process_time()
                 self._reply(orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS))
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -137,7 +150,37 @@ def receiver_main(port: int, probe_audience: int) -> None:
 # ---- the load generator (its own process) ---------------------------------------------------------
 
 
+async def _post(
+    conn: h11.Connection,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> int:
+    """One request on a kept-alive connection; return its status."""
+    length = [("Content-Length", str(len(body)))]
+    writer.write(conn.send(h11.Request(method="POST", target="/v2/bulkevents", headers=headers + length)))
+    writer.write(conn.send(h11.Data(data=body)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+    status = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            conn.receive_data(data)
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            conn.start_next_cycle()
+            return status
+
+
 def load_main(spec_path: str) -> None:
+    """Requests at a steady rate from kept-alive connections (h11 over asyncio streams, like
+    benchmarks/ingest.py), so the generator takes little of the cores it shares with the server."""
     spec = json.loads(Path(spec_path).read_text())
     rate, seconds, users = spec["rate"], spec["seconds"], spec["users"]
     batches, per_batch = 100, 2
@@ -145,61 +188,73 @@ def load_main(spec_path: str) -> None:
     n_requests = int(seconds * req_per_s)
     rng = random.Random(7)
     records: list[list[float]] = []  # [probe mpid, sent ms, acked ms, status]
+    ev = orjson.dumps(
+        {"event_type": "custom_event", "data": {"event_name": "watch_content", "custom_event_type": "media"}}
+    )
+    events = b"[" + b",".join([ev] * per_batch) + b"]"
 
     def body(i: int, now: int) -> bytes:
-        ev = {
-            "event_type": "custom_event",
-            "data": {"event_name": "watch_content", "custom_event_type": "media"},
-        }
-        probe = {
-            "event_type": "custom_event",
-            "data": {"event_name": "bench_probe", "custom_event_type": "other", "timestamp_unixtime_ms": now},
-        }
-        out = [{"environment": "production", "mpid": PROBE_BASE + i, "events": [probe] * per_batch}]
+        probe = orjson.dumps(
+            {
+                "event_type": "custom_event",
+                "data": {
+                    "event_name": "bench_probe",
+                    "custom_event_type": "other",
+                    "timestamp_unixtime_ms": now,
+                },
+            }
+        )
+        out = [
+            b'{"environment":"production","mpid":%d,"events":[%s]}'
+            % (PROBE_BASE + i, b",".join([probe] * per_batch))
+        ]
         out += [
-            {"environment": "production", "mpid": 1 + rng.randrange(users), "events": [ev] * per_batch}
+            b'{"environment":"production","mpid":%d,"events":%s}' % (1 + rng.randrange(users), events)
             for _ in range(batches - 1)
         ]
-        return orjson.dumps(out)
+        return b"[" + b",".join(out) + b"]"
 
-    async def run() -> None:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            auth=(spec["key"], spec["secret"]), timeout=120, limits=limits
-        ) as client:
-            sem = asyncio.Semaphore(64)
-            start = time.time()
+    host, port = spec["url"].removeprefix("http://").split(":")
+    token = base64.b64encode(f"{spec['key']}:{spec['secret']}".encode()).decode()
+    headers = [
+        ("Host", f"{host}:{port}"),
+        ("Authorization", f"Basic {token}"),
+        ("Content-Type", "application/json"),
+    ]
+    following = iter(range(n_requests))
 
-            async def one(i: int) -> None:
-                async with sem:
-                    sent = time.time()
-                    b = body(i, int(sent * 1000))
-                    while True:
-                        try:
-                            r = await client.post(
-                                f"{spec['url']}/v2/bulkevents",
-                                content=b,
-                                headers={"Content-Type": "application/json"},
-                            )
-                            status = r.status_code
-                        except httpx.HTTPError:
-                            status = -1
-                        if status in (429, 503, -1):
-                            await asyncio.sleep(0.2)
-                            continue
-                        break
-                    records.append([PROBE_BASE + i, sent * 1000, time.time() * 1000, status])
-
-            tasks = []
-            for i in range(n_requests):
+    async def worker(start: float) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        conn = h11.Connection(h11.CLIENT)
+        try:
+            for i in following:  # requests are taken in order; each waits for its moment
                 delay = start + i / req_per_s - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
+                sent = time.time()
+                b = body(i, int(sent * 1000))
+                while True:
+                    try:
+                        status = await _post(conn, reader, writer, headers, b)
+                    except (ConnectionError, h11.ProtocolError):
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, int(port))
+                        conn, status = h11.Connection(h11.CLIENT), -1
+                    if status in (429, 503, -1):
+                        await asyncio.sleep(0.2)
+                        continue
+                    break
+                records.append([PROBE_BASE + i, sent * 1000, time.time() * 1000, status])
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        start = time.time()
+        await asyncio.gather(*(worker(start) for _ in range(64)))
 
     asyncio.run(run())
-    Path(spec["out"]).write_text(json.dumps({"records": records, "events_per_request": batches * per_batch}))
+    out = {"records": records, "events_per_request": batches * per_batch, "cpu_s": time.process_time()}
+    Path(spec["out"]).write_text(json.dumps(out))
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -221,7 +276,7 @@ def create_catalog(data_dir: Path, receiver: str, sync_batch: int) -> dict[str, 
         probe = cat.create_journey("Bench probe", None)
         svc._add_children(probe.id, None, [{"name": "probed", "criteria": PROBED}])
         sync_out = cat.create_output(
-            "webhook", "sync", {"url": receiver, "secret": "bench", "batch_size": sync_batch}
+            "webhook", "sync", {"url": receiver + "/sync", "secret": "bench", "batch_size": sync_batch}
         )
         probe_out = cat.create_output(
             "webhook", "probe", {"url": receiver, "secret": "bench", "batch_size": 100}
@@ -304,7 +359,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             "out": str(workdir / "load.json"),
         }
         (workdir / "load-spec.json").write_text(json.dumps(spec))
-        cpu0 = proc_cpu(server.proc.pid)
+        cpu0, receiver_cpu0 = proc_cpu(server.proc.pid), proc_cpu(receiver.pid)
         load = subprocess.Popen([sys.executable, __file__, "--load", str(workdir / "load-spec.json")])
         time.sleep(args.activate_after)
         activated = time.time() * 1000
@@ -316,7 +371,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         wait_synced(receiver_url, ids["everyone"], args.users, args.sync_timeout)
         sync_done = time.time() * 1000
         load.wait()
-        server_cpu = proc_cpu(server.proc.pid) - cpu0
+        server_cpu, receiver_cpu = proc_cpu(server.proc.pid) - cpu0, proc_cpu(receiver.pid) - receiver_cpu0
         # The last probes: evaluated (the engine may lag behind a heavy load), then delivered.
         sent_probes = sum(
             1 for r in json.loads((workdir / "load.json").read_text())["records"] if r[3] == 202
@@ -331,14 +386,17 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         delivery = admin.get(f"/api/v1/connections/{conn_id}").json()["delivery"]
         # The same synchronisation with no load, for comparison.
         idle_activated = time.time() * 1000
-        idle_cpu0 = proc_cpu(server.proc.pid)
+        idle_cpu0, idle_receiver0 = proc_cpu(server.proc.pid), proc_cpu(receiver.pid)
         resp = admin.post(
             f"/api/v1/audiences/{ids['everyone_idle']}/connections", json={"output_id": ids["sync_output"]}
         )
         assert resp.status_code == 201, resp.text
         wait_synced(receiver_url, ids["everyone_idle"], args.users, args.sync_timeout)
         idle = httpx.get(receiver_url, timeout=10).json()["sync"].get(str(ids["everyone_idle"]))
-        idle_cpu = proc_cpu(server.proc.pid) - idle_cpu0
+        idle_cpu, idle_receiver = (
+            proc_cpu(server.proc.pid) - idle_cpu0,
+            proc_cpu(receiver.pid) - idle_receiver0,
+        )
         admin.close()
     finally:
         if load is not None and load.poll() is None:
@@ -385,7 +443,13 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"load: {len(records)} requests of {out['events_per_request']} events, {len(records) - len(ok)} not 202"
     )
     print(f"  target {args.rate:,.0f} events/s; achieved {achieved:,.0f} events/s accepted over {span:.1f} s")
-    print(f"  server CPU {server_cpu:.1f} s over the run ({server_cpu / max(span, 1e-9):.2f} cores)")
+    load_cpu = out.get("cpu_s", float("nan"))
+    cores = max(span, 1e-9)
+    print(
+        f"  CPU while the load ran: server {server_cpu:.1f} s ({server_cpu / cores:.2f} cores), "
+        f"load generator {load_cpu:.1f} s ({load_cpu / cores:.2f}), partner receiver {receiver_cpu:.1f} s "
+        f"({receiver_cpu / cores:.2f}), on {os.cpu_count()} cores"
+    )
     print(f"initial sync of {args.users:,} members (webhook, batches of {args.sync_batch:,}):")
     print(f"  activation -> first change received: {to_first:.1f} s (first full calculation, then the sync)")
     print(
@@ -410,7 +474,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         print(
             f"  server CPU for it (first full calculation included): {idle_cpu:.1f} s "
-            f"= {idle_cpu * 1e6 / max(idle[0], 1):.0f} µs per change"
+            f"= {idle_cpu * 1e6 / max(idle[0], 1):.0f} µs per change; the receiver's: {idle_receiver:.1f} s"
         )
     print(
         f"latency 202 -> partner received the add ({len(latencies)} probes, {missing} not received 3 min after the load):"

@@ -5,12 +5,15 @@ partner refuses part of is split down to the refused record."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from tests.outputs.test_runner import World, drive, world  # noqa: F401  (the fixture, by name)
 
+from milepost.engines.duckdb import DuckDBStore
+from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
 from milepost.outputs.records import change_record, idempotency_key, identities_json
 from milepost.outputs.state import DeliveryStore
 from milepost.outputs.sync_queue import SyncQueue
@@ -120,3 +123,42 @@ def test_a_refused_record_of_a_synchronisation_batch_is_isolated(request: pytest
         assert dead["record"]["identities"] == {"customer_id": "c3"}
     finally:
         runner.close()
+
+
+def test_batches_read_within_the_last_batch_span_are_the_batches_of_the_whole_queue(tmp_path: Path) -> None:
+    """Each batch after the first is first looked for within twice the previous batch's MPID span;
+    dense and sparse stretches of MPIDs must give the same batches as reading the whole queue."""
+    mpids = list(range(1, 41)) + [1_000 + 97 * k for k in range(25)] + list(range(5_000, 5_030)) + [2**62]
+    store = DuckDBStore(tmp_path / "store")
+    con = store.connect()
+    try:
+        for ddl in MEMBERSHIP_DDL:
+            con.execute(ddl).fetchall()
+        con.execute("INSERT INTO memberships SELECT 7, unnest($m), 100", {"m": mpids}).fetchall()
+        con.execute(
+            "INSERT INTO identities SELECT 'email', 'e' || m, m, 'e' || m, false, 0 FROM unnest($m) t(m)",
+            {"m": mpids[::2]},
+        ).fetchall()
+        DeliveryStore.create_tables(con)
+        queue = SyncQueue(con)
+        con.execute("BEGIN TRANSACTION").fetchall()
+        queue.take(9, 7, 1)
+        con.execute("COMMIT").fetchall()
+        for accepted in (None, ("email",)):
+            after, seen = None, []
+            while (batch := queue.read_json(9, 7, 1, after, 12, accepted, NAMES)) is not None:
+                whole = SyncQueue(con).read_json(9, 7, 1, after, 12, accepted, NAMES)
+                assert whole is not None
+                assert (batch.records, batch.key, batch.count, batch.last, batch.eligible) == (
+                    whole.records,
+                    whole.key,
+                    whole.count,
+                    whole.last,
+                    whole.eligible,
+                )
+                seen += [r["mpid"] for r in orjson.loads(b"[" + batch.records + b"]")]
+                after = batch.last
+            assert seen == (mpids if accepted is None else mpids[::2])
+    finally:
+        con.close()
+        store.close()

@@ -41,13 +41,16 @@ WHERE i.mpid IN (SELECT mpid FROM sync_queue WHERE connection_id = $c AND epoch 
 # accepted types ($acc; NULL: all) as a record carries them: user identities keyed by type (the
 # greatest value when a type has several, as the record's mapping keeps the last in this order)
 # and device identities as (type, value) pairs, in order; `ok` when the partner accepts one
-# (always, when it accepts all).
+# (always, when it accepts all). $h: an MPID the batch is expected to end before, which spares
+# reading the rest of the queue (the batch is the same when at least $n members are up to $h).
 _BATCH = """
 b AS (SELECT mpid, entered_at FROM sync_queue WHERE connection_id = $c AND epoch = $e
-      AND ($a IS NULL OR mpid > $a) AND ($u IS NULL OR mpid <= $u) ORDER BY mpid LIMIT $n),
+      AND ($a IS NULL OR mpid > $a) AND ($u IS NULL OR mpid <= $u) AND ($h IS NULL OR mpid <= $h)
+      ORDER BY mpid LIMIT $n),
 top AS (SELECT max(mpid) AS hi FROM b),
 i AS (SELECT s.mpid, s.identity_type AS type, s.value, s.is_device FROM sync_identities s, top
       WHERE s.connection_id = $c AND s.epoch = $e AND ($a IS NULL OR s.mpid > $a) AND s.mpid <= top.hi
+      AND ($h IS NULL OR s.mpid <= $h)
       AND ($acc IS NULL OR list_contains($acc, s.identity_type))),
 u AS (SELECT mpid, list_sort(list({'type': type, 'value': value})) AS users
       FROM (SELECT mpid, type, max(value) AS value FROM i WHERE NOT is_device GROUP BY mpid, type)
@@ -57,15 +60,19 @@ d AS (SELECT mpid, list_sort(list({'type': type, 'value': value})) AS devices
 r AS (SELECT b.mpid, b.entered_at, u.users, d.devices,
              ($acc IS NULL OR u.mpid IS NOT NULL OR d.mpid IS NOT NULL) AS ok
       FROM b LEFT JOIN u ON u.mpid = b.mpid LEFT JOIN d ON d.mpid = b.mpid),
-j AS (SELECT mpid, entered_at, ok, coalesce(to_json(map_from_entries(users)), '{}') AS uj,
+j AS (SELECT mpid, entered_at, ok,
+             CASE WHEN users IS NULL THEN '{}'
+                  WHEN len(users) = 1 THEN concat('{', to_json(users[1].type), ':', to_json(users[1].value), '}')
+                  ELSE to_json(map_from_entries(users)) END AS uj,
              coalesce(to_json(devices), '[]') AS dj FROM r)"""
 
 # The record of records.change_record, written in SQL ($pre: "s<connection>-<epoch>-"; $an and
 # $en: the audience's names as JSON strings).
+# One concat call: a chain of || builds every intermediate string.
 _RECORD = (
-    """'{"id":"s' || $pre || mpid || '","audience_id":' || $aud || ',"audience_name":' || $an """
-    """|| ',"external_name":' || $en || ',"mpid":' || mpid || ',"action":"add","identities":' || uj """
-    """|| ',"device_identities":' || dj || ',"timestamp_ms":' || entered_at || '}'"""
+    """concat('{"id":"s', $pre, mpid, '","audience_id":', $aud, ',"audience_name":', $an, """
+    """',"external_name":', $en, ',"mpid":', mpid, ',"action":"add","identities":', uj, """
+    """',"device_identities":', dj, ',"timestamp_ms":', entered_at, '}')"""
 )
 
 # A JSON batch is staged in a temporary table of the worker's own connection, so the records sent
@@ -80,7 +87,7 @@ _READ_JSON = f"""
 SELECT count(*), min(mpid), max(mpid), count(*) FILTER (WHERE ok),
        string_agg({_RECORD}, ',' ORDER BY mpid) FILTER (WHERE ok),
        sha256(string_agg('s' || $pre || mpid, chr(10) ORDER BY mpid) FILTER (WHERE ok)),
-       (list(mpid ORDER BY mpid) FILTER (WHERE ok))[1:$sample]
+       min(mpid, $sample) FILTER (WHERE ok)
 FROM sync_batch_{{slot}}"""
 
 
@@ -90,14 +97,15 @@ _READ_ROWS = f"WITH {_BATCH} SELECT mpid, entered_at, users, devices FROM r ORDE
 # the staged batch, or (when the staged batch is another) computed again.
 _DELIVER_STAGED = """
 INSERT OR REPLACE INTO delivered (connection_id, mpid, identities)
-SELECT $c, mpid, '[' || uj || ',' || dj || ']' FROM sync_batch_{slot} WHERE ok"""
+SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM sync_batch_{slot} WHERE ok"""
 
 _DELIVER = f"""
 INSERT OR REPLACE INTO delivered (connection_id, mpid, identities)
 WITH {_BATCH}
-SELECT $c, mpid, '[' || uj || ',' || dj || ']' FROM j WHERE ok"""
+SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM j WHERE ok"""
 
 SAMPLE = 5
+MAX_MPID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,7 @@ class SyncQueue:
         self.con = con
         self._slot = 0
         self._staged: dict[int, JsonBatch] = {}  # the batch staged in each table of this connection
+        self._span: tuple[tuple[int, int, int], int] | None = None  # the last batch's MPID span
 
     @staticmethod
     def create_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -198,7 +207,17 @@ class SyncQueue:
         batch not acknowledged yet, whose staged records must stay."""
         slot = self._slot = 1 - (self._slot if beside is None else beside.slot)
         stage = _STAGE.replace("{slot}", str(slot))
-        self.con.execute(stage, self._params(connection_id, epoch, after, None, limit, accepted)).fetchall()
+        params = self._params(connection_id, epoch, after, None, limit, accepted)
+        span = self._span
+        if after is not None and span is not None and span[0] == (connection_id, epoch, limit):
+            # MPIDs are spread like the last batch's: read up to twice its span, unless fewer fit.
+            params["h"] = min(after + 2 * span[1], MAX_MPID)
+            self.con.execute(stage, params).fetchall()
+            staged = self.con.execute(f"SELECT count(*) FROM sync_batch_{slot}").fetchall()[0][0]
+            if staged < limit:
+                params["h"] = None
+        if params["h"] is None:
+            self.con.execute(stage, params).fetchall()
         params = {
             "aud": audience_id,
             "an": orjson.dumps(names[0]).decode(),
@@ -207,10 +226,12 @@ class SyncQueue:
             "sample": SAMPLE,
         }
         row = self.con.execute(_READ_JSON.replace("{slot}", str(slot)), params).fetchall()[0]
-        count, _, last, eligible, records, digest, sample = row
+        count, first, last, eligible, records, digest, sample = row
         self._staged.pop(slot, None)
         if not count:
             return None
+        start = int(first) - 1 if after is None else after
+        self._span = ((connection_id, epoch, limit), max(1, int(last) - start))
         batch = self._staged[slot] = JsonBatch(
             epoch,
             after,
@@ -254,4 +275,5 @@ class SyncQueue:
             "u": upto,
             "n": limit,
             "acc": None if accepted is None else list(accepted),
+            "h": None,
         }
