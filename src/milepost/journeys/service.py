@@ -32,11 +32,11 @@ from milepost.journeys.status import calculated_set
 # Parts of a first calculation on the evaluator thread: sized to take about PART_S each, so real
 # time runs between them instead of waiting behind the whole calculation. Each part also pays a
 # cost that grows with the store (its scans), so a calculation has at most MAX_PARTS of them.
-PART_S = 0.5
+PART_S = 0.25
 FIRST_PART_USERS = 10_000
 MIN_PART_USERS = 2_000
 MAX_PART_USERS = 1_000_000
-MAX_PARTS = 16
+MAX_PARTS = 48
 
 
 class JourneyService:
