@@ -51,6 +51,7 @@ import orjson
 from milepost.engines.duckdb import DuckDBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.loadgen import post
 from tests.support.server import Server, free_port, init_data_dir
 
 DAY = 86_400_000
@@ -150,34 +151,6 @@ def receiver_main(port: int, probe_audience: int) -> None:
 # ---- the load generator (its own process) ---------------------------------------------------------
 
 
-async def _post(
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    headers: list[tuple[str, str]],
-    body: bytes,
-) -> int:
-    """One request on a kept-alive connection; return its status."""
-    length = [("Content-Length", str(len(body)))]
-    writer.write(conn.send(h11.Request(method="POST", target="/v2/bulkevents", headers=headers + length)))
-    writer.write(conn.send(h11.Data(data=body)))
-    writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
-    status = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("the server closed the connection")
-            conn.receive_data(data)
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.EndOfMessage):
-            conn.start_next_cycle()
-            return status
-
-
 def load_main(spec_path: str) -> None:
     """Requests at a steady rate from kept-alive connections (h11 over asyncio streams, like
     benchmarks/ingest.py), so the generator takes little of the cores it shares with the server."""
@@ -235,7 +208,7 @@ def load_main(spec_path: str) -> None:
                 b = body(i, int(sent * 1000))
                 while True:
                     try:
-                        status = await _post(conn, reader, writer, headers, b)
+                        status = (await post(conn, reader, writer, headers, b))[0]
                     except (ConnectionError, h11.ProtocolError):
                         writer.close()
                         reader, writer = await asyncio.open_connection(host, int(port))

@@ -35,6 +35,7 @@ from milepost.model.batch import IngestRequest
 from milepost.synthetic import realistic_bulk_requests, single_user_requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.loadgen import post
 from tests.support.server import Server, free_port, init_data_dir
 
 WINDOWS = DedupeWindows(request_ms=30 * 86_400_000, message_ms=7 * 86_400_000)
@@ -42,36 +43,6 @@ WINDOWS = DedupeWindows(request_ms=30 * 86_400_000, message_ms=7 * 86_400_000)
 
 def count_events(body: bytes) -> int:
     return sum(len(b.get("events") or []) for b in orjson.loads(body))
-
-
-async def _post(
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    headers: list[tuple[str, str]],
-    body: bytes,
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request on a kept-alive connection; return (status, headers, body)."""
-    length = [("Content-Length", str(len(body)))]
-    writer.write(conn.send(h11.Request(method="POST", target="/v2/bulkevents", headers=headers + length)))
-    writer.write(conn.send(h11.Data(data=body)))
-    writer.write(conn.send(h11.EndOfMessage()))
-    await writer.drain()
-    status, response_headers, chunks = 0, {}, []
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("the server closed the connection")
-            conn.receive_data(data)
-        elif isinstance(event, h11.Response):
-            status, response_headers = event.status_code, dict(event.headers)
-        elif isinstance(event, h11.Data):
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            conn.start_next_cycle()
-            return status, response_headers, b"".join(chunks)
 
 
 async def send_all(
@@ -102,7 +73,7 @@ async def send_all(
             while not queue.empty():
                 body = queue.get_nowait()
                 while True:
-                    status, response_headers, text = await _post(conn, reader, writer, headers, body)
+                    status, response_headers, text = await post(conn, reader, writer, headers, body)
                     if status == 202:
                         break
                     if status in (429, 503):
