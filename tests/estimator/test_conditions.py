@@ -19,8 +19,9 @@ from tests.conformance.rest_runner import Rest, unique
 from tests.estimator.population import LIFETIME, LOOKBACK, T0, load_population
 from tests.support.server import running_server
 
-from milepost.audiences.estimator import TOO_SMALL_HITS, Estimator, wilson
+from milepost.audiences.estimator import Estimator
 from milepost.audiences.sample import sample_key
+from milepost.audiences.sizes import TOO_SMALL_HITS, wilson
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.cli import _initialise
 from milepost.config import Config

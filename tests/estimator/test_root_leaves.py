@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.estimator.population import DAY, T0, load_population
 
-from milepost.audiences.estimator import Estimator, _RootLeaf
+from milepost.audiences.estimator import Estimator
+from milepost.audiences.leaves import RootLeaf
 from milepost.audiences.masks import SampleIndex
 from milepost.audiences.root_leaves import load
 from milepost.engines.duckdb import DuckDBStore
@@ -50,7 +51,7 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estimator]:
 def test_roots_in_numpy_equal_the_compiled_query(
     est: Estimator, inputs: tuple[int, ...], shift: int, lifetime: int
 ) -> None:
-    leaf = _RootLeaf(inputs, lifetime)
+    leaf = RootLeaf(inputs, lifetime)
     expected = est._index.mask(est._fetch(leaf.compiled(T0 + shift).sql))
     got = load(est.con, est._index).root(inputs, T0 + shift, lifetime)
     assert (got == expected).all()

@@ -16,7 +16,7 @@ from tests.criteria.criteria_strategies import criteria as any_criteria
 from tests.estimator.audiences import WATCH, attr, last, random_criteria
 from tests.estimator.population import DAY, LIFETIME, LOOKBACK, T0, load_population
 
-from milepost.audiences import estimator
+from milepost.audiences import estimator, leaves
 from milepost.audiences.estimator import Estimator, NodeEstimate
 from milepost.audiences.sql_templates import template
 from milepost.audiences.tree import JourneyRows, MilestoneRow
@@ -150,7 +150,7 @@ def test_a_cached_answer_is_what_a_fresh_evaluation_at_that_instant_gives(
     est: Estimator, seed: int, start: int, pick: int, nudge: int
 ) -> None:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(estimator, "TIME_SLACK_MS", 0)  # exact: served only before the next possible change
+        mp.setattr(leaves, "TIME_SLACK_MS", 0)  # exact: served only before the next possible change
         est._cache.clear()
         est._leaves.clear()
         crit = random_criteria(random.Random(seed))
@@ -174,8 +174,8 @@ def test_answers_survive_time_passing(est: Estimator) -> None:
     }
     first = _estimate(est, crit, T0)
     entries = dict(est._cache)
-    assert all(e.until_ms >= T0 + estimator.TIME_SLACK_MS for e in entries.values())
-    again = _estimate(est, crit, T0 + estimator.TIME_SLACK_MS - 1)  # within the slack: the same answers
+    assert all(e.until_ms >= T0 + leaves.TIME_SLACK_MS for e in entries.values())
+    again = _estimate(est, crit, T0 + leaves.TIME_SLACK_MS - 1)  # within the slack: the same answers
     assert all(est._cache[k] is e for k, e in entries.items())
     _same(first, again)
     attribute = next(e for k, e in entries.items() if k[0] == "c" and b"score" in k[1])
@@ -189,7 +189,7 @@ def test_a_served_answer_with_slack_is_an_exact_one_from_at_most_that_long_ago(e
         crit = random_criteria(r)  # windows of days: every criterion gets the slack
         est._cache.clear()
         _estimate(est, crit, T0)
-        later = _estimate(est, crit, T0 + estimator.TIME_SLACK_MS - 1)
+        later = _estimate(est, crit, T0 + leaves.TIME_SLACK_MS - 1)
         assert {e.now_ms for e in est._cache.values()} == {T0}
         est._cache.clear()
         _same(later, _estimate(est, crit, T0))

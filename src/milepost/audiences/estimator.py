@@ -18,7 +18,7 @@ never shows more than its parent.
 
 How stale an estimate can be, with respect to the request's `now`: a criterion whose durations
 (windows, lookback, `within`, profile lifetime) are all at least a day is served from a result
-computed up to `TIME_SLACK_MS` (60 s) earlier, i.e. its windows may sit up to 60 s behind the
+computed up to `leaves.TIME_SLACK_MS` (60 s) earlier, i.e. its windows may sit up to 60 s behind the
 request (for a 1-day window, at most 0.07% of its span); any other criterion is exact at the
 request's instant, except those reading memberships or rolling date conditions, which are
 evaluated once per second of `now` as before. What the sample does not hold (memberships) may be
@@ -28,7 +28,6 @@ up to `STALE_TTL_MS` old; the sample itself follows ingest through patching.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -46,41 +45,35 @@ from sqlglot import exp
 from milepost.audiences.attribute_leaves import (
     AttributeLeaf,
     PathValues,
-    attribute_leaf,
     distinct_table,
     path_values,
     updated_values,
     users_mask,
 )
-from milepost.audiences.event_leaves import CHANGED_TABLE, EventColumns, EventPlan, event_plan
+from milepost.audiences.event_leaves import CHANGED_TABLE, EventColumns
 from milepost.audiences.event_leaves import evaluate as evaluate_events
 from milepost.audiences.event_leaves import load as load_events
 from milepost.audiences.event_leaves import update as update_events
+from milepost.audiences.leaves import Leaf, RootLeaf
 from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids, count
 from milepost.audiences.root_leaves import UserColumns
 from milepost.audiences.root_leaves import load as load_users
 from milepost.audiences.root_leaves import update as update_users
 from milepost.audiences.sample import SAMPLE_TABLES, Sample
-from milepost.audiences.sql_templates import Template, template
+from milepost.audiences.sizes import Ratio, size_of
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.audiences.validity import Instants, durations, used_calculated
 from milepost.criteria import (
     CalculatedAttribute,
     CompileContext,
     Criteria,
-    compile_criteria,
     parse_criteria,
     to_json,
-    to_sql,
 )
-from milepost.criteria.core import lower
 from milepost.criteria.model import AllGroup, AnyGroup
-from milepost.criteria.values import DAY_MS
 
 log = logging.getLogger(__name__)
 
-Z = 1.959964  # 95%
-TOO_SMALL_HITS = 10  # below this many sampled members the relative error passes ~60%: show "~"
 CACHE_TTL_MS = 5_000
 # An expired mask is still served (and renewed in the background) up to this age: it is kept
 # current with the sample by patching; only what the criteria read outside it can be older.
@@ -91,49 +84,6 @@ RENEW_AFTER_MS = 3_000  # masks in use are recomputed in the background once thi
 RENEW_AHEAD_MS = 20_000  # ... and at the latest requested instant once they serve less ahead of it
 WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
-# Criteria whose durations are all a day or more are served up to this long after the instant they
-# were computed at, even past a window boundary (see the module documentation).
-TIME_SLACK_MS = 60_000
-TEMPLATE_CHECK_MS = 7_919_993  # a third instant a template must render exactly before it is used
-
-
-@dataclass(frozen=True)
-class Ratio:
-    hits: int
-    of: int  # sampled users it is a share of
-
-
-def wilson(hits: int, n: int, fpc: float = 1.0) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion, the variance shrunk by the finite-population factor."""
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    z2 = Z * Z * fpc
-    denom = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = math.sqrt(z2) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def size_of(ratio: Ratio, base: int, base_sampled: int, exact: bool) -> dict[str, Any]:
-    """A `size` object: `base` users are represented by `base_sampled` sampled ones."""
-    out: dict[str, Any] = {"sample_size": ratio.of, "sample_hits": ratio.hits}
-    if exact:
-        value = ratio.hits if base_sampled == base else round(base * ratio.hits / max(ratio.of, 1))
-        return {"kind": "estimate", "value": value, "low": value, "high": value, "exact": True, **out}
-    fpc = max(0.0, (base - base_sampled) / (base - 1)) if base > 1 else 0.0
-    lo, hi = wilson(ratio.hits, ratio.of, fpc)
-    if ratio.hits < TOO_SMALL_HITS:
-        return {"kind": "too_small", "upper_bound": math.ceil(hi * base), "exact": False, **out}
-    value = round(base * ratio.hits / ratio.of)
-    return {
-        "kind": "estimate",
-        "value": value,
-        "low": math.floor(lo * base),
-        "high": math.ceil(hi * base),
-        "exact": False,
-        **out,
-    }
 
 
 def top_level(criteria: Criteria) -> tuple[str, list[Criteria]]:
@@ -154,108 +104,12 @@ class NodeEstimate:
     criteria: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    attributes: AttributeLeaf | None  # set when the criterion reads user attributes only
-
-
-class _Leaf:
-    """One criterion in one context, whatever `now` is: its SQL at any instant (compiled once,
-    then rendered from a template) and how long a result computed at an instant holds."""
-
-    def __init__(self, criteria: Criteria, ctx: CompileContext, spans: frozenset[int] | None) -> None:
-        self.criteria = criteria
-        self.ctx = ctx
-        self.spans = spans  # None: time is read through what the sample does not hold
-        positive = [d for d in spans or () if d > 0]
-        self.slack_ms = TIME_SLACK_MS if spans is not None and min(positive, default=0) >= DAY_MS else 0
-        self._last: tuple[int, _Compiled] | None = None  # the latest compilation and its instant
-        self._templates: tuple[Template, Template | None] | None = None
-        self._tried = False
-        # counts of events are evaluated in NumPy (`event_leaves`) rather than by the compiled query
-        self.events: EventPlan | None = event_plan(lower(criteria, ctx.calculated))
-
-    def _compile(self, now_ms: int) -> _Compiled:
-        tree = compile_criteria(self.criteria, replace(self.ctx, now_ms=now_ms))
-        sql = to_sql(tree)
-        return _Compiled(sql, attribute_leaf(tree, sql))
-
-    def compiled(self, now_ms: int) -> _Compiled:
-        if self._templates is not None:
-            sql, attrs = self._templates
-            return _Compiled(
-                sql.render(now_ms),
-                None
-                if attrs is None or self._last is None or self._last[1].attributes is None
-                else AttributeLeaf(self._last[1].attributes.paths, attrs.render(now_ms)),
-            )
-        if self._last is not None and self._last[0] == now_ms:
-            return self._last[1]
-        found = self._compile(now_ms)
-        if self._last is not None and not self._tried:
-            self._tried = True
-            self._templates = self._template(self._last, (now_ms, found))
-        self._last = (now_ms, found)
-        return found
-
-    def _template(
-        self, a: tuple[int, _Compiled], b: tuple[int, _Compiled]
-    ) -> tuple[Template, Template | None] | None:
-        (a_now, a_sql), (b_now, b_sql) = a, b
-        sql = template(a_sql.sql, a_now, b_sql.sql, b_now)
-        if sql is None:
-            return None
-        attrs: Template | None = None
-        if a_sql.attributes is not None or b_sql.attributes is not None:
-            if a_sql.attributes is None or b_sql.attributes is None:
-                return None
-            if a_sql.attributes.paths != b_sql.attributes.paths:
-                return None
-            attrs = template(a_sql.attributes.sql, a_now, b_sql.attributes.sql, b_now)
-            if attrs is None:
-                return None
-        check_now = b_now + TEMPLATE_CHECK_MS
-        check = self._compile(check_now)
-        if sql.render(check_now) != check.sql:
-            return None
-        if attrs is not None and (
-            check.attributes is None or attrs.render(check_now) != check.attributes.sql
-        ):
-            return None
-        return sql, attrs
-
-    def until(self, instants: Instants, now_ms: int) -> int:
-        """Results computed at `now_ms` are served for any instant before this one."""
-        if self.spans is None:
-            return (now_ms // 1000 + 1) * 1000  # per second of `now`, as nothing bounds it better
-        return max(instants.next_change(self.spans, now_ms), now_ms + self.slack_ms)
-
-
-class _RootLeaf(_Leaf):
-    """The journey root: users seen within the profile lifetime, on the journey's inputs."""
-
-    def __init__(self, input_ids: tuple[int, ...], lifetime_ms: int) -> None:
-        self.input_ids, self.lifetime_ms = input_ids, lifetime_ms
-        self.spans = frozenset({lifetime_ms})
-        self.slack_ms = TIME_SLACK_MS if lifetime_ms >= DAY_MS else 0
-        self.events = None
-
-    def compiled(self, now_ms: int) -> _Compiled:
-        ids = ",".join(str(int(i)) for i in self.input_ids) or "NULL"
-        return _Compiled(
-            f"SELECT mpid FROM users WHERE last_seen IS NOT NULL AND last_seen > {int(now_ms - self.lifetime_ms)} "
-            f"AND list_has_any(inputs, [{ids}]::INTEGER[])",
-            None,
-        )
-
-
 @dataclass
 class _Entry:
     at_ms: float  # monotonic time it was computed
     mask: Mask
     used_ms: float  # monotonic time it was last served
-    leaf: _Leaf
+    leaf: Leaf
     now_ms: int  # the instant it is the answer for
     until_ms: int  # ... and stays the answer (to serve) until
 
@@ -296,7 +150,7 @@ class Estimator:
         self._worker_con = con.cursor()
         self._worker_con.execute(f"SET search_path = {self._path}").fetchall()
         self._cache: dict[tuple[Any, ...], _Entry] = {}  # masks over the current view's index
-        self._leaves: dict[tuple[Any, ...], _Leaf] = {}  # per (criteria, context), whatever `now` is
+        self._leaves: dict[tuple[Any, ...], Leaf] = {}  # per (criteria, context), whatever `now` is
         self._latest_now_ms = 0  # the instant the latest estimate was asked for
         self._view = _View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
         self._lock = threading.RLock()  # estimates, and installing a new view
@@ -580,7 +434,7 @@ class Estimator:
         """`entry`'s mask over `view` from the columns (None when they do not hold what it reads):
         a root or an attribute criterion whole, an event criterion on the changed users' events."""
         leaf, now_ms = entry.leaf, entry.now_ms
-        if isinstance(leaf, _RootLeaf):
+        if isinstance(leaf, RootLeaf):
             return None if view.users is None else view.users.root(leaf.input_ids, now_ms, leaf.lifetime_ms)
         if leaf.events is not None:
             if appended is None:
@@ -635,7 +489,7 @@ class Estimator:
         result = (con or self.con).execute(sql).fetchnumpy()
         return as_ids(next(iter(result.values())))
 
-    def _mask(self, key: tuple[Any, ...], leaf: _Leaf, now_ms: int) -> Mask:
+    def _mask(self, key: tuple[Any, ...], leaf: Leaf, now_ms: int) -> Mask:
         """Sampled members of `leaf` at `now_ms`, from the cache while its answer still holds."""
         hit = self._cache.get(key)
         now = time.monotonic() * 1000
@@ -654,7 +508,7 @@ class Estimator:
 
     def _evaluate_leaf(
         self,
-        leaf: _Leaf,
+        leaf: Leaf,
         now_ms: int,
         con: duckdb.DuckDBPyConnection,
         view: _View,
@@ -663,7 +517,7 @@ class Estimator:
         """`leaf`'s members at `now_ms`; event counts in NumPy once the view's events are read (reading
         them is left to estimates: a renewal would read them for each new version of the sample); a
         journey root likewise over the view's users."""
-        if isinstance(leaf, _RootLeaf) and (read_events or view.users is not None):
+        if isinstance(leaf, RootLeaf) and (read_events or view.users is not None):
             if view.users is None:
                 view.users = load_users(con, view.index)
             return view.users.root(leaf.input_ids, now_ms, leaf.lifetime_ms)
@@ -706,9 +560,9 @@ class Estimator:
 
     def root(self, input_ids: tuple[int, ...], now_ms: int, lifetime_ms: int) -> Mask:
         key = ("root", input_ids, lifetime_ms)
-        return self._mask(key, self._leaf(key, lambda: _RootLeaf(input_ids, lifetime_ms)), now_ms)
+        return self._mask(key, self._leaf(key, lambda: RootLeaf(input_ids, lifetime_ms)), now_ms)
 
-    def _leaf(self, key: tuple[Any, ...], make: Callable[[], _Leaf]) -> _Leaf:
+    def _leaf(self, key: tuple[Any, ...], make: Callable[[], Leaf]) -> Leaf:
         found = self._leaves.get(key)
         if found is None:
             found = make()
@@ -728,9 +582,9 @@ class Estimator:
             tuple(c.model_dump_json() for c in calc),
         )
 
-        def make() -> _Leaf:
+        def make() -> Leaf:
             spans = durations(criteria, calc, ctx.lookback_ms, ctx.lookback_ms)
-            return _Leaf(criteria, replace(ctx, calculated={c.name: c for c in calc}), spans)
+            return Leaf(criteria, replace(ctx, calculated={c.name: c for c in calc}), spans)
 
         return self._mask(key, self._leaf(key, make), ctx.now_ms)
 
