@@ -7,6 +7,8 @@ store, whether served from patched masks or recomputed over the carried columns.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ def _store(path: Path, users: int, seed: int) -> DuckDBStore:
     con.close()
     store.close()
     return DuckDBStore(path)
+
+
+@contextmanager
+def _estimator(path: Path, users: int, seed: int, target: int) -> Iterator[tuple[DuckDBStore, Estimator]]:
+    """A store holding a population and an estimator over it (a real subset: `target` < `users`)."""
+    store = _store(path, users, seed)
+    est = Estimator(store.connect(), target=target)
+    try:
+        yield store, est
+    finally:
+        est.close()
+        est.con.close()
+        store.close()
 
 
 def _journey(criteria: dict[str, Any], inputs: tuple[int, ...]) -> JourneyRows:
@@ -129,11 +144,9 @@ def test_estimates_over_carried_columns_equal_estimates_from_scratch(
 ) -> None:
     monkeypatch.setattr(estimator, "CACHE_TTL_MS", 3_600_000)  # no entry expires during the test
     monkeypatch.setattr(estimator, "REFRESH_WAIT_MS", 60_000)  # each estimate waits for the worker
-    store = _store(tmp_path_factory.mktemp("incremental") / "store", 8_000, seed)
-    est = Estimator(store.connect(), target=2_000)  # a real subset
     r = random.Random(seed)
     criteria = CRITERIA + [random_criteria(r) for _ in range(4)]
-    try:
+    with _estimator(tmp_path_factory.mktemp("incremental") / "store", 8_000, seed, 2_000) as (store, est):
         _estimates(est, criteria)  # every column read once
         for path in PATHS:
             est._path_values(path, est.con, est._view)
@@ -173,19 +186,13 @@ def test_estimates_over_carried_columns_equal_estimates_from_scratch(
         assert len(est._index) > initial  # users new to the sample came in
         binge = _journey({"type": "event", "event": BINGE}, (1, 2, 3))
         assert est.journey(binge, {}, {}, T0, LOOKBACK, LIFETIME)[101].size["sample_hits"] > 0
-    finally:
-        est.close()
-        est.con.close()
-        store.close()
 
 
 def test_columns_updated_from_older_ones_equal_columns_read_again(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """Updating columns that are not their buffers' latest, or mostly replaced, gives what `load` reads."""
-    store = _store(tmp_path_factory.mktemp("updates") / "store", 3_000, 29)
-    est = Estimator(store.connect(), target=1_000)
-    try:
+    with _estimator(tmp_path_factory.mktemp("updates") / "store", 3_000, 29, 1_000) as (store, est):
         est.refresh()
         est._current()
         con, index = est.con, est._index
@@ -216,17 +223,11 @@ def test_columns_updated_from_older_ones_equal_columns_read_again(
             compacted += got.log is not cols.log
             cols, index = got, now
         assert compacted  # mostly replaced events were dropped on the way
-    finally:
-        est.close()
-        est.con.close()
-        store.close()
 
 
 def test_user_columns_updated_equal_columns_read_again(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Changed users' last seen times and inputs are replaced, not merged; users gone are dropped."""
-    store = _store(tmp_path_factory.mktemp("users") / "store", 3_000, 31)
-    est = Estimator(store.connect(), target=1_000)
-    try:
+    with _estimator(tmp_path_factory.mktemp("users") / "store", 3_000, 31, 1_000) as (_, est):
         est.refresh()
         est._current()
         con, index = est.con, est._index
@@ -257,7 +258,3 @@ def test_user_columns_updated_equal_columns_read_again(tmp_path_factory: pytest.
                 assert (
                     got.root(inputs, T0 + shift, LIFETIME) == want.root(inputs, T0 + shift, LIFETIME)
                 ).all()
-    finally:
-        est.close()
-        est.con.close()
-        store.close()

@@ -549,12 +549,8 @@ class Estimator:
             users = con.sql(
                 f"SELECT mpid, CAST(json_extract(attributes, {literal}) AS VARCHAR) AS v FROM sample.users"
             ).to_arrow_table()
-            mpids = as_ids(users.column("mpid").to_numpy())
-            index = view.index.mpids
-            pos = np.searchsorted(index, mpids)
-            pos[pos >= len(index)] = 0
-            known = index[pos] == mpids if len(index) else np.zeros(len(mpids), dtype=np.bool_)
-            found = path_values(users.filter(pa.array(known)), pos[known], len(index))
+            held, rows = view.index.held(users)
+            found = path_values(held, rows, len(view.index))
             view.paths[path] = found
         return found
 

@@ -156,16 +156,6 @@ def _nanounits(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int64], bool]:
     return np.where(known, low, 0), fits
 
 
-def _held(index: SampleIndex, table: pa.Table) -> tuple[pa.Table, npt.NDArray[np.intp]]:
-    """The rows of `table` whose `mpid` the index holds, and their users' rows in it."""
-    mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
-    ids = index.mpids
-    pos = np.searchsorted(ids, mpids)
-    pos[pos >= len(ids)] = 0
-    keep = ids[pos] == mpids if len(ids) else np.zeros(len(mpids), dtype=np.bool_)
-    return table.filter(pa.array(keep)), pos[keep]
-
-
 def _common(table: pa.Table) -> tuple[dict[str, npt.NDArray[Any]], bool]:
     """The columns every read of events makes alike (all but selector strings and documents)."""
     ts, ts_known = _ints(table.column("ts"))
@@ -203,7 +193,7 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> EventColumns:
             break
     else:
         raise RuntimeError("the sample's events kept changing while they were read")
-    table, rows = _held(index, table)
+    table, rows = index.held(table)
     columns, fits = _common(table)
     docs = pc.dictionary_encode(table.column("doc").combine_chunks())
     columns["doc_codes"] = docs.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
@@ -326,7 +316,7 @@ def update(
         f"SELECT mpid, ts, input_id, {selectors}, is_install, is_upgrade, CAST(attrs AS VARCHAR) AS doc, "
         f"total_amount FROM sample.events WHERE mpid IN (SELECT mpid FROM {CHANGED_TABLE})"
     ).to_arrow_table()
-    table, rows = _held(index, table)
+    table, rows = index.held(table)
     n, old_rows = log.n, log.rows[: log.n]
     stale = np.zeros(len(old), dtype=np.bool_)
     stale[old.positions(changed)] = True

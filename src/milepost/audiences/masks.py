@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 Mask = npt.NDArray[np.bool_]
 Ids = npt.NDArray[np.int64]
@@ -39,11 +40,8 @@ class SampleIndex:
 
     def positions(self, mpids: Ids) -> npt.NDArray[np.intp]:
         """Rows of the given MPIDs; MPIDs outside the sample are left out."""
-        if len(self) == 0 or mpids.shape[0] == 0:
-            return np.zeros(0, dtype=np.intp)
-        pos = np.searchsorted(self.mpids, mpids)
-        pos[pos >= len(self)] = 0
-        return pos[self.mpids[pos] == mpids]
+        pos = self.positions_of(mpids)
+        return pos[pos >= 0]
 
     def positions_of(self, mpids: Ids) -> npt.NDArray[np.intp]:
         """The row of each given MPID, -1 for MPIDs outside the sample."""
@@ -52,6 +50,12 @@ class SampleIndex:
         pos = np.searchsorted(self.mpids, mpids)
         pos[pos >= len(self)] = 0
         return np.where(self.mpids[pos] == mpids, pos, -1)
+
+    def held(self, table: pa.Table) -> tuple[pa.Table, npt.NDArray[np.intp]]:
+        """The rows of `table` whose `mpid` the sample holds, and their users' rows here."""
+        pos = self.positions_of(as_ids(table.column("mpid").fill_null(0).to_numpy()))
+        keep = pos >= 0
+        return table.filter(pa.array(keep)), pos[keep]
 
     def with_users(self, changed: Ids, present: Ids) -> SampleIndex:
         """This index once the `changed` users are the `present` ones (the others left the sample);

@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids
+from milepost.audiences.masks import Ids, Mask, SampleIndex
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,7 @@ def load(con: duckdb.DuckDBPyConnection, index: SampleIndex) -> UserColumns:
 def _fill(out: UserColumns, index: SampleIndex, table: pa.Table) -> None:
     """`out`'s rows of the users in `table` (mpid, last_seen, inputs) set from it."""
     size = len(index)
-    mpids = as_ids(table.column("mpid").fill_null(0).to_numpy())
-    pos = np.searchsorted(index.mpids, mpids)
-    pos[pos >= size] = 0
-    held = index.mpids[pos] == mpids if size else np.zeros(len(mpids), dtype=np.bool_)
-    table, rows = table.filter(pa.array(held)), pos[held]
+    table, rows = index.held(table)
     seen = table.column("last_seen")
     out.last_seen[rows] = seen.fill_null(0).to_numpy()
     out.seen_known[rows] = np.asarray(seen.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
