@@ -152,7 +152,8 @@ class DeliveryRunner:
                 if self._threads:
                     worker.start()
             worker.assign(Assignment(conn, outputs.get(conn.output_id)))
-        self._moved(self._head(self._con))
+        if self._watcher is None:  # else the watcher follows the head
+            self._moved(self._head(self._con))
         for cid, worker in list(self.workers.items()):
             if worker.finished:
                 del self.workers[cid]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import duckdb
@@ -78,6 +78,13 @@ _STATE_COLUMNS = (
     "last_attempt_at, last_success_at, failing_since, subscribed, identities_at, identities_mpid, inflight_to"
 )
 _STATE_COUNT = _STATE_COLUMNS.count(",") + 1
+_STATE_FIELDS = [c.strip() for c in _STATE_COLUMNS.split(",")]
+# A connection's row is updated in place: an upsert (delete and insert on the key) costs several
+# times more, and the row exists after the first write.
+_UPDATE_STATE = (
+    f"UPDATE delivery_state SET {', '.join(f'{c} = ?' for c in _STATE_FIELDS[1:])} WHERE connection_id = ?"
+)
+_INSERT_STATE = f"INSERT INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * _STATE_COUNT)})"
 
 
 @dataclass
@@ -100,7 +107,7 @@ class DeliveryState:
     inflight_to: int | None = None  # the unacknowledged batch ends here (an outbox seq or an MPID)
 
     def row(self) -> list[Any]:
-        return list(asdict(self).values())
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +156,13 @@ class DeliveryStore:
         return DeliveryState(*rows[0])
 
     def save(self, state: DeliveryState) -> None:
-        def work() -> None:
-            self.con.execute(
-                f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * _STATE_COUNT)})",
-                state.row(),
-            ).fetchall()
+        _retrying(lambda: self._write_state(state))
 
-        _retrying(work)
+    def _write_state(self, state: DeliveryState) -> None:
+        row = state.row()
+        updated = self.con.execute(_UPDATE_STATE, [*row[1:], row[0]]).fetchall()
+        if not updated or not updated[0][0]:
+            self.con.execute(_INSERT_STATE, row).fetchall()
 
     def commit(
         self,
@@ -175,15 +182,11 @@ class DeliveryStore:
         adds = sorted(added)
         removes = sorted(set(removed) - set(added))
 
-        def work() -> None:
+        def work(replace: bool) -> None:
             con = self.con
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
-                con.execute(
-                    f"INSERT OR REPLACE INTO delivery_state ({_STATE_COLUMNS}) "
-                    f"VALUES ({', '.join('?' * _STATE_COUNT)})",
-                    state.row(),
-                ).fetchall()
+                self._write_state(state)
                 if removes:
                     con.execute(
                         "DELETE FROM delivered WHERE connection_id = ? "
@@ -192,12 +195,12 @@ class DeliveryStore:
                     ).fetchall()
                 if adds:
                     con.execute(
-                        "INSERT OR REPLACE INTO delivered (connection_id, mpid, identities) "
+                        f"INSERT {'OR REPLACE ' if replace else ''}INTO delivered (connection_id, mpid, identities) "
                         "SELECT ?, unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
                         [state.connection_id, adds, [added[m] for m in adds]],
                     ).fetchall()
                 if synced is not None:
-                    self.sync.deliver(state.connection_id, synced)
+                    self.sync.deliver(state.connection_id, synced, replace=replace)
                 for d in dead:
                     con.execute(
                         "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?)",
@@ -208,7 +211,15 @@ class DeliveryStore:
                 con.execute("ROLLBACK").fetchall()
                 raise
 
-        _retrying(work)
+        def attempt() -> None:
+            # Users are mostly new to `delivered` (a plain insert costs less than an upsert); an
+            # identity change re-adds one it has, and that batch is then written again, replacing.
+            try:
+                work(replace=False)
+            except duckdb.ConstraintException:
+                work(replace=True)
+
+        _retrying(attempt)
 
     def forget(self, connection_id: int) -> None:
         """Drop everything kept for a deleted connection."""

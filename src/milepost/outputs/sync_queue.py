@@ -96,11 +96,11 @@ _READ_ROWS = f"WITH {_BATCH} SELECT mpid, entered_at, users, devices FROM r ORDE
 # What the partner was given of each user's identities (the form of records.identities_json): from
 # the staged batch, or (when the staged batch is another) computed again.
 _DELIVER_STAGED = """
-INSERT OR REPLACE INTO delivered (connection_id, mpid, identities)
+INSERT {or_replace}INTO delivered (connection_id, mpid, identities)
 SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM sync_batch_{slot} WHERE ok"""
 
 _DELIVER = f"""
-INSERT OR REPLACE INTO delivered (connection_id, mpid, identities)
+INSERT {{or_replace}}INTO delivered (connection_id, mpid, identities)
 WITH {_BATCH}
 SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM j WHERE ok"""
 
@@ -247,17 +247,18 @@ class SyncQueue:
         )
         return batch
 
-    def deliver(self, connection_id: int, batch: JsonBatch) -> None:
-        """Record what the partner now has of an acknowledged batch (in the caller's transaction)."""
+    def deliver(self, connection_id: int, batch: JsonBatch, *, replace: bool = True) -> None:
+        """Record what the partner now has of an acknowledged batch (in the caller's transaction).
+        `replace=False`: a plain insert, which fails on a user already recorded."""
+        or_replace = "OR REPLACE " if replace else ""
         if self._staged.get(batch.slot) is batch:
-            self.con.execute(
-                _DELIVER_STAGED.replace("{slot}", str(batch.slot)), {"c": connection_id}
-            ).fetchall()
+            sql = _DELIVER_STAGED.replace("{slot}", str(batch.slot)).replace("{or_replace}", or_replace)
+            self.con.execute(sql, {"c": connection_id}).fetchall()
             return
         params = self._params(
             connection_id, batch.epoch, batch.after, batch.last, batch.count, batch.accepted
         )
-        self.con.execute(_DELIVER, params).fetchall()
+        self.con.execute(_DELIVER.replace("{or_replace}", or_replace), params).fetchall()
 
     @staticmethod
     def _params(

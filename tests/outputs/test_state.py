@@ -1,0 +1,92 @@
+"""The delivery store: a connection's state row written once then updated, and what the partner has
+recorded whether its users are new to `delivered` or already there (an identity change re-adds one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from milepost.engines.duckdb import DuckDBStore
+from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
+from milepost.outputs import state as st
+from milepost.outputs.state import DeliveryState, DeliveryStore
+
+pytestmark = pytest.mark.unit
+
+NAMES = ("Gold", "gold-ext")
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    store = DuckDBStore(tmp_path / "store")
+    con = store.connect()
+    for ddl in MEMBERSHIP_DDL:
+        con.execute(ddl).fetchall()
+    DeliveryStore.create_tables(con)
+    try:
+        yield con
+    finally:
+        con.close()
+        store.close()
+
+
+def _delivered(con: duckdb.DuckDBPyConnection, connection_id: int) -> dict[int, str | None]:
+    rows = con.execute(
+        "SELECT mpid, identities FROM delivered WHERE connection_id = ? ORDER BY mpid", [connection_id]
+    ).fetchall()
+    return {int(m): i for m, i in rows}
+
+
+def test_a_state_is_inserted_once_then_updated(con: duckdb.DuckDBPyConnection) -> None:
+    store = DeliveryStore(con)
+    s = DeliveryState(4, phase=st.STREAM, epoch=2, cursor_seq=10, inflight_to=12)
+    store.save(s)
+    assert store.load(4) == s
+    s.cursor_seq, s.inflight_to, s.last_error, s.sent = 12, None, "boom", 3
+    store.save(s)
+    store.commit(DeliveryState(5, phase=st.SYNC_ADD, sync_after=7), now_ms=1)
+    s.sent = 9
+    store.commit(s, added={1: "[{},[]]"}, now_ms=2)
+    assert store.load(4) == s
+    assert store.load(5) == DeliveryState(5, phase=st.SYNC_ADD, sync_after=7)
+    counts = con.execute(
+        "SELECT connection_id, count(*) FROM delivery_state GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    assert counts == [(4, 1), (5, 1)]
+
+
+def test_adds_of_users_the_partner_has_replace_what_it_was_given(con: duckdb.DuckDBPyConnection) -> None:
+    store = DeliveryStore(con)
+    s = DeliveryState(4, phase=st.STREAM)
+    store.commit(s, added={1: "old-1", 2: "old-2"}, now_ms=1)
+    s.cursor_seq, s.sent = 5, 3
+    store.commit(s, added={2: "new-2", 3: "new-3"}, removed=[1], now_ms=2)
+    assert _delivered(con, 4) == {2: "new-2", 3: "new-3"}
+    assert store.load(4).cursor_seq == 5
+
+
+def test_a_synchronisation_batch_is_recorded_over_users_already_recorded(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    con.execute("INSERT INTO memberships SELECT 7, unnest([1, 2, 3]), 100").fetchall()
+    con.execute(
+        "INSERT INTO identities SELECT 'email', 'e' || m, m, 'e' || m, false, 0 FROM unnest([1, 2, 3]) t(m)"
+    ).fetchall()
+    store = DeliveryStore(con)
+    store.queue_sync(4, 7, 1)
+    batch = store.sync.read_json(4, 7, 1, None, 10, None, NAMES)
+    assert batch is not None and batch.eligible == 3
+    # Recorded meanwhile (the queue was taken before): a plain insert of the batch fails on it.
+    store.commit(DeliveryState(4), added={2: "stale"}, now_ms=1)
+    con.execute("BEGIN TRANSACTION").fetchall()
+    with pytest.raises(duckdb.ConstraintException):
+        store.sync.deliver(4, batch, replace=False)
+    con.execute("ROLLBACK").fetchall()
+    s = DeliveryState(4, phase=st.SYNC_ADD, epoch=1, sync_after=batch.last, sent=3)
+    store.commit(s, synced=batch, now_ms=2)
+    given = '[{"email":"e%d"},[]]'
+    assert _delivered(con, 4) == {m: given % m for m in (1, 2, 3)}
+    assert store.load(4) == s
