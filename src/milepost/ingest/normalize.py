@@ -362,6 +362,8 @@ _PRODUCT_FIELDS = tuple(schema.Product.model_fields)
 _PROMOTION_FIELDS = tuple(schema.PromotionAction.model_fields)
 _DEVICE_INFO_FIELDS = tuple(schema.DeviceInfo.model_fields)
 _MIN_MPID, _MAX_MPID = -(2**63), 2**63 - 1
+# Builds an EventRow from a tuple of all its fields without the named tuple's Python-level __new__.
+_new_row = tuple.__new__
 
 
 @functools.lru_cache(maxsize=4096, typed=True)
@@ -640,20 +642,23 @@ def _fast_event(
     if name is not None and len(name) > MAX_NAME:
         field_name = "event_name" if event_type == "custom_event" else "screen_name"
         name = clip_name(name, f"{batch_where}.events[{j}].data.{field_name}", report)
-    return EventRow(
-        event_type,
-        name,
-        custom_event_type,
-        action,
-        is_install,
-        is_upgrade,
-        ts,
-        total,
-        transaction_id,
-        currency_code,
-        coupon_code,
-        attrs,
-        products,
-        source_message_id,
-        data_out,
+    return _new_row(
+        EventRow,
+        (
+            event_type,
+            name,
+            custom_event_type,
+            action,
+            is_install,
+            is_upgrade,
+            ts,
+            total,
+            transaction_id,
+            currency_code,
+            coupon_code,
+            attrs,
+            products,
+            source_message_id,
+            data_out,
+        ),
     )
