@@ -23,6 +23,7 @@ from milepost.audiences.event_leaves import evaluate, event_plan, load, update
 from milepost.audiences.masks import SampleIndex
 from milepost.audiences.root_leaves import load as load_users
 from milepost.audiences.root_leaves import update as update_users
+from milepost.audiences.sample import MODULUS
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.criteria import CompileContext, parse_criteria
 from milepost.criteria.core import lower
@@ -162,6 +163,7 @@ def test_estimates_over_carried_columns_equal_estimates_from_scratch(
             version = est.sample.version
             served = _estimates(est, criteria)  # patched masks
             assert est.sample.version > version
+            assert est.sample.size == est.con.execute("SELECT count(*) FROM sample.users").fetchall()[0][0]
             events = est._view.events
             assert events is not None and events.log is log  # carried over, not read again
             est._cache.clear()
@@ -258,3 +260,32 @@ def test_user_columns_updated_equal_columns_read_again(tmp_path_factory: pytest.
                 assert (
                     got.root(inputs, T0 + shift, LIFETIME) == want.root(inputs, T0 + shift, LIFETIME)
                 ).all()
+
+
+def test_ingest_of_unsampled_users_only_moves_the_sample_on(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of users outside the sample leave its version (and so the cached masks) as they were,
+    yet the next estimate holds them (the population grew) and equals a fresh estimator's."""
+    monkeypatch.setattr(estimator, "REFRESH_WAIT_MS", 60_000)  # each estimate waits for the worker
+    with _estimator(tmp_path_factory.mktemp("unsampled") / "store", 4_000, 5, 1_000) as (store, est):
+        _estimates(est, CRITERIA[:3])
+        version, size, population = est.sample.version, est.sample.size, est.sample.population
+        threshold = est.sample.threshold
+        rng = random.Random(5)
+        outside = [
+            m
+            for m in (rng.randrange(-(2**62), 2**62) for _ in range(400))
+            if ((m % MODULUS) * 7919 + 12345) % MODULUS >= threshold
+        ]
+        _ingest(store, outside, 7)
+        served = _estimates(est, CRITERIA[:3])
+        assert est.sample.version == version and est.sample.size == size
+        assert est.sample.population > population
+        assert est.sample.batch_seq == est.sample.latest_batch() > 0
+        fresh_est = Estimator(store.connect(), target=1_000)
+        try:
+            _same(served, _estimates(fresh_est, CRITERIA[:3]))
+        finally:
+            fresh_est.close()
+            fresh_est.con.close()

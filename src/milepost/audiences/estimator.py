@@ -83,6 +83,9 @@ REFRESH_WAIT_MS = 50  # an estimate waits this long at most for the sample to ca
 RENEW_AFTER_MS = 3_000  # masks in use are recomputed in the background once this old
 RENEW_AHEAD_MS = 20_000  # ... and at the latest requested instant once they serve less ahead of it
 WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
+# While estimates are made, the worker looks for accepted batches this often (a cheap query), so an
+# estimate rarely finds the sample behind the store and has to wait for a refresh.
+WORKER_POLL_S = 0.05
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
 
 
@@ -160,6 +163,7 @@ class Estimator:
         self._cycles = threading.Condition()
         self._started = 0  # worker cycles started / finished (with the error of the last one)
         self._finished = 0
+        self._covered = -1  # the last accepted batch the installed view holds (-1: none yet)
         self._error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -175,6 +179,8 @@ class Estimator:
                 if not self._built:
                     self.sample.rebuild()
                     self._built = True
+                    with self._cycles:  # estimates install a view of it before reading one
+                        self._covered = self.sample.batch_seq
                     return
         self._wake_worker()
 
@@ -211,8 +217,9 @@ class Estimator:
             if est is None or est._closed or idle > WORKER_IDLE_S:
                 return
             wake = est._wake
+            poll = WORKER_POLL_S if est._in_use() else 1.0
             del est
-            woken = wake.wait(1.0)
+            woken = wake.wait(poll)
             est = ref()
             if est is None or est._closed:
                 return
@@ -220,7 +227,7 @@ class Estimator:
                 idle = 0.0
                 est._cycle()
             else:
-                idle += 1.0
+                idle += poll
             del est
 
     def _cycle(self) -> None:
@@ -229,9 +236,11 @@ class Estimator:
             self._started += 1
             cycle = self._started
         error: BaseException | None = None
+        covered = -1
         try:
             with self._sync_lock:
                 self.sample.try_refresh()
+                covered = self.sample.batch_seq  # the view installed next holds at least this
                 self._sync(self._worker_con)
         except Exception as exc:  # reported to the estimates waiting for this cycle
             log.debug("refreshing the estimator's sample failed", exc_info=True)
@@ -239,6 +248,8 @@ class Estimator:
         with self._cycles:
             self._finished = cycle
             self._error = error
+            if error is None:
+                self._covered = max(self._covered, covered)
             self._cycles.notify_all()
         if error is None:
             try:
@@ -281,19 +292,25 @@ class Estimator:
         return long_span and entry.serves(latest_ms) and entry.until_ms - latest_ms < RENEW_AHEAD_MS
 
     def _await_refresh(self) -> None:
-        """Wait (a little) for a refresh that starts after now; raise what it raised."""
+        """Wait (a little) until the installed view holds every batch accepted before now; raise
+        what a refresh started meanwhile raised. Nothing accepted since the view's refresh read
+        the store (or a refresh already running read it): no wait."""
+        with self._lock:  # the request connection is shared with other estimates
+            accepted = self.sample.latest_batch(self.con)
         with self._cycles:
+            if self._covered >= accepted:
+                return
             wanted = self._started + 1
         self._wake_worker()
         deadline = time.monotonic() + REFRESH_WAIT_MS / 1000
         with self._cycles:
-            while self._finished < wanted:
+            while self._covered < accepted:
+                if self._finished >= wanted and self._error is not None:
+                    raise self._error
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return  # still running: estimate from the last installed view
                 self._cycles.wait(left)
-            if self._error is not None:
-                raise self._error
 
     def _current(self) -> None:
         """A view exists and, unless the worker is installing a newer one, is of the sample's version."""
@@ -317,6 +334,7 @@ class Estimator:
         version = self.sample.version
         old = self._view
         if version == old.version:
+            old.population = self.sample.population  # batches of unsampled users only: it may grow
             return
         s = self.sample
         size, population, exact = s.size, s.population, s.exact

@@ -107,10 +107,11 @@ class Sample:
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
                 raise
-            self.threshold, self._batch_seq, self._event_id = threshold, batch_seq, event_id
+            self.threshold = threshold
             self.size = self._count("SELECT count(*) FROM sample.users")
-            self.version += 1
             self.changes.clear()
+            self.version += 1
+            self._batch_seq, self._event_id = batch_seq, event_id  # last, as in `refresh`
 
     def _select_here(self, threshold: int, event_id: int) -> None:
         keep = sampled(threshold)
@@ -143,6 +144,18 @@ class Sample:
         finally:
             self._lock.release()
 
+    @property
+    def batch_seq(self) -> int:
+        """The last accepted batch the sample holds (with everything accepted before it)."""
+        return self._batch_seq
+
+    def latest_batch(self, con: duckdb.DuckDBPyConnection | None = None) -> int:
+        """The last batch accepted so far (only batches past the sample's are read: zone maps skip
+        the rest)."""
+        seq = self._batch_seq
+        sql = f"SELECT coalesce(max(seq), {seq}) FROM main.batches WHERE seq > {seq}"
+        return int((con or self.con).execute(sql).fetchall()[0][0])
+
     def changed_since(self, version: int) -> Ids | None:
         """The sampled users changed between `version` and now, or None when that is not known."""
         if version == self.version:
@@ -156,7 +169,7 @@ class Sample:
         """Bring the sample up to date with batches accepted since the last refresh; True if it changed."""
         with self._lock:
             con = self.con
-            if self._count("SELECT max(seq) FROM main.batches") <= self._batch_seq:
+            if self.latest_batch(con) <= self._batch_seq:
                 return False  # nothing accepted since: the cheap, common case
             population = self._count("SELECT count(*) FROM main.users")
             rate = self.threshold / MODULUS
@@ -166,7 +179,7 @@ class Sample:
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 # One snapshot: batches and their events were committed together.
-                top = self._count("SELECT max(seq) FROM main.batches")
+                top = self.latest_batch(con)
                 # only events past the last one taken (ids grow as events commit): zone maps skip the rest
                 newest = self._count(
                     f"SELECT coalesce(max(event_id), {self._event_id}) FROM main.events "
@@ -180,6 +193,10 @@ class Sample:
                     f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {sampled(self.threshold)}"
                 ).fetchall()
                 touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
+                if not touched.shape[0]:  # no sampled user changed: nothing to copy
+                    con.execute("COMMIT").fetchall()
+                    self._batch_seq, self._event_id, self.population = top, newest, population
+                    return False
                 # a few users: a list of constants, which DuckDB looks up rather than scanning the
                 # whole store's table (at 10 M users a scan costs tens of milliseconds per table)
                 listed = (
@@ -187,13 +204,16 @@ class Sample:
                     if 0 < touched.shape[0] <= LISTED_USERS
                     else "SELECT mpid FROM sample_touched"
                 )
+                users = 0  # the sample's size changes by the users inserted less those deleted
                 for table in PROFILE_TABLES:
-                    con.execute(
+                    deleted = self._count(
                         f"DELETE FROM sample.{table} WHERE mpid IN (SELECT mpid FROM sample_touched)"
-                    ).fetchall()
-                    con.execute(
+                    )
+                    inserted = self._count(
                         f"INSERT INTO sample.{table} SELECT * FROM main.{table} WHERE mpid IN ({listed})"
-                    ).fetchall()
+                    )
+                    if table == "users":
+                        users = inserted - deleted
                 con.execute(
                     f"INSERT INTO sample.events SELECT * FROM main.events WHERE event_id > {self._event_id} "
                     f"AND event_id <= {newest} AND mpid IN (SELECT mpid FROM sample_touched)"
@@ -202,12 +222,10 @@ class Sample:
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
                 raise
-            self._batch_seq, self._event_id = top, newest
             self.population = population
-            if not touched.shape[0]:
-                return False  # no sampled user changed: cached results stay valid
-            self.size = self._count("SELECT count(*) FROM sample.users")
+            self.size += users
+            self.changes[self.version + 1] = touched
+            self.changes.pop(self.version + 1 - KEPT_CHANGES, None)
             self.version += 1
-            self.changes[self.version] = touched
-            self.changes.pop(self.version - KEPT_CHANGES, None)
+            self._batch_seq, self._event_id = top, newest  # last: a version holding it is out first
             return True
