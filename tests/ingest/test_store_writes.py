@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from decimal import Decimal
 from pathlib import Path
@@ -116,3 +117,14 @@ def test_large_store_updates_leave_the_same_users_as_the_upsert(tmp_path: Path) 
     finally:
         upsert.close()
         update.close()
+
+
+def test_the_mirrored_user_ids_are_left_out_of_the_collectors_passes(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "store")
+    try:
+        _apply(store, [(1, T0, [{"mpid": 7, "events": []}])], seed=1)
+        mpids = store._state().mpids
+        assert 7 in mpids
+        assert not any(o is mpids for o in gc.get_objects())  # frozen: no full pass walks it
+    finally:
+        store.close()

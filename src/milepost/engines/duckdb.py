@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 from collections.abc import Iterable
@@ -171,6 +172,10 @@ class DuckDBStore:
                 ).fetchall(),
                 (r[0] for r in con.execute("SELECT mpid FROM users").fetchall()),
             )
+            # The mirror lives as long as the store and holds every user id. The collector's full
+            # passes (every few commits under ingest) would walk that set: a second of CPU at 10 M
+            # users, holding the GIL over every thread. Frozen objects are left out of them.
+            gc.freeze()
         return self._mirror
 
     def snapshot(
