@@ -73,6 +73,12 @@ class _Compiled:
     # Column names the queries refer to (None: a query reads whole rows): a scoped evaluation
     # copies only these columns of the candidates' events.
     columns: frozenset[str] | None = None
+    # Tables the queries read: a scoped evaluation copies only those (and what timers read).
+    tables: frozenset[str] = frozenset(SCOPED_TABLES)
+
+
+def _tables(queries: Sequence[exp.Expr]) -> frozenset[str]:
+    return frozenset(t.name.lower() for q in queries for t in q.find_all(exp.Table))
 
 
 def _columns(queries: Sequence[exp.Expr]) -> frozenset[str] | None:
@@ -395,6 +401,7 @@ class AudienceEngine:
         con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
         con.execute("DELETE FROM eval_candidates").fetchall()
         self._begin_log()
+        compiled = self._compiled(plan)
         if scoped:
             self._fill("eval_candidates", candidates or [])
             result.users = len(candidates or [])
@@ -402,7 +409,12 @@ class AudienceEngine:
             # thousand rows instead of filtering the whole store again per sibling group. Their
             # memberships too: steps update the copy, and `_flush` applies the net change.
             within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
+            read = compiled.tables | {"users", "memberships"}  # roots and timers read users
+            if plan.boundaries is not None and plan.boundaries.event_durations_ms:
+                read |= {"events"}  # timers read events
             for table in (*SCOPED_TABLES, "memberships"):
+                if table not in read:
+                    continue  # no query of the plan reads it
                 columns = self._event_columns(plan) if table == "events" else "*"
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
@@ -414,7 +426,6 @@ class AudienceEngine:
             int(a): int(n)
             for a, n in con.execute("SELECT audience_id, count(*) FROM memberships GROUP BY ALL").fetchall()
         }
-        compiled = self._compiled(plan)
         if compiled.roots is not None:
             self._evaluate_root(compiled.roots, now, scoped, cause, result)
         for batch in compiled.batches:
@@ -496,7 +507,9 @@ class AudienceEngine:
                     sql = to_sql(query)
                 step = _SqlStep(st.writes, sql, g.parent_audience_id, number)
                 batches.setdefault((level[id(g)], segment), []).append(step)
-        compiled = _Compiled(root_step, [batches[k] for k in sorted(batches)], _columns(queries))
+        compiled = _Compiled(
+            root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
+        )
         if plan is self._plan:  # what-if plans are evaluated once
             self._cache = (plan, self.settings, compiled)
         return compiled
@@ -622,23 +635,19 @@ class AudienceEngine:
                 + " ".join(f"WHEN {int(a)} THEN {int(n)}" for a, n in numbers.items())
                 + " END"
             )
-        # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
-        # (A step yields each (audience, user) once.)
-        changed = con.execute(
-            f"CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT coalesce(n.audience_id, m.audience_id) AS audience_id, "
-            "coalesce(n.mpid, m.mpid) AS mpid, m.mpid IS NULL AS added "
-            f"FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
-            "WHERE list_contains(?::BIGINT[], audience_id)"
-            + self._scope("mpid", scoped)
-            + ") m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
-            [*params, audience_ids],
-        ).fetchall()[0][0]
+        if self._sizes is not None and not any(self._sizes.get(a) for a in audience_ids):
+            # Nothing stored for these audiences (in scope): every row of `new` is an add, no join.
+            changed = con.execute(
+                f"CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT audience_id, mpid, true AS added FROM ({new}) n",
+                params,
+            ).fetchall()[0][0]
+        else:
+            # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
+            # (A step yields each (audience, user) once.)
+            changed = self._diff(new, params, audience_ids, scoped)
         if not changed:
             return
-        counts = con.execute(
-            "SELECT audience_id, count(*) FILTER (WHERE added), count(*) FILTER (WHERE NOT added) "
-            "FROM eval_diff GROUP BY audience_id"
-        ).fetchall()
+        counts = self._counts()
         adds = sum(int(r[1]) for r in counts)
         removes = sum(int(r[2]) for r in counts)
         if self._sizes is not None:
@@ -661,6 +670,28 @@ class AudienceEngine:
             for a, n_add, n_remove in counts:
                 prev = result.per_audience.get(int(a), (0, 0))
                 result.per_audience[int(a)] = (prev[0] + int(n_add), prev[1] + int(n_remove))
+
+    def _counts(self) -> list[tuple[int, int, int]]:
+        """Adds and removes per audience in `eval_diff`."""
+        rows = self.con.execute(
+            "SELECT audience_id, count(*) FILTER (WHERE added), count(*) FILTER (WHERE NOT added) "
+            "FROM eval_diff GROUP BY audience_id"
+        ).fetchall()
+        return [(int(a), int(n_add), int(n_remove)) for a, n_add, n_remove in rows]
+
+    def _diff(self, new: str, params: list[object], audience_ids: list[int], scoped: bool) -> int:
+        """`eval_diff`: rows of `new` not stored (added), stored rows not in `new` (removed)."""
+        return int(
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT coalesce(n.audience_id, m.audience_id) "
+                "AS audience_id, coalesce(n.mpid, m.mpid) AS mpid, m.mpid IS NULL AS added "
+                f"FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
+                "WHERE list_contains(?::BIGINT[], audience_id)"
+                + self._scope("mpid", scoped)
+                + ") m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
+                [*params, audience_ids],
+            ).fetchall()[0][0]
+        )
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         """Each user's next instant of possible change: one grouped pass per source, no cross joins."""
