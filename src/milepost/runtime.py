@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
@@ -28,11 +27,6 @@ from milepost.outputs.delivery import DeliveryRunner
 log = logging.getLogger(__name__)
 
 SAMPLE_REFRESH_S = 5.0
-# Under heavy ingest, a real-time evaluation starts REALTIME_INTERVAL_S after the previous one
-# started at the earliest, and rests as long as that one took (up to REALTIME_INTERVAL_S): each
-# pays a fixed cost (its statements' planning, scans that grow with the store), so fewer, larger
-# evaluations leave CPU for ingest. A lone batch after a quiet spell is evaluated at once.
-REALTIME_INTERVAL_S = 0.4
 
 
 @dataclass
@@ -128,21 +122,12 @@ class Runtime:
 
     def _evaluate(self) -> None:
         """Real time: evaluate users of new batches as they commit, and users whose timers are due."""
-        next_start = 0.0  # monotonic instant before which no evaluation starts
         while not self._stop.is_set():
             failed = False
             try:
                 # First calculations (after start-up: recovery too), one part at a time.
                 settled = self.journeys.settle_part()
-                pause = next_start - time.monotonic()
-                # (while a calculation runs in parts, its parts already space evaluations out)
-                if pause > 0 and not self.journeys.settling and self._stop.wait(pause):
-                    return
-                started = time.monotonic()
                 result = self.audiences.realtime()  # new batches and due timers, in one evaluation
-                took = time.monotonic() - started
-                rest = max(REALTIME_INTERVAL_S - took, min(took, REALTIME_INTERVAL_S))
-                next_start = started + took + rest if result.users else 0.0
                 if result.adds or result.removes or settled.adds or settled.removes:
                     self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:
