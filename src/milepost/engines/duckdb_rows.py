@@ -69,45 +69,32 @@ def event_table(chunks: list[Any], first_id: int) -> pa.Table:
         mpids += [c[0]] * n
         inputs += [c[1]] * n
         received += [c[2]] * n
-    (
-        event_type,
-        name,
-        custom_event_type,
-        action,
-        is_install,
-        is_upgrade,
-        ts,
-        total_amount,
-        transaction_id,
-        currency_code,
-        coupon_code,
-        attrs,
-        products,
-        source_message_id,
-        data,
-    ) = zip(*evs, strict=True) if evs else _NO_EVENT_COLUMNS
+    # the events' columns by EventRow's field names (the store's column names)
+    col = dict(zip(EventRow._fields, zip(*evs, strict=True) if evs else _NO_EVENT_COLUMNS, strict=True))
     n = len(evs)
-    texts = _json_column([*attrs, *products, *data])  # empty attrs and products write {} and []
+    texts = _json_column(
+        [*col["attrs"], *col["products"], *col["data"]]
+    )  # empty attrs and products write {} and []
     cols: dict[str, Any] = {
         "event_id": pa.array(range(first_id, first_id + len(evs)), pa.int64()),
         "mpid": pa.array(mpids, pa.int64()),
         "input_id": pa.array(inputs, pa.int32()),
-        "event_type": pa.array(event_type, pa.string()),
-        "name": pa.array(name, pa.string()),
-        "name_lc": pa.array([n.lower() if n is not None else None for n in name], pa.string()),
-        "custom_event_type": pa.array(custom_event_type, pa.string()),
-        "action": pa.array(action, pa.string()),
-        "is_install": pa.array(is_install, pa.bool_()),
-        "is_upgrade": pa.array(is_upgrade, pa.bool_()),
-        "ts": pa.array(ts, pa.int64()),
+        "event_type": pa.array(col["event_type"], pa.string()),
+        "name": pa.array(col["name"], pa.string()),
+        "name_lc": pa.array([n.lower() if n is not None else None for n in col["name"]], pa.string()),
+        "custom_event_type": pa.array(col["custom_event_type"], pa.string()),
+        "action": pa.array(col["action"], pa.string()),
+        "is_install": pa.array(col["is_install"], pa.bool_()),
+        "is_upgrade": pa.array(col["is_upgrade"], pa.bool_()),
+        "ts": pa.array(col["ts"], pa.int64()),
         "received_at": pa.array(received, pa.int64()),
-        "total_amount": pa.array(total_amount, AMOUNT),
-        "transaction_id": pa.array(transaction_id, pa.string()),
-        "currency_code": pa.array(currency_code, pa.string()),
-        "coupon_code": pa.array(coupon_code, pa.string()),
+        "total_amount": pa.array(col["total_amount"], AMOUNT),
+        "transaction_id": pa.array(col["transaction_id"], pa.string()),
+        "currency_code": pa.array(col["currency_code"], pa.string()),
+        "coupon_code": pa.array(col["coupon_code"], pa.string()),
         "attrs": texts[:n],
         "products": texts[n : 2 * n],
-        "source_message_id": pa.array(source_message_id, pa.string()),
+        "source_message_id": pa.array(col["source_message_id"], pa.string()),
         "data": texts[2 * n :],
     }
     if chunks and len(chunks[0]) > 4:

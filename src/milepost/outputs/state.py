@@ -77,14 +77,15 @@ _STATE_COLUMNS = (
     "connection_id, phase, epoch, cursor_seq, sync_after, sent, failed, ineligible, last_error, "
     "last_attempt_at, last_success_at, failing_since, subscribed, identities_at, identities_mpid, inflight_to"
 )
-_STATE_COUNT = _STATE_COLUMNS.count(",") + 1
 _STATE_FIELDS = [c.strip() for c in _STATE_COLUMNS.split(",")]
 # A connection's row is updated in place: an upsert (delete and insert on the key) costs several
 # times more, and the row exists after the first write.
 _UPDATE_STATE = (
     f"UPDATE delivery_state SET {', '.join(f'{c} = ?' for c in _STATE_FIELDS[1:])} WHERE connection_id = ?"
 )
-_INSERT_STATE = f"INSERT INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * _STATE_COUNT)})"
+_INSERT_STATE = (
+    f"INSERT INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * len(_STATE_FIELDS))})"
+)
 
 
 @dataclass
