@@ -15,7 +15,8 @@ commerce sum, sequence), i.e. the audience and its 5 per-criterion estimates:
   - the same milestone estimate, as served (sample refresh and mask patching included), while a
     load generator in another process sends bulk requests (100 batches x 10 events, JSON) paced
     to 20,000 events/s; this process parses and normalises them and commits them through the
-    group-commit writer, as the server does (HTTP aside). The achieved commit rate is printed.
+    group-commit writer, as the server does (HTTP aside). The achieved commit rate is printed;
+  - after a restart: a new estimator's first estimate of the milestone (its sample built then).
 Wall-clock and CPU (process time, all threads) are printed: on a shared machine the wall clock
 includes time spent waiting for a core.
 
@@ -334,6 +335,17 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     )
     est.close()
     est.con.close()
+
+    # a server restart: a new estimator's first estimate (its sample is built on first use)
+    restart_w, restart_c = [], []
+    for _ in range(3 if users <= 2_000_000 else 1):
+        fresh = Estimator(store.connect())
+        w, c = timed(lambda e=fresh: e.journey(base, {}, {}, T0, LOOKBACK, LIFETIME))
+        restart_w.append(w)
+        restart_c.append(c)
+        fresh.close()
+        fresh.con.close()
+    out["restart"] = line("after a restart, first estimate", restart_w, restart_c, None)
     con.close()
     store.close()
     shutil.rmtree(workdir / f"store-{users}", ignore_errors=True)

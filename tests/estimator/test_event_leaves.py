@@ -14,14 +14,20 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlglot import exp
 from tests.criteria.criteria_strategies import operands, selectors, windows
 from tests.estimator.audiences import random_criteria
 from tests.estimator.population import DAY, LOOKBACK, T0, load_population
 
 from milepost.audiences.estimator import Estimator
-from milepost.audiences.event_leaves import evaluate, event_plan, load
+from milepost.audiences.event_leaves import NOW_CHECKS, RELATIVE_OPS, evaluate, event_plan, load
 from milepost.criteria import CompileContext, compile_criteria, parse_criteria, to_sql
+from milepost.criteria import operators as ops
 from milepost.criteria.core import lower
+from milepost.criteria.dialect import DUCKDB
+from milepost.criteria.model import Condition, Duration
+from milepost.criteria.sqlvalues import NumberValue
+from milepost.criteria.sqlvalues import test_value as sql_test
 from milepost.engines.duckdb import DuckDBStore
 
 AMOUNTS = [None, "-0.000000001", "123456.123456789", "50", "49.999999999", "-50", "0", "25.5", "8999999.5"]
@@ -216,3 +222,33 @@ def test_a_plan_reevaluated_later_follows_now_in_its_conditions(est: Estimator) 
         assert (evaluate(est.con, cols, len(est._index), plan, ctx) == expected).all(), now
         found.append(expected)
     assert found[0].any() and (found[0] != found[1]).any()  # the instant matters here
+
+
+def _conditions() -> Iterator[Condition]:
+    """A condition for every operator, with an operand of the shape it takes."""
+    for op in sorted(ops.ALL_OPS):
+        if op in ops.PRESENCE:
+            yield Condition(op=op)
+        elif op in ops.MEMBERSHIP:
+            yield Condition(op=op, values=(3, 7))
+        elif op == "between":
+            yield Condition(op=op, min=2, max=9)
+        elif op == "between_dates":
+            yield Condition(op=op, values=("2026-05-01", "2026-05-20"))
+        elif op in RELATIVE_OPS:
+            yield Condition(op=op, value=Duration(amount=3, unit="days"))
+        elif op in ops.DATE:
+            yield Condition(op=op, value="2026-05-20")
+        elif op in ops.STRING or op == "partial_match":
+            yield Condition(op=op, value="dr*")
+        else:
+            yield Condition(op=op, value=5)
+
+
+@pytest.mark.parametrize("cond", list(_conditions()), ids=lambda c: c.op)
+def test_only_relative_operators_make_a_count_test_read_now(cond: Condition) -> None:
+    """A count or sum test's SQL is generated once unless its operator is in `RELATIVE_OPS`: every
+    other operator's SQL must be the same at any instant."""
+    value = NumberValue(DUCKDB, exp.column("v"))
+    texts = {sql_test(value, cond, T0 + d).sql(dialect="duckdb") for d in (0, *NOW_CHECKS)}
+    assert (len(texts) > 1) == (cond.op in RELATIVE_OPS)

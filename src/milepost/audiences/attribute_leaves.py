@@ -1,6 +1,6 @@
 """Criteria on user attributes alone, evaluated once per distinct attribute value instead of per user.
 
-A compiled criterion that reads nothing of a user but `json_extract(attributes, <path>)` gives the
+A compiled criterion that reads nothing of a user but attributes at paths (`READS`) gives the
 same answer for every user with the same value(s) at those paths. Parsing each user's attribute
 document several times per row is what costs; so the estimator keeps, per sample version and
 path, each sampled user's value as a code into that path's distinct values, runs the very same
@@ -36,12 +36,21 @@ class PathValues:
     values: pa.Array  # distinct JSON texts, null (path absent) included
 
 
-def _extracted_path(node: exp.Expression, alias: str) -> str | None:
-    """The path of `json_extract(<alias>.attributes, '<path>')`, else None."""
-    if isinstance(node, exp.Anonymous) and str(node.this).lower() == "json_extract":
-        args = node.expressions
+# The reads of an attribute at a path a criterion compiles to, each with the same read of that
+# path's value (`{v}`, as JSON): the path's value is what reading through the path finds.
+READS = {
+    "json_extract": "{v}",
+    "json_type": "JSON_TYPE({v})",
+    "json_extract_string": "JSON_EXTRACT_STRING({v}, '$')",
+}
+
+
+def _extracted_path(node: exp.Expression, alias: str) -> tuple[str, str] | None:
+    """(path, the read of `READS`) of `<read>(<alias>.attributes, '<path>')`, else None."""
+    if isinstance(node, exp.Anonymous) and str(node.this).lower() in READS:
+        read, args = str(node.this).lower(), node.expressions
     elif isinstance(node, exp.JSONExtract):
-        args = [node.this, node.expression]
+        read, args = "json_extract", [node.this, node.expression]
     else:
         return None
     if len(args) != 2:
@@ -51,7 +60,7 @@ def _extracted_path(node: exp.Expression, alias: str) -> str | None:
         return None
     if not (isinstance(path, exp.Literal) and path.is_string):
         return None
-    return str(path.this)
+    return str(path.this), read
 
 
 def attribute_leaf(query: exp.Select, sql: str) -> AttributeLeaf | None:
@@ -69,20 +78,20 @@ def attribute_leaf(query: exp.Select, sql: str) -> AttributeLeaf | None:
     where = query.args["where"].this
     if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in where.find_all(exp.Expression)):
         return None
-    extractions: dict[str, str] = {}  # the text of each extraction -> its path
+    extractions: dict[str, tuple[str, str]] = {}  # the text of each read -> its path and kind
     for column in where.find_all(exp.Column):
         call = column.parent
-        path = _extracted_path(call, alias) if call is not None else None
-        if path is None:
+        found = _extracted_path(call, alias) if call is not None else None
+        if found is None:
             return None  # reads something of the user other than an attribute
-        extractions.setdefault(call.sql(dialect="duckdb"), path)
+        extractions.setdefault(call.sql(dialect="duckdb"), found)
     if not extractions:
         return None
-    paths = tuple(dict.fromkeys(extractions.values()))
+    paths = tuple(dict.fromkeys(path for path, _ in extractions.values()))
     cond = sql[len(prefix) :]
-    for text, path in extractions.items():
+    for text, (path, read) in sorted(extractions.items(), key=lambda e: -len(e[0])):
         # A SQL string literal cannot hold this text: its quotes would be doubled.
-        cond = cond.replace(text, f"CAST(d.v{paths.index(path)} AS JSON)")
+        cond = cond.replace(text, READS[read].format(v=f"CAST(d.v{paths.index(path)} AS JSON)"))
     if re.search(rf"\b{re.escape(alias)}\.", cond):  # an extraction whose text did not match
         return None
     return AttributeLeaf(paths, f"SELECT d.code FROM {DISTINCT_TABLE} AS d WHERE {cond}")

@@ -358,6 +358,8 @@ def _compact(cols: EventColumns) -> _Log:
 # Shifts of `now` (hours, a day, weeks, more than a year, all odd) a condition's SQL must not change
 # with to be kept: whatever it reads of `now` (an instant, a day, week, month or year start) moves.
 NOW_CHECKS = (7_919_993, -86_399_999, 3_461_234_567, -34_567_654_321)
+# The only operators whose test on a value (`sqlvalues.test_value`) reads `now`: relative durations.
+RELATIVE_OPS = frozenset({"within_last", "more_than_ago"})
 
 
 @dataclass(frozen=True)
@@ -385,13 +387,15 @@ class EventPlan:
         self.chosen[key] = (over, lut)
         return lut
 
-    def text(self, key: tuple[object, ...], now_ms: int, make: Callable[[int], str]) -> str:
-        """`make(now_ms)`, generated once when it is the same at other instants."""
+    def text(
+        self, key: tuple[object, ...], now_ms: int, make: Callable[[int], str], fixed: bool = False
+    ) -> str:
+        """`make(now_ms)`, generated once when it is the same at other instants (`fixed`: known to be)."""
         if key in self.texts:
             found = self.texts[key]
             return found if found is not None else make(now_ms)
         sql = make(now_ms)
-        same = all(make(now_ms + d) == sql for d in NOW_CHECKS)
+        same = fixed or all(make(now_ms + d) == sql for d in NOW_CHECKS)
         self.texts[key] = sql if same else None
         return sql
 
@@ -578,6 +582,12 @@ def _sequence(
     return members
 
 
+def _test_text(plan: EventPlan, ctx: CompileContext, t: core.EventTest) -> str:
+    """The test's SQL, generated once unless its operator compares with `now`."""
+    fixed = t.test.op not in RELATIVE_OPS
+    return plan.text(("test",), ctx.now_ms, lambda at: _test_sql(ctx, t, at), fixed)
+
+
 def _test_sql(ctx: CompileContext, t: core.EventTest, now_ms: int) -> str:
     """The test on a user's `COALESCE(v, 0)`, as `Compiler.event_test` writes it."""
     total = exp.Coalesce(this=col("v", "d"), expressions=[lit(0)])
@@ -605,10 +615,9 @@ def _count(
     ctx: CompileContext,
     plan: EventPlan,
 ) -> Mask:
-    now = ctx.now_ms
     keep = _kept(con, cols, t, ctx, plan)
     counts = np.bincount(cols.rows[keep], minlength=size)
-    cond = plan.text(("test",), now, lambda at: _test_sql(ctx, t, at))
+    cond = _test_text(plan, ctx, t)
     # a user without a matching event has no row in the grouped counts: NULL, as after the LEFT JOIN
     top = int(counts.max(initial=0))
     if top <= max(size, 1024):  # every count up to the largest: the code is the count itself
@@ -662,7 +671,7 @@ def _sum(
     codes = np.full(size, len(nonzero), dtype=np.int64)
     codes[some] = np.asarray(inverse, dtype=np.int64).reshape(-1)
     table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": _decimals(distinct)})
-    cond = plan.text(("test",), ctx.now_ms, lambda at: _test_sql(ctx, t, at))
+    cond = _test_text(plan, ctx, t)
     lut = np.zeros(len(distinct), dtype=np.bool_)
     lut[_chosen(con, table, f"SELECT d.code FROM {ROWS_TABLE} AS d WHERE {cond}")] = True
     return lut[codes]

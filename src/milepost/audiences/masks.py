@@ -7,11 +7,13 @@ and a count is `np.count_nonzero`, whatever the number of sampled users.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Mask = npt.NDArray[np.bool_]
 Ids = npt.NDArray[np.int64]
@@ -47,14 +49,23 @@ class SampleIndex:
         """The row of each given MPID, -1 for MPIDs outside the sample."""
         if len(self) == 0:
             return np.full(mpids.shape[0], -1, dtype=np.intp)
+        if 2 * mpids.shape[0] > len(self):  # many lookups (a table's rows): hashing the index costs less
+            found = pc.index_in(pa.array(mpids, pa.int64()), value_set=self._arrow)
+            return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
         pos = np.searchsorted(self.mpids, mpids)
         pos[pos >= len(self)] = 0
         return np.where(self.mpids[pos] == mpids, pos, -1)
+
+    @cached_property
+    def _arrow(self) -> pa.Array:
+        return pa.array(self.mpids, pa.int64())
 
     def held(self, table: pa.Table) -> tuple[pa.Table, npt.NDArray[np.intp]]:
         """The rows of `table` whose `mpid` the sample holds, and their users' rows here."""
         pos = self.positions_of(as_ids(table.column("mpid").fill_null(0).to_numpy()))
         keep = pos >= 0
+        if keep.all():  # the common case: nothing to filter out
+            return table, pos
         return table.filter(pa.array(keep)), pos[keep]
 
     def with_users(self, changed: Ids, present: Ids) -> SampleIndex:
