@@ -117,6 +117,25 @@ def test_compile_many_and_candidates_agree(
     }
 
 
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(criteria, min_size=1, max_size=3), world=worlds(), pick=st.sets(st.integers(1, 6)))
+def test_candidates_table_matches_reference(
+    raws: list[dict[str, Any]], world: dict[str, Any], pick: set[int]
+) -> None:
+    """Candidates as a table of users (as a journey's parent members are given): whether or not
+    the query reads `users`, the members are the reference's among the candidates."""
+    crits = [parse_criteria(r) for r in raws]
+    con = load(world["users"], world["memberships"])
+    known = {u.mpid for u in world["users"]}
+    con.execute("CREATE TABLE picked AS SELECT unnest(?::BIGINT[]) AS mpid", [sorted(pick & known)])
+    for dense in (False, True):
+        ctx = replace(context(world, "picked"), candidates_dense=dense)
+        rows = con.execute(to_sql(compile_many(crits, ctx))).fetchall()
+        assert sorted(r[0] for r in rows) == sorted(pick & known)  # every candidate, once
+        for i, crit in enumerate(crits):
+            assert {r[0] for r in rows if r[i + 1]} == oracle(crit, world) & pick
+
+
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=criteria, world=worlds(), shift=st.sampled_from([0, 7 * DAY, 40 * DAY]))
 def test_instant_bound_per_evaluation_matches_reference(

@@ -27,6 +27,7 @@ from milepost.criteria.sqlvalues import (
     StringValue,
     and_,
     before,
+    not_,
     or_,
     sure,
     test_value,
@@ -44,7 +45,9 @@ class CompileContext:
     input_ids: tuple[int, ...] | None = None  # None: every input
     parent_audience_id: int | None = None
     calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
-    candidates: Sequence[int] | str | None = None  # mpids, or a table with an `mpid` column
+    # mpids, or a table whose `mpid` column holds distinct users' mpids (a query reading no column
+    # of `users` then starts from it instead)
+    candidates: Sequence[int] | str | None = None
     dialect: Dialect = DUCKDB
     # The instant as an SQL expression bound per evaluation (one compiled query serves every
     # evaluation); None: `now_ms` as literals.
@@ -66,12 +69,14 @@ def eq(a: exp.Expr, b: exp.Expr) -> exp.Expr:
 class EventScan:
     """Event leaves answered by one grouped pass over `events`: leaf -> (column, rows, aggregate).
 
-    `aggregate` is (function, argument): the argument None counts rows."""
+    `rows` is (time range, selector's condition); `aggregate` is (function, argument): the
+    argument None counts rows."""
 
     ranges: list[core.TimeRange] = field(default_factory=list)
-    leaves: dict[core.EventTest, tuple[str, exp.Expr, tuple[type[exp.Func], exp.Expr | None]]] = field(
-        default_factory=dict
-    )
+    leaves: dict[
+        core.EventTest,
+        tuple[str, tuple[core.TimeRange, exp.Expr], tuple[type[exp.Func], exp.Expr | None]],
+    ] = field(default_factory=dict)
 
 
 def scan_group(r: core.TimeRange) -> object | None:
@@ -132,16 +137,19 @@ class Compiler:
             return TRUE
         if not ids:
             return FALSE
+        if len(ids) == 1:
+            return eq(col("input_id", a), lit(int(ids[0])))
         return exp.In(this=col("input_id", a), expressions=[lit(int(i)) for i in ids])
 
     def in_range(self, a: str, r: core.TimeRange) -> exp.Expr:
         ts = col("ts", a)
-        parts: list[exp.Expr] = [exp.LTE(this=ts, expression=self.ago())]
+        # A rolling range's newer bound is the cap at now when it is 0, and below it otherwise.
+        newer = r.newer_ms if r.kind == "rolling" else 0
+        parts: list[exp.Expr] = [exp.LTE(this=ts, expression=self.ago(newer))]
         if r.kind == "lookback":
             parts.append(exp.GT(this=ts.copy(), expression=self.ago(self.ctx.lookback_ms)))
         elif r.kind == "rolling":
             parts.append(exp.GT(this=ts.copy(), expression=self.ago(r.older_ms)))
-            parts.append(exp.LTE(this=ts.copy(), expression=self.ago(r.newer_ms)))
         elif r.kind == "absolute":
             if r.start_ms is not None:
                 parts.append(exp.GTE(this=ts.copy(), expression=lit(r.start_ms)))
@@ -215,11 +223,11 @@ class Compiler:
     def node(self, n: core.Node) -> exp.Expr:
         """A two-valued condition on the current `users` row."""
         if isinstance(n, core.And):
-            return exp.Paren(this=and_(*(self.node(x) for x in n.items)))
+            return paren(and_(*(self.node(x) for x in n.items)))
         if isinstance(n, core.Or):
-            return exp.Paren(this=or_(*(self.node(x) for x in n.items)))
+            return paren(or_(*(self.node(x) for x in n.items)))
         if isinstance(n, core.Not):
-            return exp.Not(this=exp.Paren(this=self.node(n.item)))
+            return not_(paren(self.node(n.item)))
         if isinstance(n, core.ValueTest):
             return self.value_test(n)
         if isinstance(n, core.ConsentTest):
@@ -288,14 +296,13 @@ class Compiler:
         else:
             assert value is not None
             agg = ({"min": exp.Min, "max": exp.Max, "avg": exp.Avg}[n.fn], value.number())
-        rows = and_(self.in_range(a, n.window), self.selects(a, n.selector))
         group = scan_group(n.window)
         scan = EventScan()
         name = self.cte(("event", n) if group is None else ("events", group), scan)
         scan = self.scan(name)
         if n not in scan.leaves:
             scan.ranges.append(n.window)
-            scan.leaves[n] = (f"v{len(scan.leaves)}", rows, agg)
+            scan.leaves[n] = (f"v{len(scan.leaves)}", (n.window, self.selects(a, n.selector)), agg)
         v = col(scan.leaves[n][0], name)
         total: exp.Expr = v
         if n.fn in ("count", "distinct", "sum"):
@@ -307,17 +314,26 @@ class Compiler:
         a = "e"
         leaves = list(scan.leaves.values())
         if len(leaves) == 1:
-            (column, rows, (fn, arg)) = leaves[0]
+            (column, (r, sel), (fn, arg)) = leaves[0]
+            rows = and_(self.in_range(a, r), sel)
             aggs = [aggregate(fn, arg, None).as_(column)]
         else:
-            rows = and_(self.bounds(a, scan.ranges), exp.Paren(this=or_(*(r for _, r, _ in leaves))))
-            aggs = [aggregate(fn, arg, r).as_(column) for column, r, (fn, arg) in leaves]
+            # Each leaf's rows, less the bounds the scan already applies to all of them.
+            own = [and_(*self.within_bounds(a, r, scan.ranges), sel) for _, (r, sel), _ in leaves]
+            rows = and_(self.bounds(a, scan.ranges), paren(or_(*own)))
+            aggs = [
+                aggregate(fn, arg, o).as_(column)
+                for (column, _, (fn, arg)), o in zip(leaves, own, strict=True)
+            ]
         return (
             exp.select(col("mpid", a), *aggs)
             .from_(exp.to_table("events").as_(a))
             .where(and_(self.leaf_filter(col("mpid", a)), self.scope(a), rows))
             .group_by(col("mpid", a))
         )
+
+    def older(self, r: core.TimeRange) -> int:
+        return self.ctx.lookback_ms if r.kind == "lookback" else r.older_ms
 
     def bounds(self, a: str, ranges: list[core.TimeRange]) -> exp.Expr:
         """Time bounds every range of one scan group lies within (each leaf keeps its own)."""
@@ -327,8 +343,20 @@ class Compiler:
         upper = exp.LTE(this=ts, expression=self.ago())
         if ranges[0].kind == "all":
             return upper
-        older = max(self.ctx.lookback_ms if r.kind == "lookback" else r.older_ms for r in ranges)
+        older = max(self.older(r) for r in ranges)
         return and_(upper, exp.GT(this=ts.copy(), expression=self.ago(older)))
+
+    def within_bounds(self, a: str, r: core.TimeRange, ranges: list[core.TimeRange]) -> list[exp.Expr]:
+        """The tests of range `r` that the group's `bounds` do not already imply."""
+        if r.kind in ("absolute", "all"):
+            return []  # the group's ranges are all the same
+        ts = col("ts", a)
+        parts: list[exp.Expr] = []
+        if r.kind == "rolling" and r.newer_ms:
+            parts.append(exp.LTE(this=ts, expression=self.ago(r.newer_ms)))
+        if self.older(r) < max(self.older(x) for x in ranges):
+            parts.append(exp.GT(this=ts.copy(), expression=self.ago(self.older(r))))
+        return parts
 
     def sequence_test(self, n: core.SequenceTest) -> exp.Expr:
         f, t = "f", "t"
@@ -370,15 +398,28 @@ class Compiler:
     # -- query ---------------------------------------------------------------------------
     def select(self, columns: list[exp.Expr], where: exp.Expr | None) -> exp.Select:
         # Built in place (copy=False): `q` is new here, and copying it per join or CTE is quadratic.
-        q = exp.select(*columns).from_(exp.to_table("users").as_(USERS), copy=False)
+        source, users_filter = "users", self.candidate_filter(col("mpid", USERS))
+        read = [e for e in (*columns, where) if e is not None]
+        if isinstance(self.ctx.candidates, str) and not any(
+            c.table == USERS and c.name != "mpid" for e in read for c in e.find_all(exp.Column)
+        ):
+            source, users_filter = self.ctx.candidates, TRUE  # no user column read: no join to `users`
+        q = exp.select(*columns).from_(exp.to_table(source).as_(USERS), copy=False)
         for _, name in sorted((n, n) for n in self.ctes.values()):
             on = eq(col("mpid", name), col("mpid", USERS))
             q = q.join(exp.to_table(name), on=on, join_type="left", copy=False)
-        q = q.where(and_(self.candidate_filter(col("mpid", USERS)), where or TRUE), copy=False)
+        cond = and_(users_filter, where or TRUE)
+        if not (isinstance(cond, exp.Boolean) and cond.this is True):
+            q = q.where(cond, copy=False)
         for name, body in self.cte_bodies:
             built = self.scan_body(body) if isinstance(body, EventScan) else body.copy()
             q = q.with_(name, as_=built, copy=False)
         return q
+
+
+def paren(e: exp.Expr) -> exp.Expr:
+    """`(e)`; constants stay bare so that enclosing conditions can fold them."""
+    return e if isinstance(e, exp.Boolean | exp.Paren) else exp.Paren(this=e)
 
 
 def case_present(v: SqlValue) -> exp.Expr:

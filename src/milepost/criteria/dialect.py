@@ -41,11 +41,25 @@ class Dialect:
     def json_get(self, j: exp.Expr, key: str) -> exp.Expr:
         return call("json_extract", j, lit(json_pointer(key)))
 
+    @staticmethod
+    def _keyed(j: exp.Expr) -> tuple[exp.Expr, exp.Expr] | None:
+        """(document, pointer) of a `json_get`: reading through the pointer parses the document
+        once, where reading the extracted value first writes it out and parses it again."""
+        if isinstance(j, exp.Anonymous) and j.name == "json_extract" and len(j.expressions) == 2:
+            doc, ptr = j.expressions
+            if ptr.is_string and ptr.name.startswith("/"):
+                return doc, ptr
+        return None
+
     def json_type(self, j: exp.Expr) -> exp.Expr:
-        return call("json_type", j)
+        keyed = self._keyed(j)
+        return call("json_type", *(x.copy() for x in keyed)) if keyed else call("json_type", j)
 
     def json_text(self, j: exp.Expr) -> exp.Expr:
         """The text of a JSON scalar: strings unquoted, numbers and booleans as JSON text."""
+        keyed = self._keyed(j)
+        if keyed:
+            return call("json_extract_string", *(x.copy() for x in keyed))
         return call("json_extract_string", j, lit("$"))
 
     # The text `json_text` gives an array or object is its JSON (starting with `[` or `{`), so a

@@ -21,16 +21,60 @@ TRUE = exp.true()
 FALSE = exp.false()
 
 
+def _is_bool(e: exp.Expr, value: bool) -> bool:
+    return isinstance(e, exp.Boolean) and e.this is value
+
+
+def _distinct(items: tuple[exp.Expr, ...], unit: bool) -> list[exp.Expr]:
+    """`items` less the neutral constant `unit` and repeats (sqlglot compares trees by value)."""
+    kept: list[exp.Expr] = []
+    for x in items:
+        if not _is_bool(x, unit) and x not in kept:
+            kept.append(x)
+    return kept
+
+
 def and_(*items: exp.Expr) -> exp.Expr:
-    return exp.and_(*items) if items else TRUE
+    """Constants and repeats folded here, so the engine has less to bind and optimise."""
+    kept = _distinct(items, True)
+    if any(_is_bool(x, False) for x in kept):
+        return FALSE
+    return exp.and_(*kept) if len(kept) > 1 else kept[0] if kept else TRUE
 
 
 def or_(*items: exp.Expr) -> exp.Expr:
-    return exp.or_(*items) if items else FALSE
+    kept = _distinct(items, False)
+    if any(_is_bool(x, True) for x in kept):
+        return TRUE
+    return exp.or_(*kept) if len(kept) > 1 else kept[0] if kept else FALSE
+
+
+def not_(e: exp.Expr) -> exp.Expr:
+    if isinstance(e, exp.Boolean):
+        return exp.Boolean(this=not e.this)
+    return exp.Not(this=e)
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.And, exp.Or)
+
+
+def never_null(e: exp.Expr) -> bool:
+    """True when `e` cannot be NULL, judged from its form alone (False when unsure)."""
+    if isinstance(e, exp.Boolean | exp.Literal | exp.Is | exp.Exists):
+        return True
+    if isinstance(e, exp.Not | exp.Paren | exp.Cast) and not isinstance(e, exp.TryCast):
+        return never_null(e.this)
+    if isinstance(e, exp.Coalesce):
+        return any(never_null(x) for x in (e.this, *e.expressions))
+    if isinstance(e, _COMPARISONS):
+        return never_null(e.this) and never_null(e.expression)
+    return False
 
 
 def sure(e: exp.Expr) -> exp.Expr:
     """NULL becomes false."""
+    if never_null(e):
+        return e
     return exp.Coalesce(this=exp.Paren(this=e), expressions=[FALSE])
 
 
@@ -131,7 +175,7 @@ class NumberValue(SqlValue):
     n: exp.Expr
 
     def present(self) -> exp.Expr:
-        return exp.Not(this=exp.Is(this=self.n, expression=null()))
+        return TRUE if never_null(self.n) else exp.Not(this=exp.Is(this=self.n, expression=null()))
 
     def number(self) -> exp.Expr:
         return self.d.cast(self.n, "DOUBLE")
@@ -350,7 +394,7 @@ def test_value(v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
         if quick is not None:
             return quick
     if op == "not_exists":
-        return exp.Not(this=sure(v.present()))
+        return not_(sure(v.present()))
     if op == "exists":
         return sure(v.present())
     if op == "empty":
@@ -363,7 +407,7 @@ def test_value(v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
         found = v.any_element(lambda e: sure(_equals(e, cond.value)))
         if op == "includes":
             return sure(and_(v.present(), found))
-        return sure(and_(v.present(), exp.Not(this=sure(found))))
+        return sure(and_(v.present(), not_(sure(found))))
     if op in ops.EQUALITY:
         e = _equals(v, cond.value) if op == "equals" else _not_equals(v, cond.value)
     elif op in ops.MEMBERSHIP:
@@ -379,4 +423,4 @@ def test_value(v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
         e = _number(op, v, cond)
     else:
         e = _date(op, v, cond, now_ms)
-    return sure(and_(v.present(), exp.Not(this=sure(v.is_list())), e))
+    return sure(and_(v.present(), not_(sure(v.is_list())), e))
