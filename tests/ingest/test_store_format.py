@@ -1,4 +1,4 @@
-"""A store written in format 1 (two dedupe-key tables) opens as format 2 with its keys intact."""
+"""Stores of earlier formats open in the current one with their de-duplication keys intact."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _ingest(store: DuckDBStore, at: int, body: list[dict[str, object]]) -> tuple
     return plan.outcomes[0].stored_batches, plan.outcomes[0].stored_events
 
 
-def test_format_1_keys_move_to_one_table(tmp_path: Path) -> None:
+def test_format_1_store_opens_with_its_keys(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     _format_1_store(directory)
     store = DuckDBStore(directory)
@@ -64,10 +64,72 @@ def test_format_1_keys_move_to_one_table(tmp_path: Path) -> None:
         assert _ingest(store, T0 + 11, [{"mpid": 3, "events": [dup, new]}]) == (1, 1)
     finally:
         store.close()
-    # Opened again, the store is format 2 already and keeps what it holds.
+    # Opened again, the store is in the current format already and keeps what it holds.
     store = DuckDBStore(directory)
     try:
         assert store._state().message_keys == {(1, "m1"): T0 + 2, (1, "m2"): T0 + 11}
+        assert store._state().request_keys == {(1, "r1"): T0, (2, "r1"): T0 + 1}
+    finally:
+        store.close()
+
+
+def test_format_2_keys_count_until_purged(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = DuckDBStore(directory)
+    store._con.execute("UPDATE store_meta SET value = '2' WHERE key = 'schema_version'").fetchall()
+    store._con.execute(
+        f"INSERT INTO dedupe_keys VALUES (0, 1, 'r1', {T0}), (1, 1, 'm1', {T0 + 2}), (1, 1, 'm0', {T0 - DAY})"
+    ).fetchall()
+    store.close()
+    store = DuckDBStore(directory)
+    try:
+        version = store._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        assert store._state().request_keys == {(1, "r1"): T0}
+        assert store._state().message_keys == {(1, "m1"): T0 + 2, (1, "m0"): T0 - DAY}
+        event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+        dup = {**event, "data": {**event["data"], "source_message_id": "m1"}}
+        assert _ingest(store, T0 + 10, [{"mpid": 3, "source_request_id": "r1", "events": [dup]}]) == (0, 0)
+        assert _ingest(store, T0 + 11, [{"mpid": 3, "events": [dup]}]) == (1, 0)
+        store.purge_dedupe_keys(T0 - 1, T0 - 1)
+        rows = store._con.execute("SELECT key FROM dedupe_keys ORDER BY key").fetchall()
+        assert rows == [("m1",), ("r1",)]
+    finally:
+        store.close()
+    store = DuckDBStore(directory)
+    try:
+        assert store._state().request_keys == {(1, "r1"): T0}
+        assert store._state().message_keys == {(1, "m1"): T0 + 2}
+    finally:
+        store.close()
+
+
+def test_purged_keys_stay_forgotten_after_a_restart(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = DuckDBStore(directory)
+    try:
+        event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+        old = {**event, "data": {**event["data"], "source_message_id": "m-old"}}
+        new = {**event, "data": {**event["data"], "source_message_id": "m-new"}}
+        dev = {"mpid": 4, "environment": "development", "source_request_id": "r-dev"}
+        assert _ingest(store, T0, [{"mpid": 3, "source_request_id": "r-old", "events": [old]}]) == (1, 1)
+        assert _ingest(store, T0 + DAY, [{**dev, "events": [new]}]) == (1, 1)
+        store.purge_dedupe_keys(T0, T0)
+        # An earlier horizon later on does not bring the forgotten keys back.
+        store.purge_dedupe_keys(T0 - DAY, T0 - DAY)
+        assert store._state().request_keys == {(1, "r-dev"): T0 + DAY}
+        assert store._state().message_keys == {(1, "m-new"): T0 + DAY}
+    finally:
+        store.close()
+    store = DuckDBStore(directory)
+    try:
+        assert store._state().request_keys == {(1, "r-dev"): T0 + DAY}
+        assert store._state().message_keys == {(1, "m-new"): T0 + DAY}
+        # The forgotten keys are new again; the kept ones are still duplicates.
+        body = [{"mpid": 3, "source_request_id": "r-old", "events": [old, new]}]
+        assert _ingest(store, T0 + DAY + 1, body) == (1, 1)
+        # The records themselves stay.
+        assert store.stats()["batches"] == 3
     finally:
         store.close()
 
@@ -83,7 +145,8 @@ def test_a_key_sent_again_after_its_window_counts_from_the_later_time(tmp_path: 
         assert store._state().request_keys == {(1, "r"): later}
         assert _ingest(store, later + 1, body) == (0, 0)
         store.purge_dedupe_keys(T0, T0)
-        rows = store._con.execute("SELECT received_at FROM dedupe_keys").fetchall()
-        assert rows == [(later,)]
+        store._mirror = None  # after the purge a restart still reads the later receipt
+        assert store._state().request_keys == {(1, "r"): later}
+        assert _ingest(store, later + 2, body) == (0, 0)
     finally:
         store.close()

@@ -21,13 +21,14 @@ from milepost.engines.duckdb_rows import (
     device_table,
     event_table,
     identity_table,
-    key_table,
     user_table,
 )
 from milepost.engines.duckdb_schema import (
     CONSENTS_UPSERT,
     DEVICES_UPSERT,
     IDENTITIES_UPSERT,
+    MESSAGE_KEYS,
+    REQUEST_KEYS,
     USERS_UPDATE_LISTS,
     USERS_UPDATE_SEEN,
     USERS_UPSERT,
@@ -49,9 +50,6 @@ CHECKPOINT_THRESHOLD = "256MB"
 # From this many stored users on, known users' rows are updated rather than upserted: two statements
 # instead of one, which costs more in a small store and far less in a large one (duckdb_schema).
 LARGE_USERS = 500_000
-
-# A key sent again after its window has two rows until the purge; the latest counts.
-DEDUPE_KEYS = "SELECT input_id, key, max(received_at) FROM dedupe_keys WHERE kind = ? GROUP BY input_id, key"
 
 
 class DuckDBStore:
@@ -98,9 +96,10 @@ class DuckDBStore:
             raise EngineError(
                 f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
             )
-        elif int(row[0]) == 1:
+        elif int(row[0]) < duckdb_schema.SCHEMA_VERSION:
+            steps = duckdb_schema.MIGRATE_1_TO_2 if int(row[0]) == 1 else []
             self._con.execute(
-                ";\n".join(["BEGIN TRANSACTION", *duckdb_schema.MIGRATE_1_TO_2, "COMMIT"])
+                ";\n".join(["BEGIN TRANSACTION", *steps, *duckdb_schema.MIGRATE_2_TO_3, "COMMIT"])
             ).fetchall()
         self._remove_orphan_segments()
 
@@ -164,9 +163,10 @@ class DuckDBStore:
     def _state(self) -> StateMirror:
         if self._mirror is None:
             con = self._con
+            request_before, message_before = self._purged_before()
             self._mirror = StateMirror(
-                con.execute(DEDUPE_KEYS, [duckdb_schema.REQUEST_KEY]).fetchall(),
-                con.execute(DEDUPE_KEYS, [duckdb_schema.MESSAGE_KEY]).fetchall(),
+                con.execute(REQUEST_KEYS, {"before": request_before}).fetchall(),
+                con.execute(MESSAGE_KEYS, {"before": message_before}).fetchall(),
                 con.execute(
                     "SELECT identity_type, value_key, mpid, value, is_device FROM identities"
                 ).fetchall(),
@@ -205,7 +205,6 @@ class DuckDBStore:
         t_identities: pa.Table | None = None,
         t_consents: pa.Table | None = None,
         t_devices: pa.Table | None = None,
-        t_keys: pa.Table | None = None,
     ) -> list[Any]:
         """Run `sql` (one statement or a script) seeing the given Arrow tables by their parameter names."""
         return con.execute(sql).fetchall()
@@ -273,9 +272,8 @@ class DuckDBStore:
         if plan.devices:
             t["t_devices"] = device_table(plan.devices)
             sql.append(DEVICES_UPSERT)
-        if plan.request_keys or plan.message_keys:
-            t["t_keys"] = key_table(plan.request_keys, plan.message_keys)
-            sql.append("INSERT INTO dedupe_keys SELECT * FROM t_keys")
+        # The plan's de-duplication keys need no statement: the rows of `batches` and the events
+        # written above hold them (duckdb_schema.REQUEST_KEY).
         return sql, t
 
     def _write_users(self, plan: CommitPlan, state: StateMirror, t: dict[str, pa.Table]) -> list[str]:
@@ -296,8 +294,11 @@ class DuckDBStore:
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
 
-    def seal(self, min_rows: int = 1_000_000) -> int:
+    def seal(self, min_rows: int = 1_000_000, page_bytes: int = 16_384) -> int:
         """Move the hot events to a new Parquet segment once there are at least `min_rows`; return rows moved.
+
+        Rows are sorted by user, in pages of about `page_bytes` with a page index: a read of a few
+        hundred users (a real-time evaluation) decodes only the pages whose mpid range holds one.
 
         The file is written and synced under a temporary name, renamed, and only then recorded and
         removed from the hot table in one transaction, so a crash at any point loses nothing.
@@ -313,7 +314,8 @@ class DuckDBStore:
         tmp = final.with_suffix(".parquet.tmp")
         con.execute(
             f"COPY (SELECT {EVENT_FIELDS} FROM events_hot WHERE event_id <= {max_id} ORDER BY mpid, ts) "
-            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, "
+            f"DATA_PAGE_SIZE_LIMIT {int(page_bytes)}, WRITE_PAGE_INDEX true)"
         ).fetchall()
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
@@ -334,11 +336,44 @@ class DuckDBStore:
         self._local = threading.local()  # readers re-bind so they see the new view
         return rows
 
+    def _purged_before(self) -> tuple[int, int]:
+        """The purge's horizons: keys received at or before them are forgotten (0: none purged)."""
+        rows = dict(
+            self._con.execute(
+                "SELECT key, value FROM store_meta WHERE key IN (?, ?)",
+                [duckdb_schema.REQUEST_KEYS_BEFORE, duckdb_schema.MESSAGE_KEYS_BEFORE],
+            ).fetchall()
+        )
+        return (
+            int(rows.get(duckdb_schema.REQUEST_KEYS_BEFORE, 0)),
+            int(rows.get(duckdb_schema.MESSAGE_KEYS_BEFORE, 0)),
+        )
+
     def purge_dedupe_keys(self, request_before_ms: int, message_before_ms: int) -> None:
-        self._con.execute(
-            "DELETE FROM dedupe_keys WHERE received_at <= CASE kind WHEN ? THEN ? ELSE ? END",
-            [duckdb_schema.REQUEST_KEY, request_before_ms, message_before_ms],
-        ).fetchall()
+        # A horizon never moves back: what a purge forgot stays forgotten, as deleted rows would.
+        request_old, message_old = self._purged_before()
+        request_before_ms = max(request_before_ms, request_old)
+        message_before_ms = max(message_before_ms, message_old)
+        con = self._con
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            con.execute(
+                "DELETE FROM dedupe_keys WHERE received_at <= CASE kind WHEN ? THEN ? ELSE ? END",
+                [duckdb_schema.REQUEST_KEY, request_before_ms, message_before_ms],
+            ).fetchall()
+            con.execute(
+                "INSERT OR REPLACE INTO store_meta VALUES (?, ?), (?, ?)",
+                [
+                    duckdb_schema.REQUEST_KEYS_BEFORE,
+                    str(request_before_ms),
+                    duckdb_schema.MESSAGE_KEYS_BEFORE,
+                    str(message_before_ms),
+                ],
+            ).fetchall()
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
         if self._mirror is not None:
             self._mirror.forget_keys(request_before_ms, message_before_ms)
 

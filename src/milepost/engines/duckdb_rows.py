@@ -10,7 +10,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from milepost.engines.duckdb_schema import MESSAGE_KEY, REQUEST_KEY
 from milepost.ingest.plan import UserChange
 from milepost.model.batch import ConsentRow, DeviceReport, EventRow
 
@@ -201,19 +200,5 @@ def device_table(devices: dict[tuple[int, str], tuple[DeviceReport, int]]) -> pa
             "app_version": field("app_version"),
             "device_ids": _json_column([v[0].device_ids for _, v in items]),
             "updated_at": pa.array([v[1] for _, v in items], pa.int64()),
-        }
-    )
-
-
-def key_table(request_keys: dict[tuple[int, str], int], message_keys: dict[tuple[int, str], int]) -> pa.Table:
-    """Rows of `dedupe_keys`: the request keys, then the message keys."""
-    kind = [REQUEST_KEY] * len(request_keys) + [MESSAGE_KEY] * len(message_keys)
-    keys = [*request_keys, *message_keys]
-    return pa.table(
-        {
-            "kind": pa.array(kind, pa.int8()),
-            "input_id": pa.array([k[0] for k in keys], pa.int32()),
-            "key": pa.array([k[1] for k in keys], pa.string()),
-            "received_at": pa.array([*request_keys.values(), *message_keys.values()], pa.int64()),
         }
     )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-# `dedupe_keys.kind`: the key of a whole request (its source_request_id) or of one event (its
-# source_message_id). One table for both, as each table written costs a statement per commit. It
-# has no primary key: the writer's in-memory mirror decides what is a duplicate, and keeping an
-# index up to date was most of the cost of writing the keys. A key sent again after its window
-# adds a row; readers take the latest, and the purge drops the older one.
+# De-duplication keys are read where the accepted data already holds them: a request's key is its
+# batch's `batches.request_id`, a message's key its event's `source_message_id` (only kept events
+# have one stored, and each stored key has its row). A separate key table cost a statement per
+# commit. Format 2 kept them in `dedupe_keys`; that table stays, unwritten, until the purge has
+# dropped its rows. `kind` tells the key of a whole request from the key of one event.
 REQUEST_KEY = 0
 MESSAGE_KEY = 1
+# Up to where (`received_at`) the purge has dropped keys, in `store_meta`: older rows of `batches`
+# and the event tables are kept as records but no longer count as keys.
+REQUEST_KEYS_BEFORE = "request_keys_before"
+MESSAGE_KEYS_BEFORE = "message_keys_before"
 
 EVENT_COLUMNS = """
     event_id BIGINT NOT NULL,
@@ -146,3 +150,22 @@ MIGRATE_1_TO_2 = [
     "DROP TABLE message_keys",
     "UPDATE store_meta SET value = '2' WHERE key = 'schema_version'",
 ]
+
+# Format 3 writes no key rows (see REQUEST_KEY); the rows of format 2 stay where they are.
+MIGRATE_2_TO_3 = ["UPDATE store_meta SET value = '3' WHERE key = 'schema_version'"]
+
+# The keys as the writer's mirror starts from: (input_id, key, latest received_at), newer than the
+# purge's horizon ($before) and any row of `dedupe_keys` the purge has left.
+REQUEST_KEYS = f"""SELECT input_id, key, max(received_at) FROM (
+    SELECT input_id, key, received_at FROM dedupe_keys WHERE kind = {REQUEST_KEY}
+    UNION ALL SELECT input_id, request_id, received_at FROM batches
+    WHERE request_id IS NOT NULL AND received_at > $before)
+    GROUP BY input_id, key"""
+
+MESSAGE_KEYS = f"""SELECT input_id, key, max(received_at) FROM (
+    SELECT input_id, key, received_at FROM dedupe_keys WHERE kind = {MESSAGE_KEY}
+    UNION ALL SELECT input_id, source_message_id, received_at FROM events
+    WHERE source_message_id IS NOT NULL AND received_at > $before
+    UNION ALL SELECT input_id, source_message_id, received_at FROM events_other
+    WHERE source_message_id IS NOT NULL AND received_at > $before)
+    GROUP BY input_id, key"""
