@@ -16,7 +16,8 @@ commerce sum, sequence), i.e. the audience and its 5 per-criterion estimates:
     load generator in another process sends bulk requests (100 batches x 10 events, JSON) paced
     to 20,000 events/s; this process parses and normalises them and commits them through the
     group-commit writer, as the server does (HTTP aside). The achieved commit rate is printed;
-  - after a restart: a new estimator's first estimate of the milestone (its sample built then).
+  - after a restart: a new estimator's first estimate of the milestone (the stored sample adopted
+    and caught up, or rebuilt when its state does not match the store).
 Wall-clock and CPU (process time, all threads) are printed: on a shared machine the wall clock
 includes time spent waiting for a core.
 
@@ -336,7 +337,7 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
     est.close()
     est.con.close()
 
-    # a server restart: a new estimator's first estimate (its sample is built on first use)
+    # a server restart: a new estimator's first estimate (it adopts the stored sample on first use)
     restart_w, restart_c = [], []
     for _ in range(3 if users <= 2_000_000 else 1):
         fresh = Estimator(store.connect())

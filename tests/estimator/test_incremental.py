@@ -71,6 +71,17 @@ def _estimator(path: Path, users: int, seed: int, target: int) -> Iterator[tuple
         store.close()
 
 
+def _rebuilt(store: DuckDBStore, target: int) -> Estimator:
+    """An estimator whose sample is built from scratch: the stored one's state is dropped, so the
+    new estimator rebuilds rather than adopting it."""
+    con = store.connect()
+    try:
+        con.execute("DELETE FROM sample.state").fetchall()
+    finally:
+        con.close()
+    return Estimator(store.connect(), target=target)
+
+
 def _journey(criteria: dict[str, Any], inputs: tuple[int, ...]) -> JourneyRows:
     return JourneyRows(
         1,
@@ -169,7 +180,7 @@ def test_estimates_over_carried_columns_equal_estimates_from_scratch(
             est._cache.clear()
             carried = _estimates(est, criteria)  # recomputed over the carried columns
             assert est._view.events is events
-            fresh_est = Estimator(store.connect(), target=2_000)
+            fresh_est = _rebuilt(store, 2_000)
             try:
                 fresh = _estimates(fresh_est, criteria)
                 assert (fresh_est._index.mpids == est._index.mpids).all()
@@ -283,7 +294,7 @@ def test_ingest_of_unsampled_users_only_moves_the_sample_on(
         assert est.sample.version == version and est.sample.size == size
         assert est.sample.population > population
         assert est.sample.batch_seq == est.sample.latest_batch() > 0
-        fresh_est = Estimator(store.connect(), target=1_000)
+        fresh_est = _rebuilt(store, 1_000)
         try:
             _same(served, _estimates(fresh_est, CRITERIA[:3]))
         finally:

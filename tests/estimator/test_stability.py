@@ -90,6 +90,9 @@ def test_the_same_criteria_give_the_same_number(world: World) -> None:
     assert world.size(crit) == first  # cached
     world.est._cache.clear()
     assert world.size(crit) == first  # recomputed
+    con = world.store.connect()
+    con.execute("DELETE FROM sample.state").fetchall()  # not adopted: drawn again
+    con.close()
     other = Estimator(world.store.connect(), target=TARGET)  # a new estimator draws the same sample
     try:
         assert other.journey(journey(milestone(1, crit)), {}, {}, T0, LOOKBACK, LIFETIME)[101].size == first

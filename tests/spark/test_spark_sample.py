@@ -94,6 +94,11 @@ def journey() -> JourneyRows:
 
 def rebuilt(store: DuckDBStore, target: int, source: SampleSource | None) -> dict[str, Any]:
     """Rebuild the sample at `target` (through `source`, if any); its tables, state and estimates."""
+    con = store.connect()
+    try:  # without a stored sample state, first use rebuilds rather than adopting the sample
+        con.execute("DROP TABLE IF EXISTS sample.state").fetchall()
+    finally:
+        con.close()
     est = Estimator(store.connect(), target=target)
     est.sample.source = source
     try:

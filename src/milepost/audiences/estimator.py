@@ -173,11 +173,11 @@ class Estimator:
         return self._view.index
 
     def refresh(self) -> None:
-        """Build the sample on first use; afterwards ask the worker to bring it up to date."""
+        """Adopt (or build) the sample on first use; afterwards ask the worker to bring it up to date."""
         if not self._built:
             with self._lock:
                 if not self._built:
-                    self.sample.rebuild()
+                    self.sample.start()
                     self._built = True
                     with self._cycles:  # estimates install a view of it before reading one
                         self._covered = self.sample.batch_seq

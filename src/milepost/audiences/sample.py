@@ -9,10 +9,17 @@ not jump when the ladder steps.
 A rebuild scans every event. With a `SampleSource` (a distributed engine) that scan runs there,
 with the same key (`sample_key` emits one formula in each engine's SQL), and the selected rows
 are loaded back here; keeping the sample up to date as users arrive always runs here.
+
+The sample outlives the process: `sample.state` records its threshold, the last batch and event it
+holds and a token of its format, written in the same transaction as the sample's tables, so it
+never disagrees with them. On start (`start`) a sample whose state matches the store (the token,
+the threshold the ladder picks for today's population, the batch it names still in the store) is
+adopted and caught up on later batches as by `refresh`; any other is rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -33,6 +40,18 @@ LISTED_USERS = 2_000  # up to this many changed users are read from the store by
 KEPT_CHANGES = 64  # versions whose changed users are remembered (for patching cached results)
 # The key, written once and emitted in each engine's SQL, so every engine samples the same users.
 KEY_FORMULA = "(((({column} % {m}) + {m}) % {m}) * 7919 + 12345) % {m}"
+FORMAT = 1  # raise when what the sample holds, or how it is selected, changes
+STATE_COLUMNS = (
+    "token VARCHAR, threshold BIGINT, batch_seq BIGINT, batch_mark VARCHAR, event_id BIGINT, users BIGINT"
+)
+
+
+def ladder(population: int, target: int) -> int:
+    """The threshold for a population: the highest rate of 1, 1/2, 1/4, ... keeping `target` users."""
+    rate = 1.0
+    while population * rate / 2 >= target:
+        rate /= 2
+    return MODULUS if rate >= 1 else int(MODULUS * rate)
 
 
 def sample_key(column: str, dialect: Dialect = DUCKDB) -> str:
@@ -44,6 +63,10 @@ def sample_key(column: str, dialect: Dialect = DUCKDB) -> str:
 def sampled(threshold: int, dialect: Dialect = DUCKDB, column: str = "mpid") -> str:
     """The condition that keeps a user in a sample of this threshold."""
     return f"{sample_key(column, dialect)} < {int(threshold)}"
+
+
+class _Outgrown(Exception):
+    """The population outgrew the sample's rate: a rebuild picks another."""
 
 
 class SampleSource(Protocol):
@@ -85,15 +108,97 @@ class Sample:
     def _count(self, sql: str) -> int:
         return int(self.con.execute(sql).fetchall()[0][0] or 0)
 
+    def _token(self) -> str:
+        """The sample's format: its version, key and the columns of the store tables it copies."""
+        columns = self.con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main' "
+            f"AND table_name IN ({', '.join(repr(t) for t in SAMPLE_TABLES)}) "
+            "ORDER BY table_name, column_index"
+        ).fetchall()
+        text = repr((FORMAT, MODULUS, KEY_FORMULA, columns))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _batch_mark(self, seq: int) -> str:
+        """What identifies batch `seq` of this store (a re-created store reuses the numbers)."""
+        row = self.con.execute(
+            f"SELECT min(received_at), min(mpid), count(*) FROM main.batches WHERE seq = {int(seq)}"
+        ).fetchall()[0]
+        return f"{row[0]}:{row[1]}:{row[2]}"
+
+    def start(self) -> bool:
+        """Adopt the stored sample when its state matches the store and catch it up; else rebuild.
+        True when adopted."""
+        with self._lock:
+            state = self._stored_state()
+            if state is None:
+                self.rebuild()
+                return False
+            threshold, batch_seq, event_id, size = state
+            self.threshold, self.size = threshold, size
+            self.changes.clear()
+            self.version += 1
+            self._batch_seq, self._event_id = batch_seq, event_id
+            self.refresh()
+            return True
+
+    def _stored_state(self) -> tuple[int, int, int, int] | None:
+        """(threshold, batch_seq, event_id, size) of the stored sample when it can be adopted; also
+        sets `population`. Read in one snapshot, so the state and the tables agree."""
+        con = self.con
+        tables = ("state", *SAMPLE_TABLES)
+        found = self._count(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            f"AND schema_name = 'sample' AND table_name IN ({', '.join(repr(t) for t in tables)})"
+        )
+        if found != len(tables):
+            return None
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            rows = con.execute(
+                "SELECT token, threshold, batch_seq, batch_mark, event_id, users FROM sample.state"
+            ).fetchall()
+            if len(rows) != 1:
+                return None
+            token, threshold, batch_seq, mark, event_id, users = rows[0]
+            self.population = self._count("SELECT count(*) FROM main.users")
+            if token != self._token() or threshold != ladder(self.population, self.target):
+                return None
+            if batch_seq and mark != self._batch_mark(batch_seq):
+                return None  # not this store's batch: the store was re-created
+            if self.latest_batch(con) <= batch_seq:
+                # nothing accepted since: the store holds exactly what the sample was taken from
+                newest = self._count(
+                    f"SELECT max(event_id) FROM main.events WHERE event_id >= {int(event_id)}"
+                )
+                if self.population != users or newest != event_id:
+                    return None
+            size = self._count("SELECT count(*) FROM sample.users")
+            return int(threshold), int(batch_seq), int(event_id), size
+        finally:
+            con.execute("COMMIT").fetchall()
+
+    def _write_state(self, threshold: int, batch_seq: int, event_id: int, users: int) -> None:
+        """Within the transaction writing the sample's tables."""
+        self.con.execute(f"CREATE OR REPLACE TABLE sample.state ({STATE_COLUMNS})").fetchall()
+        self.con.execute(
+            "INSERT INTO sample.state VALUES (?, ?, ?, ?, ?, ?)",
+            [self._token(), threshold, batch_seq, self._batch_mark(batch_seq), event_id, users],
+        ).fetchall()
+
+    def _update_state(self, batch_seq: int, event_id: int, users: int) -> None:
+        """Within the transaction bringing the sample's tables up to `batch_seq`."""
+        self.con.execute(
+            "UPDATE sample.state SET batch_seq = ?, batch_mark = ?, event_id = ?, users = ?",
+            [batch_seq, self._batch_mark(batch_seq), event_id, users],
+        ).fetchall()
+
     def rebuild(self) -> None:
         """Choose the rate for today's population and materialise the sample from scratch."""
         with self._lock:
             con = self.con
             self.population = self._count("SELECT count(*) FROM main.users")
-            rate = 1.0
-            while self.population * rate / 2 >= self.target:
-                rate /= 2
-            threshold = MODULUS if rate >= 1 else int(MODULUS * rate)
+            threshold = ladder(self.population, self.target)
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 batch_seq = self._count("SELECT max(seq) FROM main.batches")
@@ -103,6 +208,8 @@ class Sample:
                 else:
                     with self.source.select(con, threshold, event_id) as files:
                         self._load(files)
+                users = self._count("SELECT count(*) FROM main.users")
+                self._write_state(threshold, batch_seq, event_id, users)
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
@@ -171,14 +278,13 @@ class Sample:
             con = self.con
             if self.latest_batch(con) <= self._batch_seq:
                 return False  # nothing accepted since: the cheap, common case
-            population = self._count("SELECT count(*) FROM main.users")
-            rate = self.threshold / MODULUS
-            if population * rate > 4 * self.target or (self.exact and population > 2 * self.target):
-                self.rebuild()
-                return True
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
                 # One snapshot: batches and their events were committed together.
+                population = self._count("SELECT count(*) FROM main.users")
+                rate = self.threshold / MODULUS
+                if population * rate > 4 * self.target or (self.exact and population > 2 * self.target):
+                    raise _Outgrown
                 top = self.latest_batch(con)
                 # only events past the last one taken (ids grow as events commit): zone maps skip the rest
                 newest = self._count(
@@ -194,6 +300,7 @@ class Sample:
                 ).fetchall()
                 touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
                 if not touched.shape[0]:  # no sampled user changed: nothing to copy
+                    self._update_state(top, newest, population)
                     con.execute("COMMIT").fetchall()
                     self._batch_seq, self._event_id, self.population = top, newest, population
                     return False
@@ -218,7 +325,12 @@ class Sample:
                     f"INSERT INTO sample.events SELECT * FROM main.events WHERE event_id > {self._event_id} "
                     f"AND event_id <= {newest} AND mpid IN (SELECT mpid FROM sample_touched)"
                 ).fetchall()
+                self._update_state(top, newest, population)
                 con.execute("COMMIT").fetchall()
+            except _Outgrown:
+                con.execute("ROLLBACK").fetchall()  # nothing written yet
+                self.rebuild()
+                return True
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
                 raise
