@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -231,63 +231,5 @@ def test_deleting_a_connection_forgets_its_state(world: World) -> None:
         assert script.accepted() == [(1, "add"), (1, "remove")]
         assert cid not in runner.workers
         assert runner.stats(cid, world.audience)["phase"] == "new"
-    finally:
-        runner.close()
-
-
-def test_a_look_without_outputs_keeps_those_read_unless_a_connection_names_another(world: World) -> None:
-    cid = _connect(world)
-    runner = world.runner(Script())
-    catalog = world.runtime.catalog
-    try:
-        runner.tick()
-        before = runner.workers[cid]._assignment
-        assert before is not None and before.output is not None
-        assert before.output.settings["batch_size"] == 2
-        catalog.update_output(
-            world.output_id, settings={"url": "http://partner.test/hook", "secret": "k", "batch_size": 5}
-        )
-        runner.tick(outputs=False)
-        kept = runner.workers[cid]._assignment
-        assert kept is not None and kept.output == before.output
-        other = catalog.create_output("webhook", "other", {"url": "http://partner.test/o", "secret": "k"})
-        second = catalog.create_connection(world.audience, other.id).id
-        runner.tick(outputs=False)  # a connection names an output not read yet: all are read again
-        for c, output_id, size in ((cid, world.output_id, 5), (second, other.id, None)):
-            got = runner.workers[c]._assignment
-            assert got is not None and got.output is not None
-            assert (got.output.id, got.output.settings.get("batch_size")) == (output_id, size)
-        catalog.update_output(
-            other.id, settings={"url": "http://partner.test/o", "secret": "k", "batch_size": 7}
-        )
-        runner.tick()
-        got = runner.workers[second]._assignment
-        assert got is not None and got.output is not None and got.output.settings["batch_size"] == 7
-    finally:
-        runner.close()
-
-
-def test_after_a_batch_that_took_all_there_was_the_next_waits_for_the_stream_gap(world: World) -> None:
-    assert DeliverySettings.from_env({}).stream_gap_s == 0.25
-    assert DeliverySettings.from_env({"MILEPOST_DELIVERY_STREAM_GAP_S": "1.5"}).stream_gap_s == 1.5
-    cid = _connect(world)
-    script = Script()
-    runner = world.runner(script, replace(SETTINGS, stream_gap_s=3600.0))
-    try:
-        drive(runner)  # the (empty) synchronisation: not a streamed batch, so no gap
-        for m in (1, 2, 3):
-            world.send(m, "gold")
-        drive(runner)  # a full batch (batch_size 2) is followed at once, by the last change
-        assert [changes for _, _, changes, _ in script.seen] == [[(1, "add"), (2, "add")], [(3, "add")]]
-        world.send(4, "gold")
-        world.send(5, "gold")
-        drive(runner)
-        assert len(script.seen) == 2  # held: the last batch took every change there was
-        worker = runner.workers[cid]
-        assert worker.step() > 0
-        worker._stream_at = 0.0  # the gap is over
-        drive(runner)
-        assert [changes for _, _, changes, _ in script.seen][2:] == [[(4, "add"), (5, "add")]]
-        assert runner.stats(cid, world.audience)["pending"] == 0
     finally:
         runner.close()

@@ -12,7 +12,6 @@ import pytest
 from milepost.engines.duckdb import DuckDBStore
 from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
 from milepost.outputs import state as st
-from milepost.outputs.records import Identities
 from milepost.outputs.state import DeliveryState, DeliveryStore
 
 pytestmark = pytest.mark.unit
@@ -91,77 +90,3 @@ def test_a_synchronisation_batch_is_recorded_over_users_already_recorded(
     given = '[{"email":"e%d"},[]]'
     assert _delivered(con, 4) == {m: given % m for m in (1, 2, 3)}
     assert store.load(4) == s
-
-
-def _identities_aggregated(con: duckdb.DuckDBPyConnection, mpids: list[int]) -> dict[int, Identities]:
-    """The identities of `mpids` read with lists aggregated per user, the way they were read before."""
-    rows = con.execute(
-        "SELECT mpid, list(identity_type ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
-        "list(value ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
-        "list(identity_type ORDER BY identity_type, value) FILTER (WHERE is_device), "
-        "list(value ORDER BY identity_type, value) FILTER (WHERE is_device) "
-        "FROM identities WHERE mpid IN (SELECT unnest(?::BIGINT[])) GROUP BY mpid",
-        [mpids],
-    ).fetchall()
-    found = {
-        int(m): Identities(
-            dict(zip(ut, uv, strict=True)) if ut else {}, tuple(zip(dt, dv, strict=True)) if dt else ()
-        )
-        for m, ut, uv, dt, dv in rows
-    }
-    return {m: found.get(m, Identities()) for m in mpids}
-
-
-def _identity(
-    con: duckdb.DuckDBPyConnection, kind: str, value: str, mpid: int, device: bool, at: int
-) -> None:
-    con.execute(
-        "INSERT INTO identities VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (identity_type, value_key) "
-        "DO UPDATE SET mpid = excluded.mpid, value = excluded.value, updated_at = excluded.updated_at",
-        [kind, value.lower(), mpid, value, device, at],
-    ).fetchall()
-
-
-def test_a_lookup_reads_identities_and_what_the_partner_has_as_separate_reads_do(
-    con: duckdb.DuckDBPyConnection,
-) -> None:
-    store = DeliveryStore(con)
-    _identity(con, "email", "a@x.io", 1, False, 1)
-    _identity(con, "customer_id", "c1", 1, False, 1)
-    _identity(con, "ios_idfa", "IDFA-2", 1, True, 1)
-    _identity(con, "android_uuid", "U-1", 1, True, 1)
-    _identity(con, "email", "b@x.io", 2, False, 1)
-    _identity(con, "ios_idfa", "IDFA-1", 3, True, 1)
-    for m in range(10, 400):  # users the lookup must leave out
-        _identity(con, "customer_id", f"c{m}", m, False, 1)
-    store.commit(DeliveryState(6, phase=st.STREAM), added={1: None, 3: None, 50: None}, now_ms=1)
-    store.commit(DeliveryState(7, phase=st.STREAM), added={2: None}, now_ms=1)
-    mpids = [3, 1, 2, 4]
-
-    found, has = store.lookup(6, mpids, [1, 2, 4])
-    assert found == {
-        1: Identities(
-            {"customer_id": "c1", "email": "a@x.io"}, (("android_uuid", "U-1"), ("ios_idfa", "IDFA-2"))
-        ),
-        2: Identities({"email": "b@x.io"}),
-        3: Identities({}, (("ios_idfa", "IDFA-1"),)),
-        4: Identities(),
-    }
-    assert list(found) == mpids
-    assert has == {1}
-    assert found == _identities_aggregated(con, mpids) == store.identities(mpids)
-
-    # Identity changes: a new identity, a changed value, and a merge that moves identities to user 2.
-    _identity(con, "email", "A@x.io", 1, False, 2)
-    _identity(con, "other", "o4", 4, False, 2)
-    _identity(con, "customer_id", "c1", 2, False, 3)
-    _identity(con, "ios_idfa", "IDFA-1", 2, True, 3)
-    store.commit(DeliveryState(6, phase=st.STREAM), added={4: None}, removed=[1], now_ms=2)
-    found, has = store.lookup(6, mpids, mpids)
-    assert found == _identities_aggregated(con, mpids)
-    assert found[2] == Identities({"customer_id": "c1", "email": "b@x.io"}, (("ios_idfa", "IDFA-1"),))
-    assert found[3] == Identities()
-    assert has == {3, 4}
-    # Only the users asked for: identities of some, what the partner has of others.
-    assert store.lookup(7, [1], [2, 3]) == ({1: found[1]}, {2})
-    assert store.lookup(6, [], []) == ({}, set())

@@ -6,14 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tests.outputs.test_runner import Script, World, drive, world  # noqa: F401  (the fixture, by name)
+from tests.outputs.test_runner import Script, World, world  # noqa: F401  (the fixture, by name)
 
 from milepost.outputs.policy import RetryPolicy
 from milepost.outputs.settings import DeliverySettings
 
 pytestmark = pytest.mark.unit
-
-SILVER = {"type": "user_attribute", "attribute": "tier", "op": "equals", "value": "silver"}
 
 HOUR = DeliverySettings(
     allow_private=True, poll_s=3600.0, head_poll_s=3600.0, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
@@ -44,43 +42,5 @@ def test_notify_wakes_the_workers_behind_the_head(request: pytest.FixtureRequest
         runner.notify()
         assert _received(script, 2)
         assert script.accepted() == [(1, "add"), (2, "add")]
-    finally:
-        runner.close()
-
-
-def test_a_streaming_worker_is_woken_by_its_own_audiences_changes_only(
-    request: pytest.FixtureRequest,
-) -> None:
-    w: World = request.getfixturevalue("world")
-    rt = w.runtime
-    silver = rt.journeys.create({"name": "s", "milestones": [{"name": "silver", "criteria": SILVER}]})
-    other = rt.catalog.milestones(silver)[0].audience_id
-    gold_id = rt.catalog.create_connection(w.audience, w.output_id).id
-    silver_id = rt.catalog.create_connection(other, w.output_id).id
-    rt.journeys.refresh()
-    w.send(1, "gold")
-    script = Script()
-    runner = w.runner(script, HOUR)
-    try:
-        drive(runner)
-        gold, silvers = runner.workers[gold_id], runner.workers[silver_id]
-        assert gold.state.phase == silvers.state.phase == "stream"
-        assert script.accepted() == [(1, "add")]
-        gold.wake.clear()
-        silvers.wake.clear()
-        w.send(2, "silver")
-        heads = runner._head(runner._con)
-        assert [a for a, _ in heads] == [other]
-        assert runner._moved(heads)
-        assert silvers.wake.is_set() and runner.head_of(other) == heads[0][1] > silvers.state.cursor_seq
-        assert not gold.wake.is_set()  # behind the outbox head, but none of its audience's changes
-        assert gold.state.cursor_seq < runner.head_seq
-        assert not runner._moved(heads)  # nothing new
-        w.send(3, "gold")
-        heads = runner._head(runner._con)
-        assert [a for a, _ in heads] == [w.audience]
-        assert runner._moved(heads) and gold.wake.is_set()
-        drive(runner)
-        assert sorted(script.accepted()) == [(1, "add"), (2, "add"), (3, "add")]  # two connections
     finally:
         runner.close()

@@ -24,7 +24,7 @@ import duckdb
 import httpx
 
 from milepost.catalog import Catalog
-from milepost.catalog.output_records import ConnectionRecord, OutputRecord
+from milepost.catalog.output_records import ConnectionRecord
 from milepost.clock import Clock
 from milepost.engines.duckdb import DuckDBStore
 from milepost.outputs import state as st
@@ -35,11 +35,6 @@ from milepost.outputs.state import DeliveryStore
 from milepost.outputs.worker import Assignment, ConnectionWorker
 
 log = logging.getLogger(__name__)
-
-# The supervisor re-reads the outputs on every this many looks at the connections (or at once when a
-# connection names one it has not read): their settings change rarely, and reading them decrypts
-# every output's secrets, the larger part of a look.
-OUTPUTS_EVERY = 5
 
 
 class DeliveryRunner:
@@ -66,8 +61,7 @@ class DeliveryRunner:
         self.context = OutputContext(self.http, clock, self.settings.allow_private)
         self._con = store.connect()  # used by the supervisor thread only (and here, before it starts)
         DeliveryStore.create_tables(self._con)
-        self.head_seq = 0  # the last seq in the outbox, as last read
-        self.heads: dict[int, int] = {}  # per audience
+        self.head_seq = 0
         self.workers: dict[int, ConnectionWorker] = {}
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +69,6 @@ class DeliveryRunner:
         self._changed = threading.Event()
         self._head_lock = threading.Lock()
         self._threads = False
-        self._outputs: dict[int, OutputRecord] | None = None  # as the supervisor last read them
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -93,14 +86,11 @@ class DeliveryRunner:
         self._changed.set()
 
     def _supervise(self) -> None:
-        looks = 0
         while not self.stopping.is_set():
             try:
-                self.tick(outputs=looks % OUTPUTS_EVERY == 0)
-                looks += 1
+                self.tick()
             except Exception:
                 log.exception("delivery supervision failed")
-                looks = 0
             self.stopping.wait(self.settings.poll_s)
 
     def _watch(self) -> None:
@@ -117,37 +107,19 @@ class DeliveryRunner:
         finally:
             con.close()
 
-    def _head(self, con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
-        """(audience_id, last seq) of the audiences with changes after the last head."""
-        rows = con.execute(
-            "SELECT audience_id, max(seq) FROM membership_changes WHERE seq > ? GROUP BY audience_id",
-            [self.head_seq],
-        ).fetchall()
-        return [(int(a), int(q)) for a, q in rows]
+    def _head(self, con: duckdb.DuckDBPyConnection) -> int:
+        last = self.head_seq
+        rows = con.execute("SELECT max(seq) FROM membership_changes WHERE seq > ?", [last]).fetchall()
+        return last if rows[0][0] is None else int(rows[0][0])
 
-    def head_of(self, audience_id: int) -> int:
-        """The last seq of the audience's changes in the outbox, as last read (0: none yet)."""
-        return self.heads.get(audience_id, 0)
-
-    def _moved(self, heads: list[tuple[int, int]]) -> bool:
-        """Record the heads; wake the workers behind them when they moved. A streaming worker is
-        woken only by its own audience's changes: the others' would not give it work."""
+    def _moved(self, head: int) -> bool:
+        """Record the head; wake the workers behind it when it moved."""
         with self._head_lock:
-            moved = [(a, q) for a, q in heads if q > self.heads.get(a, 0)]
-            if not moved:
+            if head <= self.head_seq:
                 return False
-            for a, q in moved:
-                self.heads[a] = q
-            head = self.head_seq = max(self.head_seq, max(q for _, q in moved))
-            touched = {a for a, _ in moved}
+            self.head_seq = head
         for worker in list(self.workers.values()):
-            cursor, assignment = worker.state.cursor_seq, worker._assignment
-            if worker.state.phase != st.STREAM or assignment is None:
-                behind = cursor < head
-            else:
-                aid = assignment.connection.audience_id
-                behind = aid in touched and cursor < self.heads.get(aid, 0)
-            if behind:
+            if worker.state.cursor_seq < head:
                 worker.wake.set()
         return True
 
@@ -169,20 +141,17 @@ class DeliveryRunner:
 
     # ---- supervision -----------------------------------------------------------------------------
 
-    def tick(self, outputs: bool = True) -> None:
-        """Re-read the catalog and the outbox head; give every worker its connection; wake those behind.
-        Without `outputs`, the outputs read last time stand, unless a connection names another."""
+    def tick(self) -> None:
+        """Re-read the catalog and the outbox head; give every worker its connection; wake those behind."""
         connections = {c.id: c for c in self.catalog.connections()}
-        known = self._outputs
-        if outputs or known is None or any(c.output_id not in known for c in connections.values()):
-            known = self._outputs = {o.id: o for o in self.catalog.list_outputs()}
+        outputs = {o.id: o for o in self.catalog.list_outputs()}
         for cid, conn in connections.items():
             worker = self.workers.get(cid)
             if worker is None:
                 worker = self.workers[cid] = ConnectionWorker(self, cid, self._con.cursor())
                 if self._threads:
                     worker.start()
-            worker.assign(Assignment(conn, known.get(conn.output_id)))
+            worker.assign(Assignment(conn, outputs.get(conn.output_id)))
         if self._watcher is None:  # else the watcher follows the head
             self._moved(self._head(self._con))
         for cid, worker in list(self.workers.items()):

@@ -30,9 +30,6 @@ class DeliverySettings:
     stop_timeout_s: float = 5.0
     identity_scan_s: float = 1.0  # how often a streaming connection looks for changed identities
     head_poll_s: float = 0.05  # how often the outbox head is read when no commit was notified
-    # The least time between a streaming connection's batches when each took all there was
-    # (`MILEPOST_DELIVERY_STREAM_GAP_S`, 0.25 s; none unless set): a bound on batches per second.
-    stream_gap_s: float = 0.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DeliverySettings:
@@ -46,6 +43,5 @@ class DeliverySettings:
             allow_private=private_outputs_allowed(env),
             poll_s=_number(env, "MILEPOST_DELIVERY_POLL_S", 0.2),
             batch_size=int(_number(env, "MILEPOST_DELIVERY_BATCH_SIZE", 100)),
-            stream_gap_s=_number(env, "MILEPOST_DELIVERY_STREAM_GAP_S", 0.25),
             policy=policy,
         )

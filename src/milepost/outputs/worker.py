@@ -106,8 +106,6 @@ class ConnectionWorker:
         self._failures = 0
         self._redundant = 0  # changes of the current part that the partner already reflects
         self._retry_at = 0.0  # monotonic time before which the unacknowledged batch is not retried
-        self._stream_at = 0.0  # monotonic time before which the outbox is not read again (see `_advance`)
-        self._partial = True  # the batch being sent took every change there was
         self._sender: tuple[tuple[int, int, str], Output] | None = None
         self._names: tuple[float, str, str] | None = None
         self._health: str | None = None  # what this worker last set (or found) in the catalog
@@ -246,11 +244,6 @@ class ConnectionWorker:
 
     def _advance(self, assignment: Assignment) -> float:
         if not self._parts:
-            # After a batch that took all there was, the next waits `stream_gap_s`: changes arriving
-            # meanwhile go in one batch rather than one each (a batch costs two store transactions).
-            gap = self._stream_at - time.monotonic()
-            if gap > 0 and self.state.phase == st.STREAM:
-                return gap
             batch = self._next_batch(assignment)
             if batch is None:
                 return 0  # moved to the next phase
@@ -280,10 +273,9 @@ class ConnectionWorker:
         if s.phase == st.STREAM:
             rows = (
                 self.store.outbox(aid, s.cursor_seq, size, upto)
-                if self.runner.head_of(aid) > s.cursor_seq
+                if self.runner.head_seq > s.cursor_seq
                 else []
             )
-            self._partial = len(rows) < size
             if not rows:
                 return self._identity_batch(assignment, size)
             return self._held([Change(outbox_change_id(q), aid, m, a, t, q) for q, m, a, t in rows], upto)
@@ -419,14 +411,11 @@ class ConnectionWorker:
         part = head
         accepted = self._accepted(output)
         unknown = [c.mpid for c in part if c.identities is None]
-        streaming = s.phase == st.STREAM
+        identities = self.store.identities(unknown) if unknown else {}
+        audience_name, external_name = self._names_of(conn.audience_id)
         # While streaming, a change the partner already reflects (an add of a user it has, a
         # remove of one it does not) is redundant: a synchronisation sent the same state already.
-        identities, delivered = self.store.lookup(
-            self.id, unknown, [c.mpid for c in part] if streaming else ()
-        )
-        has = delivered if streaming else None
-        audience_name, external_name = self._names_of(conn.audience_id)
+        has = self.store.delivered_among(self.id, [c.mpid for c in part]) if s.phase == st.STREAM else None
         sendable: list[tuple[Change, dict[str, Any]]] = []
         redundant = 0
         for change in part:
@@ -584,8 +573,6 @@ class ConnectionWorker:
             added = {}
         if len(self._parts) == 1:
             s.inflight_to = None
-            if s.phase == st.STREAM and self._partial:
-                self._stream_at = time.monotonic() + self.runner.settings.stream_gap_s
             if self._identity_mark is not None:
                 s.identities_at, s.identities_mpid = self._identity_mark
                 self._identity_mark = None
