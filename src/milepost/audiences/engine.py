@@ -138,9 +138,6 @@ class AudienceEngine:
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
         for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
             con.execute(ddl).fetchall()
-        # Segments never change once written: their footers are read once, not on every scoped
-        # copy (a few users' read otherwise pays to parse every footer again).
-        con.execute("SET parquet_metadata_cache = true").fetchall()
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
         self._seq = int(row[0][0] or 0)
         self._db = str(con.execute("SELECT current_database()").fetchall()[0][0])

@@ -294,11 +294,8 @@ class DuckDBStore:
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
 
-    def seal(self, min_rows: int = 1_000_000, page_bytes: int = 16_384) -> int:
+    def seal(self, min_rows: int = 1_000_000) -> int:
         """Move the hot events to a new Parquet segment once there are at least `min_rows`; return rows moved.
-
-        Rows are sorted by user, in pages of about `page_bytes` with a page index: a read of a few
-        hundred users (a real-time evaluation) decodes only the pages whose mpid range holds one.
 
         The file is written and synced under a temporary name, renamed, and only then recorded and
         removed from the hot table in one transaction, so a crash at any point loses nothing.
@@ -314,8 +311,7 @@ class DuckDBStore:
         tmp = final.with_suffix(".parquet.tmp")
         con.execute(
             f"COPY (SELECT {EVENT_FIELDS} FROM events_hot WHERE event_id <= {max_id} ORDER BY mpid, ts) "
-            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, "
-            f"DATA_PAGE_SIZE_LIMIT {int(page_bytes)}, WRITE_PAGE_INDEX true)"
+            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
         ).fetchall()
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
