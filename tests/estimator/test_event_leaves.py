@@ -20,7 +20,7 @@ from tests.estimator.audiences import random_criteria
 from tests.estimator.population import DAY, LOOKBACK, T0, load_population
 
 from milepost.audiences.estimator import Estimator
-from milepost.audiences.event_leaves import NOW_CHECKS, RELATIVE_OPS, evaluate, event_plan, load
+from milepost.audiences.event_leaves import NOW_CHECKS, evaluate, event_plan, load
 from milepost.criteria import CompileContext, compile_criteria, parse_criteria, to_sql
 from milepost.criteria import operators as ops
 from milepost.criteria.core import lower
@@ -235,7 +235,7 @@ def _conditions() -> Iterator[Condition]:
             yield Condition(op=op, min=2, max=9)
         elif op == "between_dates":
             yield Condition(op=op, values=("2026-05-01", "2026-05-20"))
-        elif op in RELATIVE_OPS:
+        elif op in ops.RELATIVE:
             yield Condition(op=op, value=Duration(amount=3, unit="days"))
         elif op in ops.DATE:
             yield Condition(op=op, value="2026-05-20")
@@ -247,8 +247,8 @@ def _conditions() -> Iterator[Condition]:
 
 @pytest.mark.parametrize("cond", list(_conditions()), ids=lambda c: c.op)
 def test_only_relative_operators_make_a_count_test_read_now(cond: Condition) -> None:
-    """A count or sum test's SQL is generated once unless its operator is in `RELATIVE_OPS`: every
+    """A count or sum test's SQL is generated once unless its operator is in `ops.RELATIVE`: every
     other operator's SQL must be the same at any instant."""
     value = NumberValue(DUCKDB, exp.column("v"))
     texts = {sql_test(value, cond, T0 + d).sql(dialect="duckdb") for d in (0, *NOW_CHECKS)}
-    assert (len(texts) > 1) == (cond.op in RELATIVE_OPS)
+    assert (len(texts) > 1) == (cond.op in ops.RELATIVE)

@@ -15,7 +15,7 @@ from tests.estimator.test_incremental import CRITERIA, _estimates, _ingest, _sam
 
 from milepost.audiences import estimator
 from milepost.audiences.estimator import Estimator, NodeEstimate
-from milepost.audiences.sample import SAMPLE_TABLES, Sample
+from milepost.audiences.sample import SAMPLE_TABLES, Sample, sampled
 from milepost.engines.duckdb import DuckDBStore
 
 USERS, TARGET = 6_000, 1_500
@@ -202,5 +202,42 @@ def test_a_refresh_that_fails_part_way_leaves_the_stored_sample_as_it_was(
     adopted, mpids = _run(store)
     assert len(rebuilds) == 1
     fresh, fresh_mpids, _ = _fresh(store)
+    assert (mpids == fresh_mpids).all()
+    _same(adopted, fresh)
+
+
+def test_batches_of_unsampled_users_leave_the_stored_state_behind_and_a_restart_catches_up(
+    store: DuckDBStore, rebuilds: list[int]
+) -> None:
+    """A refresh that changed no sampled user writes nothing; the state it leaves lags the store,
+    and a restart's catch-up from there finds the same and estimates as a rebuilt sample."""
+    _run(store, CRITERIA[:3])
+    con = store.connect()
+    stored = con.execute("SELECT batch_seq, event_id FROM sample.state").fetchall()[0]
+    threshold = con.execute("SELECT threshold FROM sample.state").fetchall()[0][0]
+    unsampled = [
+        int(r[0])
+        for r in con.execute(
+            f"SELECT m FROM range({10 * USERS}, {12 * USERS}) AS t(m) WHERE NOT ({sampled(threshold, column='m')})"
+        ).fetchall()
+    ][:300]
+    con.close()
+    est = Estimator(store.connect(), target=TARGET)
+    try:
+        _estimates(est, CRITERIA[:1])
+        version = est.sample.version
+        _ingest(store, unsampled, 31)  # new users, none of them sampled
+        _estimates(est, CRITERIA[:1])
+        assert est.sample.batch_seq == est.sample.latest_batch() > stored[0]
+        assert est.sample.version == version  # no sampled user changed
+    finally:
+        est.close()
+        est.con.close()
+    con = store.connect()
+    assert con.execute("SELECT batch_seq, event_id FROM sample.state").fetchall()[0] == stored
+    con.close()
+    adopted, mpids = _run(store, CRITERIA[:3])
+    assert len(rebuilds) == 1
+    fresh, fresh_mpids, _ = _fresh(store, CRITERIA[:3])
     assert (mpids == fresh_mpids).all()
     _same(adopted, fresh)

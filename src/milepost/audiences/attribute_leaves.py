@@ -10,6 +10,7 @@ condition over the distinct values only, and maps the answer back to users with 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from milepost.audiences.masks import Mask
+from milepost.criteria.dialect import DUCKDB
 
 DISTINCT_TABLE = "milepost_distinct_values"
 Codes = npt.NDArray[np.int64]
@@ -36,12 +38,12 @@ class PathValues:
     values: pa.Array  # distinct JSON texts, null (path absent) included
 
 
-# The reads of an attribute at a path a criterion compiles to, each with the same read of that
-# path's value (`{v}`, as JSON): the path's value is what reading through the path finds.
-READS = {
-    "json_extract": "{v}",
-    "json_type": "JSON_TYPE({v})",
-    "json_extract_string": "JSON_EXTRACT_STRING({v}, '$')",
+# The reads of an attribute at a path a criterion compiles to (by function name), each with the
+# same read of that path's value (as JSON): the path's value is what reading through the path finds.
+READS: dict[str, Callable[[exp.Expr], exp.Expr]] = {
+    "json_extract": lambda v: v,
+    "json_type": DUCKDB.json_type,
+    "json_extract_string": DUCKDB.json_text,
 }
 
 
@@ -91,7 +93,10 @@ def attribute_leaf(query: exp.Select, sql: str) -> AttributeLeaf | None:
     cond = sql[len(prefix) :]
     for text, (path, read) in sorted(extractions.items(), key=lambda e: -len(e[0])):
         # A SQL string literal cannot hold this text: its quotes would be doubled.
-        cond = cond.replace(text, READS[read].format(v=f"CAST(d.v{paths.index(path)} AS JSON)"))
+        value = exp.cast(
+            exp.column(f"v{paths.index(path)}", table="d"), exp.DataType.build("JSON", dialect="duckdb")
+        )
+        cond = cond.replace(text, READS[read](value).sql(dialect="duckdb"))
     if re.search(rf"\b{re.escape(alias)}\.", cond):  # an extraction whose text did not match
         return None
     return AttributeLeaf(paths, f"SELECT d.code FROM {DISTINCT_TABLE} AS d WHERE {cond}")

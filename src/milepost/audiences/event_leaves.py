@@ -30,6 +30,7 @@ from sqlglot import exp
 
 from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids
 from milepost.criteria import CompileContext, core
+from milepost.criteria import operators as ops
 from milepost.criteria.aggregates import TEXT_COLUMNS
 from milepost.criteria.compile import Compiler, col
 from milepost.criteria.dialect import lit
@@ -358,8 +359,6 @@ def _compact(cols: EventColumns) -> _Log:
 # Shifts of `now` (hours, a day, weeks, more than a year, all odd) a condition's SQL must not change
 # with to be kept: whatever it reads of `now` (an instant, a day, week, month or year start) moves.
 NOW_CHECKS = (7_919_993, -86_399_999, 3_461_234_567, -34_567_654_321)
-# The only operators whose test on a value (`sqlvalues.test_value`) reads `now`: relative durations.
-RELATIVE_OPS = frozenset({"within_last", "more_than_ago"})
 
 
 @dataclass(frozen=True)
@@ -584,7 +583,7 @@ def _sequence(
 
 def _test_text(plan: EventPlan, ctx: CompileContext, t: core.EventTest) -> str:
     """The test's SQL, generated once unless its operator compares with `now`."""
-    fixed = t.test.op not in RELATIVE_OPS
+    fixed = t.test.op not in ops.RELATIVE
     return plan.text(("test",), ctx.now_ms, lambda at: _test_sql(ctx, t, at), fixed)
 
 

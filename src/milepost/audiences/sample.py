@@ -197,10 +197,10 @@ class Sample:
         """Choose the rate for today's population and materialise the sample from scratch."""
         with self._lock:
             con = self.con
-            self.population = self._count("SELECT count(*) FROM main.users")
-            threshold = ladder(self.population, self.target)
             con.execute("BEGIN TRANSACTION").fetchall()
             try:
+                population = self._count("SELECT count(*) FROM main.users")
+                threshold = ladder(population, self.target)
                 batch_seq = self._count("SELECT max(seq) FROM main.batches")
                 event_id = self._count("SELECT max(event_id) FROM main.events")
                 if self.source is None:
@@ -208,13 +208,12 @@ class Sample:
                 else:
                     with self.source.select(con, threshold, event_id) as files:
                         self._load(files)
-                users = self._count("SELECT count(*) FROM main.users")
-                self._write_state(threshold, batch_seq, event_id, users)
+                self._write_state(threshold, batch_seq, event_id, population)
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
                 raise
-            self.threshold = threshold
+            self.population, self.threshold = population, threshold
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.changes.clear()
             self.version += 1
@@ -299,8 +298,9 @@ class Sample:
                     f"WHERE seq > {self._batch_seq} AND seq <= {top} AND {sampled(self.threshold)}"
                 ).fetchall()
                 touched = as_ids(con.execute("SELECT mpid FROM sample_touched").fetchnumpy()["mpid"])
-                if not touched.shape[0]:  # no sampled user changed: nothing to copy
-                    self._update_state(top, newest, population)
+                if not touched.shape[0]:
+                    # No sampled user changed: nothing to copy, and the stored state may lag (a
+                    # restart catches up from it and finds the same: no sampled user changed).
                     con.execute("COMMIT").fetchall()
                     self._batch_seq, self._event_id, self.population = top, newest, population
                     return False

@@ -74,7 +74,7 @@ def _date(op: str, v: object, cond: Condition, now_ms: int) -> bool:
     ms = epoch_ms_of(v)
     if ms is None:
         return False
-    if op in ("within_last", "more_than_ago"):
+    if op in ops.RELATIVE:
         assert isinstance(cond.value, Duration)
         d = cond.value.ms
         return now_ms - d < ms <= now_ms if op == "within_last" else ms <= now_ms - d

@@ -15,7 +15,9 @@ STRING = frozenset({"contains", "not_contains", "starts_with", "ends_with", "pat
 EQUALITY = frozenset({"equals", "not_equals"})
 MEMBERSHIP = frozenset({"in", "not_in"})
 NUMBER = frozenset({"greater_than", "greater_or_equal", "less_than", "less_or_equal", "between"})
-DATE = frozenset({"before", "after", "on_date", "between_dates", "within_last", "more_than_ago"})
+# Date operators relative to `now`: the only operators whose test on a value reads it.
+RELATIVE = frozenset({"within_last", "more_than_ago"})
+DATE = frozenset({"before", "after", "on_date", "between_dates"}) | RELATIVE
 LIST = frozenset({"includes", "not_includes", "partial_match"})
 ALL_OPS = PRESENCE | STRING | EQUALITY | MEMBERSHIP | NUMBER | DATE | LIST
 
@@ -170,7 +172,7 @@ def check_operands(raw: dict[str, Any], op: str, kind: str, path: str) -> dict[s
         if not is_num(value):
             raise doesnt_apply(value)
         return {"value": value}
-    if op in ("within_last", "more_than_ago"):
+    if op in RELATIVE:
         only("value")
         return {"value": parse_duration(value, join(path, "value"))}
     if op == "between_dates":

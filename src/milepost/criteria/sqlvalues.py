@@ -353,7 +353,7 @@ def before(now: Instant, ms: int = 0) -> exp.Expr:
 
 def _date(op: str, v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     ms = v.epoch_ms()
-    if op in ("within_last", "more_than_ago"):
+    if op in ops.RELATIVE:
         assert isinstance(cond.value, Duration)
         bound = before(now_ms, cond.value.ms)
         if op == "more_than_ago":
