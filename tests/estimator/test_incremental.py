@@ -293,7 +293,8 @@ def test_ingest_of_unsampled_users_only_moves_the_sample_on(
         served = _estimates(est, CRITERIA[:3])
         assert est.sample.version == version and est.sample.size == size
         assert est.sample.population > population
-        assert est.sample.batch_seq == est.sample.latest_batch() > 0
+        # read on the estimates' connection: the sample's own is the worker thread's
+        assert est.sample.batch_seq == est.sample.latest_batch(est.con) > 0
         fresh_est = _rebuilt(store, 1_000)
         try:
             _same(served, _estimates(fresh_est, CRITERIA[:3]))

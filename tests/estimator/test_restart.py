@@ -91,7 +91,8 @@ def test_a_new_estimator_adopts_the_sample_and_estimates_as_a_rebuilt_one(
     est = Estimator(store.connect(), target=TARGET)
     try:
         _estimates(est, CRITERIA[:2])  # the sample follows the ingest
-        assert est.sample.batch_seq == est.sample.latest_batch() > 0
+        # read on the estimates' connection: the sample's own is the worker thread's
+        assert est.sample.batch_seq == est.sample.latest_batch(est.con) > 0
     finally:
         est.close()
         est.con.close()
@@ -228,7 +229,8 @@ def test_batches_of_unsampled_users_leave_the_stored_state_behind_and_a_restart_
         version = est.sample.version
         _ingest(store, unsampled, 31)  # new users, none of them sampled
         _estimates(est, CRITERIA[:1])
-        assert est.sample.batch_seq == est.sample.latest_batch() > stored[0]
+        # read on the estimates' connection: the sample's own is the worker thread's
+        assert est.sample.batch_seq == est.sample.latest_batch(est.con) > stored[0]
         assert est.sample.version == version  # no sampled user changed
     finally:
         est.close()

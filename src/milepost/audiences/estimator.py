@@ -23,6 +23,9 @@ request (for a 1-day window, at most 0.07% of its span); any other criterion is 
 request's instant, except those reading memberships or rolling date conditions, which are
 evaluated once per second of `now` as before. What the sample does not hold (memberships) may be
 up to `STALE_TTL_MS` old; the sample itself follows ingest through patching.
+
+The view's columns are also kept in a file beside the store (`view_file`), written by the worker,
+so a new estimator (a restart) opens them rather than reading them out of the sample again.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import orjson
 import pyarrow as pa
 from sqlglot import exp
 
+from milepost.audiences import view_file
 from milepost.audiences.attribute_leaves import (
     AttributeLeaf,
     PathValues,
@@ -87,6 +91,10 @@ WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
 # estimate rarely finds the sample behind the store and has to wait for a refresh.
 WORKER_POLL_S = 0.05
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
+# The view's columns are written beside the store (`view_file`) once the sample stays unchanged this
+# long, and while it keeps changing (ingest) at most this often: each write copies every column.
+PERSIST_SETTLE_S = 2.0
+PERSIST_EVERY_S = 30.0
 
 
 def top_level(criteria: Criteria) -> tuple[str, list[Criteria]]:
@@ -133,6 +141,11 @@ class _View:
     paths: dict[str, PathValues] = field(default_factory=dict)  # attribute values per path
     events: EventColumns | None = None  # the sample's events as columns, read on first use
     users: UserColumns | None = None  # the sample's users' last seen and inputs, read on first use
+    stamp: tuple[Any, ...] | None = None  # what the sample held (`Sample.stamp`) when this was made
+
+    def persisted(self) -> tuple[Any, ...]:
+        """What a file of this view holds."""
+        return (self.stamp, self.events is not None, self.users is not None, tuple(sorted(self.paths)))
 
 
 class Estimator:
@@ -167,6 +180,12 @@ class Estimator:
         self._error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._file = view_file.location(con)  # the view's columns beside the store (None: in memory)
+        self._persist_lock = threading.Lock()
+        self._written: tuple[Any, ...] | None = None  # what the file holds, as `_View.persisted`
+        self._written_at = -float("inf")  # monotonic seconds
+        self._last_seen: tuple[Any, ...] | None = None  # the view's `persisted()` at the last cycle
+        self._seen_at = 0.0  # monotonic seconds: when it was first seen
 
     @property
     def _index(self) -> SampleIndex:
@@ -194,6 +213,10 @@ class Estimator:
         self._wake.set()
         if worker is not None and worker is not threading.current_thread():
             worker.join(30)
+        try:
+            self.persist(force=True)
+        except Exception:  # the next start reads the columns from the sample instead
+            log.debug("writing the estimator's view failed", exc_info=True)
         self._worker_con.close()
         self.sample.con.close()
 
@@ -257,6 +280,43 @@ class Estimator:
                     self._renew(self._worker_con)
             except Exception:  # the estimate that needs the mask computes it itself
                 log.debug("renewing cached estimates failed", exc_info=True)
+            try:
+                self.persist()
+            except Exception:  # the next start reads the columns from the sample instead
+                log.debug("writing the estimator's view failed", exc_info=True)
+
+    def persist(self, force: bool = False) -> bool:
+        """Write the installed view's columns beside the store unless the file holds them already:
+        once the view stays the same for `PERSIST_SETTLE_S`, or `PERSIST_EVERY_S` after the last
+        write (or now, with `force`). True when written."""
+        view = self._view
+        if self._file is None or view.stamp is None or view.version < 0:
+            return False
+        with self._lock:  # estimates add attribute paths and columns to the view
+            key, paths, events, users = view.persisted(), dict(view.paths), view.events, view.users
+        if events is None and users is None and not paths:
+            return False
+        with self._persist_lock:
+            seen, self._last_seen, now = self._last_seen, key, time.monotonic()
+            if key != seen:
+                self._seen_at = now
+            if key == self._written:
+                return False
+            settled = key == seen and now - self._seen_at >= PERSIST_SETTLE_S
+            due = force or settled or now - self._written_at >= PERSIST_EVERY_S
+            if not due:
+                return False
+            instants = view.instants.chunks
+            cols = view_file.Columns(
+                view.index.mpids,
+                np.sort(np.concatenate(instants)) if instants else np.zeros(0, dtype=np.int64),
+                users,
+                events,
+                paths,
+            )
+            view_file.write(self._file, view.stamp, cols)
+            self._written, self._written_at = key, time.monotonic()
+            return True
 
     def _in_use(self) -> bool:
         now = time.monotonic() * 1000
@@ -338,19 +398,28 @@ class Estimator:
             return
         s = self.sample
         size, population, exact = s.size, s.population, s.exact
+        if old.version < 0:
+            opened = self._opened()
+            if opened is not None and opened.version == version:
+                with self._lock:
+                    self._view = opened
+                    self._cache.clear()
+                return
+            old = opened or old
         changed = s.changed_since(old.version) if old.version >= 0 else None
         with self._lock:
             entries = list(self._cache.items())
         patched: list[tuple[tuple[Any, ...], _Entry, Mask]] = []
         if changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(old.index), 1):
-            view = _View(version, old.index, size, population, exact)
+            view = _View(version, old.index, size, population, exact, stamp=s.stamp)
             appended, instants = self._carried(con, old, view, changed)
             view.instants = old.instants.add(instants)
             if entries:
                 patched = self._patch(con, old, view, changed, entries, appended)
         else:
             index = SampleIndex(as_ids(con.execute("SELECT mpid FROM sample.users").fetchnumpy()["mpid"]))
-            view = _View(version, index, size, population, exact, Instants().add(self._instants(con, None)))
+            every = Instants().add(self._instants(con, None))
+            view = _View(version, index, size, population, exact, every, stamp=s.stamp)
             # what estimates read before is read again here, off their path
             if old.users is not None:
                 view.users = load_users(con, index)
@@ -368,6 +437,35 @@ class Estimator:
                     kept[key] = entry
             self._cache.clear()  # entries computed meanwhile were over the old index
             self._cache.update(kept)
+
+    def _opened(self) -> _View | None:
+        """A view read from the file beside the store, when it holds the sample's current version or
+        the one adopted at start (then brought to the current one like any earlier view)."""
+        s = self.sample
+        if self._file is None or s.stamp is None:
+            return None
+        held = [(s.version, s.stamp)]
+        if s.adopted is not None and s.adopted[0] != s.version:
+            held.append(s.adopted)
+        for version, stamp in held:
+            cols = view_file.read(self._file, stamp, stamp[5])
+            if cols is not None:
+                view = _View(
+                    version,
+                    SampleIndex(cols.mpids),
+                    stamp[5],
+                    s.population,
+                    s.exact,
+                    Instants((cols.instants,)),
+                    dict(cols.paths),
+                    cols.events,
+                    cols.users,
+                    stamp,
+                )
+                with self._persist_lock:
+                    self._written = self._last_seen = view.persisted()
+                return view
+        return None
 
     def _carried(
         self, con: duckdb.DuckDBPyConnection, old: _View, view: _View, changed: Ids
@@ -656,7 +754,10 @@ class Estimator:
                 lookback_ms,
                 out,
             )
-            return out
+            unsaved = self._file is not None and self._view.persisted() != self._written
+        if unsaved:
+            self._wake_worker()  # columns read on this request: the worker writes them beside the store
+        return out
 
     def _walk(
         self,

@@ -248,6 +248,8 @@ class _Log:
 
     def append(self, rows: npt.NDArray[np.intp], columns: dict[str, npt.NDArray[Any]]) -> None:
         n, k = self.n, len(rows)
+        if not k:
+            return  # buffers may be read-only (a file's): even an empty write is refused
         if n + k > len(self.rows):  # new buffers: the columns read so far keep the old ones
             room = n + k + n // 2 + 1024
             self.rows = _room(self.rows[:n], room)
@@ -337,6 +339,32 @@ def update(
     all_live = np.concatenate([now_live, np.ones(len(rows), dtype=np.bool_)])
     out = log.columns(len(index), None if all_live.all() else all_live)
     return out, out.since(n)
+
+
+def stored(
+    cols: EventColumns,
+) -> tuple[npt.NDArray[np.intp], dict[str, npt.NDArray[Any]], dict[str, list[str]], pa.Array, bool]:
+    """What `restored` makes `cols`' live events from again: user rows, the `_Log` columns (`NUMBERS`
+    and `MASKS`), selector values, documents and whether every amount fits."""
+    log = _compact(cols)
+    return log.rows, log.buffers, log.values, log.docs, log.fits
+
+
+def restored(
+    rows: npt.NDArray[np.intp],
+    columns: dict[str, npt.NDArray[Any]],
+    values: dict[str, list[str]],
+    docs: pa.Array,
+    fits: bool,
+    users: int,
+    derived: dict[str, Any] | None = None,
+) -> EventColumns:
+    """Event columns from what `stored` returned (arrays used as they are: a later version copies),
+    with `derived` the values of their cached properties (`sequence_keys`, `amounts_exact`) when
+    already computed over the same events."""
+    out = _Log(rows, columns, values, docs, fits).columns(users, None)
+    out.__dict__.update(derived or {})  # where `cached_property` keeps them
+    return out
 
 
 def _compact(cols: EventColumns) -> _Log:

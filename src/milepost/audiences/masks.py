@@ -29,7 +29,8 @@ class SampleIndex:
     """The sampled MPIDs in ascending order: the row order of every mask."""
 
     def __init__(self, mpids: Ids) -> None:
-        self.mpids: Ids = np.unique(mpids)  # sorted, each once
+        ordered = mpids.shape[0] < 2 or bool((mpids[1:] > mpids[:-1]).all())
+        self.mpids: Ids = mpids if ordered else np.unique(mpids)  # sorted, each once
 
     def __len__(self) -> int:
         return int(self.mpids.shape[0])

@@ -99,6 +99,10 @@ class Sample:
         self._lock = threading.RLock()
         # version -> the sampled MPIDs that changed to make it (absent: rebuilt, nothing to patch from)
         self.changes: dict[int, Ids] = {}
+        # What the stored sample holds, as `sample.state` says: (token, threshold, batch_seq,
+        # batch_mark, event_id, size); None until started. Unchanged by a refresh that copies nothing.
+        self.stamp: tuple[str, int, int, str, int, int] | None = None
+        self.adopted: tuple[int, tuple[str, int, int, str, int, int]] | None = None  # (version, stamp)
         con.execute("CREATE SCHEMA IF NOT EXISTS sample").fetchall()
 
     @property
@@ -134,16 +138,18 @@ class Sample:
             if state is None:
                 self.rebuild()
                 return False
-            threshold, batch_seq, event_id, size = state
+            token, threshold, batch_seq, mark, event_id, size = state
             self.threshold, self.size = threshold, size
             self.changes.clear()
             self.version += 1
+            self.stamp = (token, threshold, batch_seq, mark, event_id, size)
+            self.adopted = (self.version, self.stamp)
             self._batch_seq, self._event_id = batch_seq, event_id
             self.refresh()
             return True
 
-    def _stored_state(self) -> tuple[int, int, int, int] | None:
-        """(threshold, batch_seq, event_id, size) of the stored sample when it can be adopted; also
+    def _stored_state(self) -> tuple[str, int, int, str, int, int] | None:
+        """(token, threshold, batch_seq, batch_mark, event_id, size) of the stored sample when it can be adopted; also
         sets `population`. Read in one snapshot, so the state and the tables agree."""
         con = self.con
         tables = ("state", *SAMPLE_TABLES)
@@ -174,24 +180,28 @@ class Sample:
                 if self.population != users or newest != event_id:
                     return None
             size = self._count("SELECT count(*) FROM sample.users")
-            return int(threshold), int(batch_seq), int(event_id), size
+            return str(token), int(threshold), int(batch_seq), str(mark), int(event_id), size
         finally:
             con.execute("COMMIT").fetchall()
 
-    def _write_state(self, threshold: int, batch_seq: int, event_id: int, users: int) -> None:
-        """Within the transaction writing the sample's tables."""
+    def _write_state(self, threshold: int, batch_seq: int, event_id: int, users: int) -> tuple[str, str]:
+        """Within the transaction writing the sample's tables; returns the token and batch mark."""
+        token, mark = self._token(), self._batch_mark(batch_seq)
         self.con.execute(f"CREATE OR REPLACE TABLE sample.state ({STATE_COLUMNS})").fetchall()
         self.con.execute(
             "INSERT INTO sample.state VALUES (?, ?, ?, ?, ?, ?)",
-            [self._token(), threshold, batch_seq, self._batch_mark(batch_seq), event_id, users],
+            [token, threshold, batch_seq, mark, event_id, users],
         ).fetchall()
+        return token, mark
 
-    def _update_state(self, batch_seq: int, event_id: int, users: int) -> None:
-        """Within the transaction bringing the sample's tables up to `batch_seq`."""
+    def _update_state(self, batch_seq: int, event_id: int, users: int) -> str:
+        """Within the transaction bringing the sample's tables up to `batch_seq`; returns its mark."""
+        mark = self._batch_mark(batch_seq)
         self.con.execute(
             "UPDATE sample.state SET batch_seq = ?, batch_mark = ?, event_id = ?, users = ?",
-            [batch_seq, self._batch_mark(batch_seq), event_id, users],
+            [batch_seq, mark, event_id, users],
         ).fetchall()
+        return mark
 
     def rebuild(self) -> None:
         """Choose the rate for today's population and materialise the sample from scratch."""
@@ -208,7 +218,7 @@ class Sample:
                 else:
                     with self.source.select(con, threshold, event_id) as files:
                         self._load(files)
-                self._write_state(threshold, batch_seq, event_id, population)
+                token, mark = self._write_state(threshold, batch_seq, event_id, population)
                 con.execute("COMMIT").fetchall()
             except BaseException:
                 con.execute("ROLLBACK").fetchall()
@@ -216,6 +226,7 @@ class Sample:
             self.population, self.threshold = population, threshold
             self.size = self._count("SELECT count(*) FROM sample.users")
             self.changes.clear()
+            self.stamp = (token, threshold, batch_seq, mark, event_id, self.size)
             self.version += 1
             self._batch_seq, self._event_id = batch_seq, event_id  # last, as in `refresh`
 
@@ -325,7 +336,7 @@ class Sample:
                     f"INSERT INTO sample.events SELECT * FROM main.events WHERE event_id > {self._event_id} "
                     f"AND event_id <= {newest} AND mpid IN (SELECT mpid FROM sample_touched)"
                 ).fetchall()
-                self._update_state(top, newest, population)
+                mark = self._update_state(top, newest, population)
                 con.execute("COMMIT").fetchall()
             except _Outgrown:
                 con.execute("ROLLBACK").fetchall()  # nothing written yet
@@ -336,6 +347,8 @@ class Sample:
                 raise
             self.population = population
             self.size += users
+            if self.stamp is not None:
+                self.stamp = (self.stamp[0], self.threshold, top, mark, newest, self.size)
             self.changes[self.version + 1] = touched
             self.changes.pop(self.version + 1 - KEPT_CHANGES, None)
             self.version += 1
