@@ -186,3 +186,16 @@ def test_store_reopens_with_its_data_and_counters(tmp_path: Path) -> None:
     ids = [r[0] for r in s.reader().execute("SELECT event_id FROM events ORDER BY event_id").fetchall()]
     s.close()
     assert ids == [1, 2, 3]
+
+
+def test_message_ids_in_one_group_keep_the_first_event_sent(store: DuckDBStore) -> None:
+    first = [{"mpid": 1, "events": [ev("a", source_message_id="m"), ev("b"), ev("c", source_message_id="m")]}]
+    second = [{"mpid": 1, "events": [ev("d", source_message_id="n"), ev("e", source_message_id="m")]}]
+    requests = [
+        IngestRequest(1, T0 + i, normalize_request(body, bulk=True, historical=False, received_at=T0 + i)[0])
+        for i, body in enumerate([first, second])
+    ]
+    plan = build_plan(requests, store, WINDOWS, random.Random(7))
+    assert [(o.stored_events, o.duplicate_events) for o in plan.outcomes] == [(2, 1), (1, 1)]
+    assert [e.name for _, _, _, rows in plan.events for e in rows] == ["a", "b", "d"]
+    assert plan.message_keys == {(1, "m"): T0, (1, "n"): T0 + 1}

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import duckdb
+import orjson
 
 from milepost.engines import duckdb_schema
 from milepost.engines.duckdb import DuckDBStore
@@ -148,5 +149,31 @@ def test_a_key_sent_again_after_its_window_counts_from_the_later_time(tmp_path: 
         store._mirror = None  # after the purge a restart still reads the later receipt
         assert store._state().request_keys == {(1, "r"): later}
         assert _ingest(store, later + 2, body) == (0, 0)
+    finally:
+        store.close()
+
+
+def test_format_3_store_opens_with_its_bodies_and_writes_bodies_without_events(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+    store = DuckDBStore(directory)
+    store._con.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'").fetchall()
+    old_body = {"mpid": 3, "source_request_id": "r1", "events": [event]}
+    store._con.execute(
+        "INSERT INTO batches VALUES (1, 1, 'events', 'production', 3, ?, 'r1', ?)",
+        [T0, orjson.dumps(old_body).decode()],
+    ).fetchall()
+    store.close()
+    store = DuckDBStore(directory)
+    try:
+        version = store._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
+        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        assert store._state().request_keys == {(1, "r1"): T0}
+        assert _ingest(store, T0 + 10, [{"mpid": 3, "source_request_id": "r2", "events": [event]}]) == (1, 1)
+        rows = store._con.execute("SELECT seq, body::VARCHAR FROM batches ORDER BY seq").fetchall()
+        assert [(seq, orjson.loads(b)) for seq, b in rows] == [
+            (1, old_body),
+            (2, {"mpid": 3, "source_request_id": "r2"}),
+        ]
     finally:
         store.close()

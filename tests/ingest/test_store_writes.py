@@ -72,7 +72,13 @@ def test_json_columns_hold_each_value_as_sent(tmp_path: Path) -> None:
         assert [tuple(c.encode() for c in r) for r in rows] == expected
         assert sent[0].events[-1].total_amount == Decimal("12.5")
         bodies = store._con.execute("SELECT body::VARCHAR FROM batches ORDER BY seq").fetchall()
-        assert [orjson.loads(b) for (b,) in bodies] == body
+        # A body is the batch as sent but its events, which are the event rows above.
+        assert [orjson.loads(b) for (b,) in bodies] == [
+            {"mpid": 3, "user_attributes": {"x": "1\n,\n,2"}},
+            {"mpid": 4},
+        ]
+        stored = store._con.execute("SELECT event_type, data::VARCHAR FROM events_hot ORDER BY event_id")
+        assert [{"event_type": t, "data": orjson.loads(d)} for t, d in stored.fetchall()] == events
         assert store.profile(3)["attributes"] == {"x": "1\n,\n,2"}
     finally:
         store.close()

@@ -97,10 +97,12 @@ class DuckDBStore:
                 f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
             )
         elif int(row[0]) < duckdb_schema.SCHEMA_VERSION:
-            steps = duckdb_schema.MIGRATE_1_TO_2 if int(row[0]) == 1 else []
-            self._con.execute(
-                ";\n".join(["BEGIN TRANSACTION", *steps, *duckdb_schema.MIGRATE_2_TO_3, "COMMIT"])
-            ).fetchall()
+            steps = [
+                sql
+                for version in range(int(row[0]), duckdb_schema.SCHEMA_VERSION)
+                for sql in duckdb_schema.MIGRATIONS[version]
+            ]
+            self._con.execute(";\n".join(["BEGIN TRANSACTION", *steps, "COMMIT"])).fetchall()
         self._remove_orphan_segments()
 
     def _max(self, sql: str) -> int:

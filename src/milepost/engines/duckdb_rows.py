@@ -112,6 +112,8 @@ def batch_table(
     rows: list[tuple[int, str, str, int, int, str | None, dict[str, Any]]], first_seq: int
 ) -> pa.Table:
     input_id, endpoint, environment, mpid, received_at, request_id, body = zip(*rows, strict=True)
+    # A batch's events are stored as event rows; its body keeps the rest (format 4).
+    bodies = [{k: v for k, v in b.items() if k != "events"} if "events" in b else b for b in body]
     return pa.table(
         {
             "seq": pa.array(range(first_seq, first_seq + len(rows)), pa.int64()),
@@ -121,7 +123,7 @@ def batch_table(
             "mpid": pa.array(mpid, pa.int64()),
             "received_at": pa.array(received_at, pa.int64()),
             "request_id": pa.array(request_id, pa.string()),
-            "body": _json_column(list(body)),
+            "body": _json_column(bodies),
         }
     )
 

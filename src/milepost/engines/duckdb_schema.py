@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # De-duplication keys are read where the accepted data already holds them: a request's key is its
 # batch's `batches.request_id`, a message's key its event's `source_message_id` (only kept events
@@ -153,6 +153,13 @@ MIGRATE_1_TO_2 = [
 
 # Format 3 writes no key rows (see REQUEST_KEY); the rows of format 2 stay where they are.
 MIGRATE_2_TO_3 = ["UPDATE store_meta SET value = '3' WHERE key = 'schema_version'"]
+
+# Format 4 stores a batch's body without its `events` (they are event rows already); bodies of
+# earlier formats keep theirs, as nothing reads the events from a body.
+MIGRATE_3_TO_4 = ["UPDATE store_meta SET value = '4' WHERE key = 'schema_version'"]
+
+# The steps from each earlier format to the current one, oldest first.
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4}
 
 # The keys as the writer's mirror starts from: (input_id, key, latest received_at), newer than the
 # purge's horizon ($before) and any row of `dedupe_keys` the purge has left.

@@ -93,9 +93,11 @@ def build_plan(
     now = max(r.received_at for r in requests)
     all_batches = [(r, b) for r in requests for b in r.batches]
     req_keys = {(r.input_id, b.source_request_id) for r, b in all_batches if b.source_request_id}
-    msg_keys = {
-        (r.input_id, e.source_message_id) for r, b in all_batches for e in b.events if e.source_message_id
-    }
+    # Per batch, the message keys of its events (those that have one), in order.
+    batch_msg_keys = [
+        [(r.input_id, m) for e in b.events if (m := e.source_message_id)] for r, b in all_batches
+    ]
+    msg_keys = {k for keys in batch_msg_keys for k in keys}
     id_keys = {(t, key) for _, b in all_batches for t, (_, key) in b.identities.items()}
     explicit = {b.mpid for _, b in all_batches if b.mpid is not None}
     snap = lookups.snapshot(
@@ -103,10 +105,13 @@ def build_plan(
     )
     seen_requests, seen_messages = snap.seen_requests, snap.seen_messages
     owners, known_mpids, user_keys = snap.owners, snap.known_mpids, snap.user_keys
+    batch_keys = iter(batch_msg_keys)
+    message_keys = plan.message_keys
     for request in requests:
         stored = dup_batches = stored_events = dup_events = 0
         mpids: list[int] = []
         for batch in request.batches:
+            mkeys = next(batch_keys)
             rkey = (request.input_id, batch.source_request_id) if batch.source_request_id else None
             if rkey is not None and (rkey in seen_requests or rkey in plan.request_keys):
                 dup_batches += 1
@@ -115,20 +120,40 @@ def build_plan(
             mpids.append(mpid)
             if rkey is not None:
                 plan.request_keys[rkey] = request.received_at
-            kept: list[EventRow] = []
-            for ev in batch.events:
-                if ev.source_message_id:
-                    mkey = (request.input_id, ev.source_message_id)
-                    if mkey in seen_messages or mkey in plan.message_keys:
-                        dup_events += 1
-                        continue
-                    plan.message_keys[mkey] = request.received_at
-                kept.append(ev)
+            kept = _new_events(batch.events, mkeys, seen_messages, message_keys, request)
+            dup_events += len(batch.events) - len(kept)
             _apply_batch(plan, request, batch, mpid, kept, owners, known_mpids, user_keys)
             stored += 1
             stored_events += len(kept)
         plan.outcomes.append(IngestOutcome(stored, dup_batches, stored_events, dup_events, tuple(mpids)))
     return plan
+
+
+def _new_events(
+    events: list[EventRow],
+    keys: list[tuple[int, str]],
+    seen: set[tuple[int, str]],
+    taken: dict[tuple[int, str], int],
+    request: IngestRequest,
+) -> list[EventRow]:
+    """The events whose message key is neither stored nor taken earlier; their keys go to `taken`."""
+    at = request.received_at
+    if seen.isdisjoint(keys) and taken.keys().isdisjoint(keys):
+        before = len(taken)
+        taken.update(dict.fromkeys(keys, at))
+        if len(taken) - before == len(keys):
+            return events  # the usual case: every event is new
+        for key in keys:  # a key twice in the batch: undo, and keep only its first event
+            taken.pop(key, None)
+    kept: list[EventRow] = []
+    for ev in events:
+        if ev.source_message_id:
+            mkey = (request.input_id, ev.source_message_id)
+            if mkey in seen or mkey in taken:
+                continue
+            taken[mkey] = at
+        kept.append(ev)
+    return kept
 
 
 def _resolve(
