@@ -233,3 +233,70 @@ def test_deleting_a_connection_forgets_its_state(world: World) -> None:
         assert runner.stats(cid, world.audience)["phase"] == "new"
     finally:
         runner.close()
+
+
+def test_a_look_without_outputs_keeps_those_read_unless_a_connection_names_another(world: World) -> None:
+    cid = _connect(world)
+    runner = world.runner(Script())
+    catalog = world.runtime.catalog
+    try:
+        runner.tick()
+        before = runner.workers[cid]._assignment
+        assert before is not None and before.output is not None
+        assert before.output.settings["batch_size"] == 2
+        catalog.update_output(
+            world.output_id, settings={"url": "http://partner.test/hook", "secret": "k", "batch_size": 5}
+        )
+        runner.tick(outputs=False)
+        kept = runner.workers[cid]._assignment
+        assert kept is not None and kept.output == before.output
+        other = catalog.create_output("webhook", "other", {"url": "http://partner.test/o", "secret": "k"})
+        second = catalog.create_connection(world.audience, other.id).id
+        runner.tick(outputs=False)  # a connection names an output not read yet: all are read again
+        for c, output_id, size in ((cid, world.output_id, 5), (second, other.id, None)):
+            got = runner.workers[c]._assignment
+            assert got is not None and got.output is not None
+            assert (got.output.id, got.output.settings.get("batch_size")) == (output_id, size)
+        catalog.update_output(
+            other.id, settings={"url": "http://partner.test/o", "secret": "k", "batch_size": 7}
+        )
+        runner.tick()
+        got = runner.workers[second]._assignment
+        assert got is not None and got.output is not None and got.output.settings["batch_size"] == 7
+    finally:
+        runner.close()
+
+
+def test_resume_sends_with_the_output_as_it_is_now(world: World) -> None:
+    """A connection faulted by its output's settings, fixed then resumed, is delivered with the
+    fixed settings at once, though the supervisor re-reads outputs only every few looks."""
+    cid = _connect(world)
+    world.send(1, "gold")
+    urls: list[str] = []
+
+    def partner(request: httpx.Request) -> httpx.Response:
+        urls.append(str(request.url))
+        return httpx.Response(200 if request.url.path == "/fixed" else 403)
+
+    runner = DeliveryRunner(
+        world.runtime.catalog,
+        world.runtime.store,
+        lambda a: a in world.runtime.journeys.calculated and a not in world.runtime.journeys.pending,
+        world.clock,
+        SETTINGS,
+        httpx.Client(transport=httpx.MockTransport(partner)),
+    )
+    try:
+        drive(runner, until=lambda: world.runtime.catalog.get_connection(cid).health == "faulted")
+        world.runtime.catalog.update_output(
+            world.output_id, settings={"url": "http://partner.test/fixed", "secret": "k", "batch_size": 2}
+        )
+        runner.resume(cid)
+        worker = runner.workers[cid]
+        for _ in range(5):  # the worker alone: no look at the catalog in between
+            worker.step()
+        assert urls[-1] == "http://partner.test/fixed"
+        assert runner.stats(cid, world.audience)["sent"] == 1
+        assert world.runtime.catalog.get_connection(cid).health == "ok"
+    finally:
+        runner.close()

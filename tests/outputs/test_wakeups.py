@@ -44,3 +44,41 @@ def test_notify_wakes_the_workers_behind_the_head(request: pytest.FixtureRequest
         assert script.accepted() == [(1, "add"), (2, "add")]
     finally:
         runner.close()
+
+
+def test_once_commits_are_notified_the_head_is_read_between_them_only_every_poll(
+    request: pytest.FixtureRequest,
+) -> None:
+    w: World = request.getfixturevalue("world")
+    settings = DeliverySettings(allow_private=True, poll_s=0.2, head_poll_s=0.05)
+    runner = w.runner(Script(), settings)
+    try:
+        assert runner.head_wait_s() == 0.05  # no notification yet: writes may never be notified
+        runner.notify()
+        assert runner.head_wait_s() == 0.2
+    finally:
+        runner.close()
+
+
+def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
+    request: pytest.FixtureRequest,
+) -> None:
+    w: World = request.getfixturevalue("world")
+    w.runtime.catalog.create_connection(w.audience, w.output_id)
+    w.runtime.journeys.refresh()
+    w.send(1, "gold")
+    script = Script()
+    # Workers see the change only once the head is read again: by the fallback read (every poll_s).
+    settings = DeliverySettings(
+        allow_private=True, poll_s=0.3, head_poll_s=0.05, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
+    )
+    runner = w.runner(script, settings)
+    runner.start()
+    try:
+        assert _received(script, 1)
+        runner.notify()  # commits are notified from now on
+        w.send(2, "gold")  # but this one is not
+        assert _received(script, 2)
+        assert script.accepted() == [(1, "add"), (2, "add")]
+    finally:
+        runner.close()

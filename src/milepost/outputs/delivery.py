@@ -10,6 +10,8 @@ has; so delivery is at least once and in order per user. The worker is `worker.C
 
 A second thread follows the outbox head (`head_poll_s`, or at once on `notify()`) and wakes the
 workers behind it, so a change reaches its partner without waiting for the catalog's next read.
+Once commits are notified, the head is read between notifications only every `poll_s`: the outbox's
+writer notifies after each commit, and every read costs a query.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import duckdb
 import httpx
 
 from milepost.catalog import Catalog
-from milepost.catalog.output_records import ConnectionRecord
+from milepost.catalog.output_records import ConnectionRecord, OutputRecord
 from milepost.clock import Clock
 from milepost.engines.duckdb import DuckDBStore
+from milepost.errors import NotFound
 from milepost.outputs import state as st
 from milepost.outputs.live import prometheus
 from milepost.outputs.registry import OutputContext
@@ -35,6 +38,11 @@ from milepost.outputs.state import DeliveryStore
 from milepost.outputs.worker import Assignment, ConnectionWorker
 
 log = logging.getLogger(__name__)
+
+# The supervisor re-reads the outputs on every this many looks at the connections (or at once when a
+# connection names one it has not read): their settings change rarely, and reading them decrypts
+# every output's secrets, the larger part of a look.
+OUTPUTS_EVERY = 5
 
 
 class DeliveryRunner:
@@ -69,6 +77,8 @@ class DeliveryRunner:
         self._changed = threading.Event()
         self._head_lock = threading.Lock()
         self._threads = False
+        self._notified = False  # commits to the outbox are notified (see `_watch`)
+        self._outputs: dict[int, OutputRecord] | None = None  # as the supervisor last read them
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -83,14 +93,18 @@ class DeliveryRunner:
     def notify(self) -> None:
         """Changes were just committed to the outbox: wake the workers behind them now rather than
         at the next look (for whoever writes the outbox, after its commit)."""
+        self._notified = True
         self._changed.set()
 
     def _supervise(self) -> None:
+        looks = 0
         while not self.stopping.is_set():
             try:
-                self.tick()
+                self.tick(outputs=looks % OUTPUTS_EVERY == 0)
+                looks += 1
             except Exception:
                 log.exception("delivery supervision failed")
+                looks = 0
             self.stopping.wait(self.settings.poll_s)
 
     def _watch(self) -> None:
@@ -98,7 +112,7 @@ class DeliveryRunner:
         con = self._con.cursor()
         try:
             while not self.stopping.is_set():
-                self._changed.wait(self.settings.head_poll_s)
+                self._changed.wait(self.head_wait_s())
                 self._changed.clear()
                 try:
                     self._moved(self._head(con))
@@ -106,6 +120,12 @@ class DeliveryRunner:
                     log.exception("reading the outbox head failed")
         finally:
             con.close()
+
+    def head_wait_s(self) -> float:
+        """The longest wait before the head is read again: `head_poll_s` until a commit is
+        notified; then `poll_s` (at least), a fallback for writes that are not notified."""
+        s = self.settings
+        return max(s.head_poll_s, s.poll_s) if self._notified else s.head_poll_s
 
     def _head(self, con: duckdb.DuckDBPyConnection) -> int:
         last = self.head_seq
@@ -141,17 +161,20 @@ class DeliveryRunner:
 
     # ---- supervision -----------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Re-read the catalog and the outbox head; give every worker its connection; wake those behind."""
+    def tick(self, outputs: bool = True) -> None:
+        """Re-read the catalog and the outbox head; give every worker its connection; wake those behind.
+        Without `outputs`, the outputs read last time stand, unless a connection names another."""
         connections = {c.id: c for c in self.catalog.connections()}
-        outputs = {o.id: o for o in self.catalog.list_outputs()}
+        known = self._outputs
+        if outputs or known is None or any(c.output_id not in known for c in connections.values()):
+            known = self._outputs = {o.id: o for o in self.catalog.list_outputs()}
         for cid, conn in connections.items():
             worker = self.workers.get(cid)
             if worker is None:
                 worker = self.workers[cid] = ConnectionWorker(self, cid, self._con.cursor())
                 if self._threads:
                     worker.start()
-            worker.assign(Assignment(conn, outputs.get(conn.output_id)))
+            worker.assign(Assignment(conn, known.get(conn.output_id)))
         if self._watcher is None:  # else the watcher follows the head
             self._moved(self._head(self._con))
         for cid, worker in list(self.workers.items()):
@@ -178,7 +201,14 @@ class DeliveryRunner:
         record = self.catalog.set_connection_health(connection_id, "ok")
         worker = self.workers.get(connection_id)
         if worker is not None:
-            worker.resume(record)
+            # Its output as it is now: the fix may be in the output's settings, which the
+            # supervisor re-reads only every few looks.
+            self._outputs = None
+            try:
+                output: OutputRecord | None = self.catalog.get_output(record.output_id)
+            except NotFound:
+                output = None
+            worker.resume(record, output)
         return record
 
     def stats(self, connection_id: int, audience_id: int) -> dict[str, Any]:

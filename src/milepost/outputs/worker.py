@@ -131,10 +131,13 @@ class ConnectionWorker:
         if before is None or before != assignment:
             self.wake.set()
 
-    def resume(self, record: ConnectionRecord) -> None:
+    def resume(self, record: ConnectionRecord, output: OutputRecord | None = None) -> None:
+        """Resume with `record`, and `output` when given (else the output last assigned)."""
         with self._lock:
             current = self._assignment
-            self._assignment = Assignment(record, current.output if current else None)
+            if output is None and current is not None:
+                output = current.output
+            self._assignment = Assignment(record, output)
             self._resumed = True
         self.wake.set()
 
