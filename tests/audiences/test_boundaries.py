@@ -30,7 +30,7 @@ def test_each_source_gets_the_durations_of_its_leaves() -> None:
         }
     )
     b = boundaries([crit], [], LOOKBACK, LIFETIME)
-    assert b.event_durations_ms == {0, 7 * DAY, LOOKBACK}
+    assert b.event_durations_ms == {0, 7 * DAY}  # the window replaces the lookback
     assert b.seen_durations_ms == {0, 3 * DAY, LIFETIME}
     assert b.entry_durations_ms == {2 * DAY}
     assert b.durations_ms == {0, 2 * DAY, 3 * DAY, 7 * DAY, LOOKBACK, LIFETIME}
@@ -53,3 +53,21 @@ def test_profile_only_criteria_need_no_event_or_entry_boundaries() -> None:
 def test_an_event_leaf_without_a_window_still_reads_events() -> None:
     crit = parse_criteria({"type": "event", "event": {"event_type": "custom_event", "name": "watch"}})
     assert boundaries([crit], [], LOOKBACK, LIFETIME).event_durations_ms == {0, LOOKBACK}
+
+
+def test_the_lookback_bounds_only_event_leaves_without_a_window() -> None:
+    windowed = {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "a"},
+        "window": {"last": days(3)},
+    }
+    sequence = {
+        "type": "sequence",
+        "first": {"event_type": "custom_event", "name": "a"},
+        "then": {"event_type": "custom_event", "name": "b"},
+        "within": days(1),
+        "completed": False,
+    }
+    assert boundaries([parse_criteria(windowed)], [], LOOKBACK, LIFETIME).event_durations_ms == {0, 3 * DAY}
+    both = parse_criteria({"all": [windowed, sequence]})
+    assert boundaries([both], [], LOOKBACK, LIFETIME).event_durations_ms == {0, DAY, 3 * DAY, LOOKBACK}

@@ -2,7 +2,7 @@
 
 A user's next timer is the earliest future instant among: each of their events' time plus every
 duration the event-reading leaves use (windows, `between_ago` bounds, sequence `within`, the
-lookback, calculated-attribute windows; none when no leaf reads events), their seen times plus the
+lookback of leaves without a window, calculated-attribute windows; none when no leaf reads events), their seen times plus the
 profile lifetime and the first/last-seen leaves' durations, their memberships' entry times plus
 `parent_entry` / `member_for` durations, and their date-valued attributes plus the rolling durations
 applied to them. This over-approximates the instants at which a leaf can flip; re-evaluating at a
@@ -94,14 +94,17 @@ def boundaries(
         if isinstance(node, EventLeaf | SequenceLeaf | CalculatedAttributeLeaf):
             reads_events = True
             events |= _durations(node)
+            if isinstance(node, EventLeaf | SequenceLeaf) and node.window is None:
+                events.add(lookback_ms)  # counts events within the lookback
         elif isinstance(node, FirstSeenLeaf | LastSeenLeaf):
             seen |= _durations(node)
         elif isinstance(node, AudienceLeaf | ParentEntryLeaf):
             entry |= _durations(node)
     if reads_events:
-        # Any leaf reading events: the lookback, calculated-attribute windows, and 0 (an event
-        # dated after `now` counts once its time comes).
-        events |= {0, lookback_ms, *(d for c in calculated for d in _durations(c))}
+        # Any leaf reading events: calculated-attribute windows, and 0 (an event dated after `now`
+        # counts once its time comes). The lookback bounds only leaves without a window (a window
+        # replaces it), so only those add it above.
+        events |= {0, *(d for c in calculated for d in _durations(c))}
     return Boundaries(
         frozenset(durations),
         frozenset(attribute_durations),

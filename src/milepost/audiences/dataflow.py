@@ -5,7 +5,7 @@ order, in one or more segments. A step's query yields the new members `(audience
 the audiences it writes; the engine replaces their stored membership by those rows (keeping the
 entry time of users who stay) before the next step, which may read it. A group's queries read
 its parent's members from `eval_parent`: a view the Spark engine fills at the group's first step,
-a CTE the embedded engine adds to each query. The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
+a CTE the embedded engine adds to each query (the root's own query when the root is not stored). The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
 the same steps, compiled for their dialect.
 """
 
@@ -26,7 +26,7 @@ from milepost.audiences.tree import (
     root_audience_id,
     sibling_groups,
 )
-from milepost.criteria import CalculatedAttribute, CompileContext, compile_many
+from milepost.criteria import CalculatedAttribute, CompileContext, compile_many, references
 from milepost.criteria.dialect import Dialect, lit
 from milepost.criteria.sqlvalues import before
 
@@ -42,14 +42,19 @@ class Plan:
     calculated: Mapping[str, CalculatedAttribute] = field(default_factory=dict)
     boundaries: Boundaries | None = None
     maintained: frozenset[int] | None = None  # None: every audience of the journeys
+    # Journey roots whose membership is stored: those whose entry time a child reads (`parent_entry`,
+    # `since_parent_entry`). Every other root is evaluated inline where a child group reads it.
+    stored_roots: frozenset[int] = frozenset()
 
     def keeps(self, audience_id: int) -> bool:
         return self.maintained is None or audience_id in self.maintained
 
     def audience_ids(self) -> list[int]:
-        """Every audience the plan writes, journey roots included."""
+        """Every audience whose membership the plan stores, stored journey roots included."""
         kept = [a for g in self.groups for a in g.audience_ids if self.keeps(a)]
-        return kept + [root_audience_id(j.id) for j in self.journeys]
+        return kept + [
+            root_audience_id(j.id) for j in self.journeys if root_audience_id(j.id) in self.stored_roots
+        ]
 
 
 def make_plan(
@@ -71,6 +76,12 @@ def make_plan(
         dict(calculated),
         boundaries(all_criteria(groups), calculated.values(), lookback_ms, lifetime_ms),
         maintained,
+        frozenset(
+            g.parent_audience_id
+            for g in groups
+            if g.parent_audience_id == root_audience_id(g.journey_id)
+            and any(c.criteria is not None and references(c.criteria).uses_parent_entry for c in g.children)
+        ),
     )
 
 
@@ -178,7 +189,10 @@ def steps(
     dialect: Dialect,
     candidates: str | None = None,
 ) -> Iterator[Step]:
-    """Every step of an evaluation of `plan` at `now`, in order (compiled lazily, group by group)."""
+    """Every step of an evaluation of `plan` at `now`, in order (compiled lazily, group by group).
+
+    Every journey root is a step here, stored or not: an engine that keeps its own membership
+    between steps reads the roots from it; only `plan.audience_ids()` are stored afterwards."""
     for journey in plan.journeys:
         yield Step(
             (root_audience_id(journey.id),), root_query(journey, now, lifetime_ms, dialect, candidates)

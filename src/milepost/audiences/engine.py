@@ -92,13 +92,18 @@ def _columns(queries: Sequence[exp.Expr]) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _with_parent(query: exp.Select, group: SiblingGroup) -> exp.Select:
-    """The query reading its parent's members inline from the (scoped) memberships."""
-    parent = (
-        exp.select("mpid")
-        .from_("memberships")
-        .where(exp.column("audience_id").eq(exp.convert(group.parent_audience_id)))
-    )
+def _with_parent(query: exp.Select, group: SiblingGroup, root: exp.Select | None = None) -> exp.Select:
+    """The query reading its parent's members inline from the (scoped) memberships, or from `root`
+    (a journey root's query) when the parent is a root whose membership is not stored."""
+    if root is not None:
+        parent = root.copy()
+        parent.set("expressions", [exp.column("mpid")])
+    else:
+        parent = (
+            exp.select("mpid")
+            .from_("memberships")
+            .where(exp.column("audience_id").eq(exp.convert(group.parent_audience_id)))
+        )
     return query.with_(PARENT_TABLE, as_=parent)
 
 
@@ -479,14 +484,17 @@ class AudienceEngine:
         if cached is not None and cached[0] is plan and cached[1] == self.settings:
             return cached[2]
         lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
-        roots = [root_query(j, 0, lifetime, DUCKDB, None, NOW_SQL) for j in plan.journeys]
+        root_of = {
+            root_audience_id(j.id): root_query(j, 0, lifetime, DUCKDB, None, NOW_SQL) for j in plan.journeys
+        }
+        roots = [q for a, q in root_of.items() if a in plan.stored_roots]
         queries: list[exp.Expr] = list(roots)
         root_step = None
         if roots:
             union: exp.Query = roots[0]
             for q in roots[1:]:
                 union = exp.union(union, q, distinct=False)
-            root_step = _SqlStep(tuple(root_audience_id(j.id) for j in plan.journeys), to_sql(union), None, 1)
+            root_step = _SqlStep(tuple(a for a in root_of if a in plan.stored_roots), to_sql(union), None, 1)
         # A group's level: past every group computing an audience it reads; within a group,
         # each segment follows the previous one.
         produced = {a: g for g in plan.groups for a in g.audience_ids}
@@ -498,14 +506,18 @@ class AudienceEngine:
                 (level[id(produced[d])] for d in g.depends_on if d in produced and produced[d] is not g),
                 default=0,
             )
+            # A root not stored is read inline; its size is then unknown (no parent to skip on).
+            inline = (
+                root_of.get(g.parent_audience_id) if g.parent_audience_id not in plan.stored_roots else None
+            )
             for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)):
                 number += 1
                 sql = None
                 if st.query is not None:
-                    query = _with_parent(st.query, g)
+                    query = _with_parent(st.query, g, inline)
                     queries.append(query)
                     sql = to_sql(query)
-                step = _SqlStep(st.writes, sql, g.parent_audience_id, number)
+                step = _SqlStep(st.writes, sql, None if inline is not None else g.parent_audience_id, number)
                 batches.setdefault((level[id(g)], segment), []).append(step)
         compiled = _Compiled(
             root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
@@ -548,7 +560,10 @@ class AudienceEngine:
             f"CREATE OR REPLACE TEMP TABLE eval_calculated AS SELECT audience_id, mpid FROM {source}"
         ).fetchall()
         try:
+            stored = set(plan.audience_ids())
             for step in steps(plan, now, self.settings.lookback_ms, self.settings.lifetime_ms, DUCKDB):
+                if not stored.intersection(step.writes):
+                    continue  # a journey root whose membership is not stored
                 self._apply_diff(
                     list(step.writes),
                     "SELECT audience_id, mpid FROM eval_calculated WHERE list_contains(?::BIGINT[], audience_id)",
@@ -705,28 +720,11 @@ class AudienceEngine:
         def later(column: str, durations: list[int]) -> str:
             return ", ".join(f"CASE WHEN {column} + {d} > {now} THEN {column} + {d} END" for d in durations)
 
-        # Each time source with only the durations that can flip a leaf reading it.
+        # Each time source with only the durations that can flip a leaf reading it. Only users with
+        # a profile row can be members (the root reads `users`), so the grouped sources are joined
+        # to the profile's one row per user rather than unioned and grouped again.
         seen = sorted(int(d) for d in b.seen_durations_ms)
-        parts = [
-            f"SELECT mpid, least({later('last_seen', seen)}, {later('first_seen', seen)}) FROM users WHERE true"
-            + self._scope("mpid", scoped)
-        ]
-        if b.event_durations_ms:
-            durations = sorted(int(d) for d in b.event_durations_ms)
-            # For each duration d, the earliest t with t + d > now is the next boundary it gives.
-            events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
-            parts.append(
-                f"SELECT mpid, least({events}) FROM events WHERE ts > {now - max(durations)}"
-                + self._scope("mpid", scoped)
-                + " GROUP BY mpid"
-            )
-        if b.entry_durations_ms:
-            entry = sorted(int(d) for d in b.entry_durations_ms)
-            parts.append(
-                f"SELECT mpid, min(least({later('entered_at', entry)})) FROM memberships WHERE true"
-                + self._scope("mpid", scoped)
-                + " GROUP BY mpid"
-            )
+        own = [later("last_seen", seen), later("first_seen", seen)]
         for attribute, duration in sorted(b.attribute_durations):
             value = DUCKDB.json_get(exp.column("attributes"), attribute)
             text = DUCKDB.json_text(value)
@@ -734,13 +732,39 @@ class AudienceEngine:
                 this=DUCKDB.iso_epoch_ms(text),
                 expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
             )
-            parts.append(
-                f"SELECT mpid, {to_sql(as_ms)} + {int(duration)} FROM users WHERE true"
+            own.append(f"{to_sql(as_ms)} + {int(duration)}")
+        # Only a journey root's members can be in an audience, and time alone never brings a user
+        # into a root (it only ends their lifetime): users outside every root need no timer.
+        inputs = sorted({i for j in plan.journeys for i in j.input_ids})
+        if not inputs:
+            return
+        in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
+        users = (
+            f"SELECT mpid, least({', '.join(own)}) AS b FROM users "
+            f"WHERE last_seen > {now - int(self.settings.lifetime_ms)} AND {in_root}"
+        ) + self._scope("mpid", scoped)
+        grouped: list[str] = []  # per-user minimums of the other sources
+        if b.event_durations_ms:
+            durations = sorted(int(d) for d in b.event_durations_ms)
+            # For each duration d, the earliest t with t + d > now is the next boundary it gives.
+            events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
+            grouped.append(
+                f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)}"
                 + self._scope("mpid", scoped)
+                + " GROUP BY mpid"
             )
-        union = " UNION ALL ".join(parts)
+        if b.entry_durations_ms:
+            entry = sorted(int(d) for d in b.entry_durations_ms)
+            grouped.append(
+                f"SELECT mpid, min(least({later('entered_at', entry)})) AS b FROM memberships WHERE true"
+                + self._scope("mpid", scoped)
+                + " GROUP BY mpid"
+            )
+        joins = "".join(f" LEFT JOIN ({q}) g{i} USING (mpid)" for i, q in enumerate(grouped))
+        due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
         con.execute(
-            f"INSERT INTO timers SELECT mpid, min(b) FROM ({union}) t(mpid, b) WHERE b > {now} GROUP BY mpid"
+            f"INSERT INTO timers SELECT * FROM (SELECT mpid, least({due}) AS b FROM ({users}) u{joins}) "
+            f"WHERE b > {now}"
         ).fetchall()
 
     def _batch_users(self, after: int, upto: int) -> list[int]:

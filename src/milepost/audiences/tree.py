@@ -16,7 +16,8 @@ from milepost.errors import JourneyRuleViolation
 
 
 def root_audience_id(journey_id: int) -> int:
-    """The journey root's membership is kept like an audience's, under a negative id no audience has."""
+    """A journey root's id: when its membership is stored (see `Plan.stored_roots`), it is kept like an
+    audience's, under a negative id no audience has."""
     return -journey_id
 
 
