@@ -32,9 +32,10 @@ def store(tmp_path: Path) -> Iterator[DuckDBStore]:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records each read of the sample's event and user columns from DuckDB (the real reads run)."""
+    """Records each read of the sample's event and user columns and attribute paths from DuckDB (the
+    real reads run)."""
     calls: list[str] = []
-    events, users = estimator.load_events, estimator.load_users
+    events, users, paths = estimator.load_events, estimator.load_users, estimator.path_values
 
     def load_events(*a: Any) -> Any:
         calls.append("events")
@@ -44,7 +45,12 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("users")
         return users(*a)
 
+    def path_values(*a: Any) -> Any:
+        calls.append("paths")
+        return paths(*a)
+
     monkeypatch.setattr(estimator, "load_events", load_events)
+    monkeypatch.setattr(estimator, "path_values", path_values)
     monkeypatch.setattr(estimator, "load_users", load_users)
     monkeypatch.setattr(estimator, "REFRESH_WAIT_MS", 60_000)  # each estimate waits for the worker
     return calls
@@ -243,3 +249,54 @@ def test_opened_columns_carry_to_a_version_where_the_changed_users_have_no_event
         assert len(again.ts) >= len(cols.events.ts)
     finally:
         con.close()
+
+
+def test_after_a_rebuild_at_start_the_worker_reads_the_columns_before_an_estimate(
+    store: DuckDBStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Estimator, "_wake_worker", lambda self: None)  # cycles run here, one by one
+    _run(store)
+    con = store.connect()
+    load_population(con, 200, seed=23, first=USERS)  # written without a batch: rebuilt at start
+    con.close()
+    est = Estimator(store.connect(), target=TARGET)
+    try:
+        est.refresh()  # at start: the sample rebuilt, the file of another sample
+        reads.clear()
+        est._cycle()  # the worker installs the view with its columns and writes it
+        assert set(reads) == {"events", "users", "paths"}  # the paths the earlier file held
+        assert view_file.stamp_of(_path(store)) == est.sample.stamp
+        reads.clear()
+        got = _estimates(est, CRITERIA)
+        assert reads == []  # no estimate read a column from the sample
+    finally:
+        est.close()
+        est.con.close()
+    _same(got, _from_sample(store))
+
+
+def test_after_the_population_outgrows_the_rate_estimates_use_the_rebuilt_view_read_by_the_worker(
+    store: DuckDBStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Estimator, "_wake_worker", lambda self: None)  # cycles run here, one by one
+    est = Estimator(store.connect(), target=TARGET)
+    try:
+        _estimates(est, CRITERIA)
+        est._cycle()
+        threshold = est.sample.threshold
+        con = store.connect()
+        load_population(con, 4 * USERS, seed=17, first=USERS)
+        con.close()
+        _ingest(store, list(range(1, 11)), 9)  # a batch: its refresh finds the rate outgrown
+        reads.clear()
+        est._cycle()  # the worker rebuilds the sample, reads the view's columns and writes them
+        assert est.sample.threshold < threshold
+        assert set(reads) == {"events", "users", "paths"}
+        assert view_file.stamp_of(_path(store)) == est.sample.stamp  # at once: the file was of the old rate
+        reads.clear()
+        got = _estimates(est, CRITERIA)
+        assert reads == []
+    finally:
+        est.close()
+        est.con.close()
+    _same(got, _from_sample(store))

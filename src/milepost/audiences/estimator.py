@@ -142,6 +142,7 @@ class _View:
     events: EventColumns | None = None  # the sample's events as columns, read on first use
     users: UserColumns | None = None  # the sample's users' last seen and inputs, read on first use
     stamp: tuple[Any, ...] | None = None  # what the sample held (`Sample.stamp`) when this was made
+    whole: bool = False  # read whole from the sample (a rebuild), not carried from an earlier view
 
     def persisted(self) -> tuple[Any, ...]:
         """What a file of this view holds."""
@@ -200,7 +201,7 @@ class Estimator:
                     self._built = True
                     with self._cycles:  # estimates install a view of it before reading one
                         self._covered = self.sample.batch_seq
-                    return
+        # the worker installs a view of it with its columns read, before an estimate needs them
         self._wake_worker()
 
     # ---- the worker ------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ class Estimator:
             with self._sync_lock:
                 self.sample.try_refresh()
                 covered = self.sample.batch_seq  # the view installed next holds at least this
-                self._sync(self._worker_con)
+                self._sync(self._worker_con, ahead=True)
         except Exception as exc:  # reported to the estimates waiting for this cycle
             log.debug("refreshing the estimator's sample failed", exc_info=True)
             error = exc
@@ -288,7 +289,8 @@ class Estimator:
     def persist(self, force: bool = False) -> bool:
         """Write the installed view's columns beside the store unless the file holds them already:
         once the view stays the same for `PERSIST_SETTLE_S`, or `PERSIST_EVERY_S` after the last
-        write (or now, with `force`). True when written."""
+        write (or now: with `force`, or for the first write of a view read whole, the file being of
+        an older sample). True when written."""
         view = self._view
         if self._file is None or view.stamp is None or view.version < 0:
             return False
@@ -303,7 +305,8 @@ class Estimator:
             if key == self._written:
                 return False
             settled = key == seen and now - self._seen_at >= PERSIST_SETTLE_S
-            due = force or settled or now - self._written_at >= PERSIST_EVERY_S
+            rebuilt = view.whole and (self._written is None or self._written[0] != view.stamp)
+            due = force or settled or rebuilt or now - self._written_at >= PERSIST_EVERY_S
             if not due:
                 return False
             instants = view.instants.chunks
@@ -388,9 +391,12 @@ class Estimator:
 
     # ---- masks on the sample -------------------------------------------------------------------
 
-    def _sync(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _sync(self, con: duckdb.DuckDBPyConnection, ahead: bool = False) -> None:
         """Install a view of the sample's current version, cached masks patched or dropped; the
-        columns estimates read are carried over, only the changed users' rows read again."""
+        columns estimates read are carried over, only the changed users' rows read again. A view read
+        whole (a rebuild) holds the columns read before, and with `ahead` (the worker: estimates use
+        the previous view meanwhile) on first use the event and user columns every journey reads,
+        and the attribute paths the file beside the store (of an earlier sample) holds."""
         version = self.sample.version
         old = self._view
         if version == old.version:
@@ -419,13 +425,15 @@ class Estimator:
         else:
             index = SampleIndex(as_ids(con.execute("SELECT mpid FROM sample.users").fetchnumpy()["mpid"]))
             every = Instants().add(self._instants(con, None))
-            view = _View(version, index, size, population, exact, every, stamp=s.stamp)
+            view = _View(version, index, size, population, exact, every, stamp=s.stamp, whole=True)
             # what estimates read before is read again here, off their path
-            if old.users is not None:
+            first = ahead and old.version < 0
+            if old.users is not None or first:
                 view.users = load_users(con, index)
-            if old.events is not None:
+            if old.events is not None or first:
                 view.events = load_events(con, index)
-            for path in list(old.paths):
+            # on first use, the attribute paths of the file of an earlier sample (estimates read them)
+            for path in view_file.paths_of(self._file) if first else list(old.paths):
                 self._path_values(path, con, view)
         with self._lock:
             self._view = view

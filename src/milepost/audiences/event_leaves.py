@@ -493,7 +493,8 @@ def _where(
         def make(now_ms: int, cond: Condition = cond) -> str:
             return _where_sql(ctx, cond, now_ms)
 
-        sql = plan.text(("where", id(sel), i), ctx.now_ms, make)
+        # only relative date operators read `now` (`sqlvalues.test_value`)
+        sql = plan.text(("where", id(sel), i), ctx.now_ms, make, cond.op not in ops.RELATIVE)
 
         def run(sql: str = sql) -> Mask:
             table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
@@ -658,7 +659,8 @@ def _count(
             lut[np.array([r[0] for r in rows], dtype=np.int64)] = True
             return lut
 
-        members = plan.lookup(("count", cond, top), None, run)[counts]
+        decided = _numeric_counts(t.test, top)
+        members = (decided if decided is not None else plan.lookup(("count", cond, top), None, run))[counts]
     else:
         distinct, codes = np.unique(counts, return_inverse=True)
         v = pa.array(distinct.astype(np.int64), pa.int64(), mask=distinct == 0)
@@ -667,6 +669,59 @@ def _count(
         lut[_chosen(con, table, f"SELECT d.code FROM {ROWS_TABLE} AS d WHERE {cond}")] = True
         members = lut[np.asarray(codes, dtype=np.int64).reshape(-1)]
     return members
+
+
+def _plain(x: object) -> bool:
+    """A literal the SQL reads as this very float64: a number of at most 15 significant digits
+    written without an exponent (its DECIMAL text converts to DOUBLE exactly as here)."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not abs(x) < 2**31:
+        return False
+    text = repr(float(x))
+    return "e" not in text and "n" not in text and len(text.lstrip("-").replace(".", "").lstrip("0")) <= 15
+
+
+def _numeric(test: Condition, v: npt.NDArray[np.float64]) -> Mask | None:
+    """Which values `v` (as DOUBLE, never NULL) pass a numeric comparison, decided here as the SQL
+    decides it (`sqlvalues.test_value` compares the value as DOUBLE with the literal as DOUBLE);
+    None: another operator or literal, left to the SQL."""
+    op = test.op
+    if op == "between":
+        if not (_plain(test.min) and _plain(test.max)):
+            return None
+        assert test.min is not None and test.max is not None
+        return (v >= float(test.min)) & (v <= float(test.max))
+    if op in ops.NUMBER or op in ops.EQUALITY:
+        if not _plain(test.value):
+            return None
+        x = float(test.value)  # type: ignore[arg-type]
+        return {
+            "greater_than": v > x,
+            "greater_or_equal": v >= x,
+            "less_than": v < x,
+            "less_or_equal": v <= x,
+            "equals": v == x,
+            "not_equals": v != x,
+        }[op]
+    if op in ops.MEMBERSHIP:
+        values = test.values or ()
+        if not values or not all(_plain(x) for x in values):
+            return None
+        found = np.isin(v, np.array([float(x) for x in values], dtype=np.float64))
+        return found if op == "in" else ~found
+    return None
+
+
+def _numeric_counts(test: Condition, top: int) -> Mask | None:
+    """Which counts 0..`top` pass the test (None: left to the SQL)."""
+    return _numeric(test, np.arange(top + 1, dtype=np.float64))
+
+
+def _numeric_sums(test: Condition, nanos: npt.NDArray[np.int64]) -> Mask | None:
+    """Which sums (in nanounits) pass the test, when each converts to DOUBLE exactly as DuckDB casts
+    DECIMAL(38, 9): an integer below 2**53 divided by 10**9 (None: left to the SQL)."""
+    if len(nanos) and int(np.abs(nanos).max()) >= 2**53:
+        return None
+    return _numeric(test, nanos.astype(np.float64) / 1e9)
 
 
 def _decimals(nanos: npt.NDArray[np.int64]) -> pa.Array:
@@ -697,6 +752,9 @@ def _sum(
     distinct = np.append(nonzero, 0)
     codes = np.full(size, len(nonzero), dtype=np.int64)
     codes[some] = np.asarray(inverse, dtype=np.int64).reshape(-1)
+    decided = _numeric_sums(t.test, distinct)
+    if decided is not None:
+        return decided[codes]
     table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": _decimals(distinct)})
     cond = _test_text(plan, ctx, t)
     lut = np.zeros(len(distinct), dtype=np.bool_)

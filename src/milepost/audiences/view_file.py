@@ -140,6 +140,20 @@ def stamp_of(path: Path) -> tuple[Any, ...] | None:
     return tuple(found[1:]) if found[:1] == [FORMAT] else None
 
 
+def paths_of(path: Path | None) -> list[str]:
+    """The attribute paths the file at `path` holds, whatever sample it is of: what estimates read
+    before, to read again ahead of them after a rebuild ([]: no readable file of this format)."""
+    if path is None or stamp_of(path) is None:
+        return []
+    try:
+        with pa.memory_map(str(path)) as source:
+            meta = pa.ipc.open_file(source).schema.metadata or {}
+        found = orjson.loads(meta.get(b"meta", b"{}")).get("paths") or []
+    except (OSError, pa.ArrowException, ValueError, AttributeError):
+        return []
+    return [str(x) for x in found] if isinstance(found, list) else []
+
+
 def read(path: Path, stamp: tuple[Any, ...], size: int) -> Columns | None:
     """The columns in the file at `path` when it holds exactly `stamp`'s sample of `size` users and
     reads back whole and consistent; else None (no such file, another stamp, damaged)."""
