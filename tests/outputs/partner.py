@@ -58,7 +58,10 @@ class Partner:
                 pass
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the sender died mid-request: nothing was delivered, nothing to answer
                 status, headers, answer, delay = partner._answer(self.path, body)
                 if delay:
                     time.sleep(delay)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import duckdb
 import orjson
 
+from milepost.outputs.delivered import DeliveredSet
 from milepost.outputs.records import Identities
 from milepost.outputs.sync_queue import JsonBatch, SyncQueue
 
@@ -136,6 +137,8 @@ class DeliveryStore:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
         self.sync = SyncQueue(con)
+        # Per connection, what the partner has (read once, then kept by `commit`): see `delivered`.
+        self._delivered: dict[int, DeliveredSet] = {}
 
     @staticmethod
     def create_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -220,10 +223,22 @@ class DeliveryStore:
             except duckdb.ConstraintException:
                 work(replace=True)
 
-        _retrying(attempt)
+        cid = state.connection_id
+        try:
+            _retrying(attempt)
+        except BaseException:
+            self._delivered.pop(cid, None)  # whether it committed is not known: read it again
+            raise
+        has = self._delivered.get(cid)
+        if has is not None:
+            if synced is None:
+                has.apply(adds, removes)
+            else:  # written by the store from the queue: read it again when needed
+                del self._delivered[cid]
 
     def forget(self, connection_id: int) -> None:
         """Drop everything kept for a deleted connection."""
+        self._delivered.pop(connection_id, None)
 
         def work() -> None:
             con = self.con
@@ -321,7 +336,22 @@ class DeliveryStore:
         return [int(r[0]) for r in rows]
 
     def delivered_among(self, connection_id: int, mpids: Sequence[int]) -> set[int]:
-        """Which of these MPIDs the partner has."""
+        """Which of these MPIDs the partner has (from memory once the connection's rows were read)."""
+        if not mpids:
+            return set()
+        has = self._delivered.get(connection_id)
+        if has is None:
+            has = self._delivered[connection_id] = DeliveredSet(self.delivered_mpids(connection_id))
+        return has.among(mpids)
+
+    def delivered_mpids(self, connection_id: int) -> Any:
+        """Every MPID the partner has, as an array."""
+        return self.con.execute(
+            "SELECT mpid FROM delivered WHERE connection_id = ?", [connection_id]
+        ).fetchnumpy()["mpid"]
+
+    def delivered_among_sql(self, connection_id: int, mpids: Sequence[int]) -> set[int]:
+        """As `delivered_among`, read from the table."""
         if not mpids:
             return set()
         rows = self.con.execute(
@@ -371,23 +401,20 @@ class DeliveryStore:
     def identities(self, mpids: Sequence[int]) -> dict[int, Identities]:
         if not mpids:
             return {}
-        # Grouped in SQL: one row per user keeps the Python work per record small.
+        # Plain rows, grouped here: the batch's few rows cost less so than aggregated lists in SQL.
         rows = self.con.execute(
-            "SELECT mpid, list(identity_type ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
-            "list(value ORDER BY identity_type, value) FILTER (WHERE NOT is_device), "
-            "list(identity_type ORDER BY identity_type, value) FILTER (WHERE is_device), "
-            "list(value ORDER BY identity_type, value) FILTER (WHERE is_device) "
-            "FROM identities WHERE mpid IN (SELECT unnest(?::BIGINT[])) GROUP BY mpid",
+            "SELECT mpid, identity_type, value, is_device FROM identities "
+            "WHERE mpid IN (SELECT unnest(?::BIGINT[])) ORDER BY mpid, identity_type, value",
             [sorted(set(mpids))],
         ).fetchall()
-        found = {
-            int(m): Identities(
-                dict(zip(ut, uv, strict=True)) if ut else {}, tuple(zip(dt, dv, strict=True)) if dt else ()
-            )
-            for m, ut, uv, dt, dv in rows
-        }
+        users: dict[int, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+        for m, t, v, device in rows:
+            users.setdefault(m, ([], []))[1 if device else 0].append((t, v))
         empty = Identities()
-        return {m: found.get(m, empty) for m in mpids}
+        return {
+            m: Identities(dict(found[0]), tuple(found[1])) if (found := users.get(m)) else empty
+            for m in mpids
+        }
 
 
 def stats(
