@@ -300,3 +300,17 @@ def test_after_the_population_outgrows_the_rate_estimates_use_the_rebuilt_view_r
         est.close()
         est.con.close()
     _same(got, _from_sample(store))
+
+
+def test_the_file_holds_the_events_in_order_of_their_sequence_keys(store: DuckDBStore) -> None:
+    _run(store)
+    stamp = _stored_stamp(store)
+    opened = view_file.read(_path(store), stamp, stamp[5])
+    assert opened is not None and opened.events is not None
+    events = opened.events
+    assert events.sequence_keys is not None and len(events.ts) > 0
+    keys = events.sequence_keys[0]
+    assert events.keys_sorted and bool((keys[1:] >= keys[:-1]).all())
+    # the keys are those of the events as they are in the file (computed again on a copy)
+    again = events.since(0).sequence_keys
+    assert again is not None and np.array_equal(again[0], keys)

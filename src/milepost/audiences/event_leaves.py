@@ -5,10 +5,11 @@ the sample's events per user on every evaluation; here the sample's events are r
 columns (user row, time, input, the selector's columns as codes), so a criterion is a few vector
 comparisons and a `bincount`. When the sample changes, only the changed users' events are read
 again (`update`): appended to the buffers, their earlier rows left out of the new version's `live`
-events, so a new version costs what changed, not the whole sample. Conditions on event attributes (`where`)
-run as the very same SQL condition over the distinct attribute documents only, mapped back to
-events with a lookup; the test on the count runs as the very same SQL condition over the distinct
-counts. Sums of `total_amount` run the same way over the amounts as integer nanounits (its type is
+events, so a new version costs what changed, not the whole sample. Conditions on event attributes
+(`where`) run as the very same SQL condition over the distinct attribute documents only, mapped back
+to events with a lookup (text equality on a top-level attribute is decided here, document by
+document, where that is plainly what the SQL decides); the test on the count runs as the very same
+SQL condition over the distinct counts. Sums of `total_amount` run the same way over the amounts as integer nanounits (its type is
 DECIMAL(38, 9), so they are exact while they fit in 64 bits; otherwise the compiled query). Anything
 else (other sums, distinct counts, products, parent-entry windows) takes the compiled query. The SQL
 text of those conditions is generated once per plan when it does not depend on `now`.
@@ -16,6 +17,7 @@ text of those conditions is generated once per plan when it does not depend on `
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -24,6 +26,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
@@ -77,6 +80,10 @@ class EventColumns:
     log: _Log | None = field(default=None, compare=False, repr=False)  # the buffers, to append to
     # events on each set of inputs asked for (a journey's inputs: few), made on first use
     scopes: dict[tuple[int, ...], Mask] = field(default_factory=dict, compare=False, repr=False)
+    # events each selector's flag and strings choose (a journey's selectors: few), made on first use
+    chosen: dict[tuple[str | None, ...], Mask] = field(default_factory=dict, compare=False, repr=False)
+    # events at or before each instant asked for (the latest estimates': few), made on first use
+    upto: dict[int, Mask] = field(default_factory=dict, compare=False, repr=False)
 
     def since(self, start: int) -> EventColumns:
         """The events from `start` on, as columns of their own."""
@@ -94,6 +101,8 @@ class EventColumns:
             live=None if self.live is None else self.live[start:],
             log=None,
             scopes={},
+            chosen={},
+            upto={},
         )
 
     def alive(self, keep: Mask) -> Mask:
@@ -120,6 +129,12 @@ class EventColumns:
         if self.users * span >= 2**62:
             return None
         return self.rows.astype(np.int64) * span + np.where(self.ts_known, self.ts - base, 0), base, span
+
+    @cached_property
+    def keys_sorted(self) -> bool:
+        """The events are in order of their sequence keys (as `stored` writes them)."""
+        keys = self.sequence_keys
+        return keys is not None and bool((keys[0][1:] >= keys[0][:-1]).all())
 
 
 SELECTOR_SQL = {
@@ -347,7 +362,12 @@ def stored(
     """What `restored` makes `cols`' live events from again: user rows, the `_Log` columns (`NUMBERS`
     and `MASKS`), selector values, documents and whether every amount fits."""
     log = _compact(cols)
-    return log.rows, log.buffers, log.values, log.docs, log.fits
+    rows, columns = log.rows, log.buffers
+    keys = log.columns(cols.users, None).sequence_keys
+    if keys is not None:  # in key order: a sequence then reads its events' keys already sorted
+        order = np.argsort(keys[0], kind="stable")
+        rows, columns = rows[order], {name: v[order] for name, v in columns.items()}
+    return rows, columns, log.values, log.docs, log.fits
 
 
 def restored(
@@ -360,7 +380,7 @@ def restored(
     derived: dict[str, Any] | None = None,
 ) -> EventColumns:
     """Event columns from what `stored` returned (arrays used as they are: a later version copies),
-    with `derived` the values of their cached properties (`sequence_keys`, `amounts_exact`) when
+    with `derived` the values of their cached properties (`sequence_keys`, `keys_sorted`, `amounts_exact`) when
     already computed over the same events."""
     out = _Log(rows, columns, values, docs, fits).columns(users, None)
     out.__dict__.update(derived or {})  # where `cached_property` keeps them
@@ -469,14 +489,62 @@ def _chosen(con: duckdb.DuckDBPyConnection, table: pa.Table, sql: str) -> Codes:
     return as_ids(con.execute(sql).fetchnumpy()["code"])
 
 
+WHERE_FROM = f"SELECT d.code FROM (SELECT code, CAST(doc AS JSON) AS attrs FROM {ROWS_TABLE}) AS d WHERE "
+
+
 def _where_sql(ctx: CompileContext, cond: Condition, now_ms: int) -> str:
     e = Compiler(replace(ctx, now_ms=now_ms)).where("d", cond)
     if not _reads_attributes_only(e):
         raise ValueError(f"an event condition reads more than attributes: {cond}")
-    return (
-        f"SELECT d.code FROM (SELECT code, CAST(doc AS JSON) AS attrs FROM {ROWS_TABLE}) AS d "
-        f"WHERE {e.sql(dialect=ctx.dialect.name)}"
+    return WHERE_FROM + e.sql(dialect=ctx.dialect.name)
+
+
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_]+")  # a top-level key its JSON pointer names as it is
+
+
+def _text_equality(cond: Condition, sql: str) -> tuple[str, frozenset[str]] | None:
+    """(key, lowered texts) when `sql` is exactly "the lowered text at top-level `key` equals one
+    of the texts" (`equals` / `in` on texts, in DuckDB's SQL); None: anything else."""
+    values = [cond.value] if cond.op == "equals" else list(cond.values or ()) if cond.op == "in" else []
+    key = cond.attribute or ""
+    if not values or not all(isinstance(v, str) for v in values) or not PLAIN_KEY.fullmatch(key):
+        return None
+    texts = [str(v).lower() for v in values]
+    terms = " OR ".join(
+        f"LOWER(JSON_EXTRACT_STRING(d.attrs, '/{key}')) = '{t.replace(chr(39), chr(39) * 2)}'" for t in texts
     )
+    return (key, frozenset(texts)) if sql == f"{WHERE_FROM}COALESCE(({terms}), FALSE)" else None
+
+
+def _text_equal_docs(docs: pa.Array, key: str, texts: frozenset[str]) -> tuple[Mask, Codes]:
+    """Documents whose top-level `key` holds one of `texts` once lowered, as the SQL decides it, and
+    the documents left to the SQL: where DuckDB might read the document otherwise than here (escapes,
+    the key more than once: DuckDB takes the first), or lowers other than ASCII text."""
+    passing = np.zeros(len(docs), dtype=np.bool_)
+    left: list[int] = []
+    needle = f'"{key}"'
+    for i, doc in enumerate(docs.to_pylist()):
+        if doc is None:
+            continue  # NULL attributes: NULL, and COALESCE makes it false
+        if "\\" in doc or doc.count(needle) > 1:
+            left.append(i)
+            continue
+        try:
+            found = orjson.loads(doc)
+        except orjson.JSONDecodeError:
+            left.append(i)
+            continue
+        if not isinstance(found, dict):
+            left.append(i)
+            continue
+        value = found.get(key)
+        if value is None:
+            continue  # no such key, or JSON null: NULL
+        if isinstance(value, str) and value.isascii():
+            passing[i] = value.lower() in texts
+        else:
+            left.append(i)  # another type's text, or lowering beyond ASCII: the SQL's
+    return passing, np.array(left, dtype=np.int64)
 
 
 def _where(
@@ -496,10 +564,15 @@ def _where(
         # only relative date operators read `now` (`sqlvalues.test_value`)
         sql = plan.text(("where", id(sel), i), ctx.now_ms, make, cond.op not in ops.RELATIVE)
 
-        def run(sql: str = sql) -> Mask:
-            table = pa.table({"code": pa.array(np.arange(len(cols.docs)), pa.int64()), "doc": cols.docs})
-            lut = np.zeros(len(cols.docs), dtype=np.bool_)
-            lut[_chosen(con, table, sql)] = True
+        def run(sql: str = sql, cond: Condition = cond) -> Mask:
+            equality = _text_equality(cond, sql)
+            if equality is None:
+                lut, left = np.zeros(len(cols.docs), dtype=np.bool_), np.arange(len(cols.docs))
+            else:
+                lut, left = _text_equal_docs(cols.docs, *equality)
+            if len(left):
+                table = pa.table({"code": pa.array(left, pa.int64()), "doc": cols.docs.take(left)})
+                lut[_chosen(con, table, sql)] = True
             return lut
 
         passing &= plan.lookup(("where", sql), cols.docs, run)
@@ -523,19 +596,32 @@ def _scope(cols: EventColumns, ctx: CompileContext) -> Mask:
     return found
 
 
+def _upto(cols: EventColumns, now_ms: int) -> Mask:
+    """Events with a known time at or before `now_ms`."""
+    found = cols.upto.get(now_ms)
+    if found is None:
+        if len(cols.upto) >= 8:
+            cols.upto.clear()
+        found = cols.upto[now_ms] = cols.ts_known & (cols.ts <= now_ms)
+        found.flags.writeable = False  # shared by every criterion at this instant
+    return found
+
+
 def _in_range(cols: EventColumns, r: core.TimeRange, ctx: CompileContext) -> Mask:
     """Events in the time range, as `Compiler.in_range` writes it."""
     ts, now = cols.ts, ctx.now_ms
-    keep = cols.ts_known & (ts <= now)
+    keep = _upto(cols, now)
     if r.kind == "lookback":
-        keep &= ts > now - ctx.lookback_ms
+        keep = keep & (ts > now - ctx.lookback_ms)
     elif r.kind == "rolling":
-        keep &= (ts > now - r.older_ms) & (ts <= now - r.newer_ms)
+        keep = keep & (ts > now - r.older_ms)
+        if r.newer_ms > 0:  # else `ts <= now` implies it
+            keep &= ts <= now - r.newer_ms
     elif r.kind == "absolute":
         if r.start_ms is not None:
-            keep &= ts >= r.start_ms
+            keep = keep & (ts >= r.start_ms)
         if r.end_ms is not None:
-            keep &= ts < r.end_ms
+            keep = keep & (ts < r.end_ms)
     else:
         raise ValueError(f"not a time range of the sample's events: {r.kind}")
     return keep
@@ -549,20 +635,26 @@ def _selects(
     plan: EventPlan,
 ) -> Mask:
     """Events the selector matches, as `Compiler.selects` writes it."""
-    keep = np.ones(len(cols.ts), dtype=np.bool_)
-    if sel.flag is not None:
-        keep &= cols.flags[sel.flag]
-    for column, value in (
+    strings = (
         ("event_type", sel.event_type),
         ("name_lc", sel.name_lc),
         ("custom_event_type_lc", sel.custom_event_type_lc),
         ("action", sel.action_lc),
-    ):
-        if value is not None:
-            keep &= cols.strings[column].equal(value)
-    if sel.where:
-        keep &= _where(con, cols, ctx, sel, plan)
-    return keep
+    )
+    key = (sel.flag, *(value for _, value in strings))
+    keep = cols.chosen.get(key)
+    if keep is None:
+        keep = np.ones(len(cols.ts), dtype=np.bool_)
+        if sel.flag is not None:
+            keep &= cols.flags[sel.flag]
+        for column, value in strings:
+            if value is not None:
+                keep &= cols.strings[column].equal(value)
+        if len(cols.chosen) >= 64:
+            cols.chosen.clear()
+        cols.chosen[key] = keep
+        keep.flags.writeable = False  # shared by every criterion with these selectors
+    return keep & _where(con, cols, ctx, sel, plan) if sel.where else keep
 
 
 def evaluate(
@@ -594,12 +686,12 @@ def _sequence(
     first = np.flatnonzero(
         cols.alive(scope & _in_range(cols, t.window, ctx) & _selects(con, cols, t.first, ctx, plan))
     )
-    then = cols.alive(scope & cols.ts_known & (cols.ts <= now) & _selects(con, cols, t.then, ctx, plan))
+    then = cols.alive(scope & _upto(cols, now) & _selects(con, cols, t.then, ctx, plan))
     if cols.sequence_keys is None:
         raise OverflowError("event times too spread out for one key")  # never for real data
     keys, base, span = cols.sequence_keys
     f_rows, f_ts = cols.rows[first].astype(np.int64), cols.ts[first]
-    then_keys = np.sort(keys[then])
+    then_keys = keys[then] if cols.keys_sorted else np.sort(keys[then])
     i = np.searchsorted(then_keys, keys[first], side="right")
     limit = f_rows * span + np.minimum(f_ts + t.within_ms - base, span - 1)
     padded = np.append(then_keys, np.iinfo(np.int64).max)
@@ -746,15 +838,15 @@ def _sum(
     keep = _kept(con, cols, t, ctx, plan)
     sums = np.zeros(size, dtype=np.int64)
     np.add.at(sums, cols.rows[keep], cols.amount[keep])
+    decided = _numeric_sums(t.test, sums)  # value by value: the same over users as over distinct sums
+    if decided is not None:
+        return decided
     # most users sum to 0: the distinct values of the others, and 0 last
     some = np.flatnonzero(sums)
     nonzero, inverse = np.unique(sums[some], return_inverse=True)
     distinct = np.append(nonzero, 0)
     codes = np.full(size, len(nonzero), dtype=np.int64)
     codes[some] = np.asarray(inverse, dtype=np.int64).reshape(-1)
-    decided = _numeric_sums(t.test, distinct)
-    if decided is not None:
-        return decided[codes]
     table = pa.table({"code": pa.array(np.arange(len(distinct)), pa.int64()), "v": _decimals(distinct)})
     cond = _test_text(plan, ctx, t)
     lut = np.zeros(len(distinct), dtype=np.bool_)

@@ -92,6 +92,7 @@ def write(path: Path, stamp: tuple[Any, ...], cols: Columns) -> None:
         meta["amounts_exact"] = compact.amounts_exact
         keys = compact.sequence_keys
         meta["sequence"] = None if keys is None else [keys[1], keys[2]]
+        meta["keys_sorted"] = compact.keys_sorted
         if keys is not None:
             arrays["events.sequence_keys"] = pa.array(keys[0], pa.int64())
         arrays["events.rows"] = pa.array(rows.astype(np.int64, copy=False), pa.int64())
@@ -230,6 +231,7 @@ def _read(path: Path, stamp: tuple[Any, ...], size: int) -> Columns | None:
             if keys.shape[0] != m:
                 raise _Damaged
             derived["sequence_keys"] = (keys, int(meta["sequence"][0]), int(meta["sequence"][1]))
+            derived["keys_sorted"] = meta.get("keys_sorted") is True
         events = restored(
             rows.astype(np.intp, copy=False), columns, values, docs, bool(meta["fits"]), n, derived
         )
