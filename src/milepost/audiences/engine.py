@@ -136,6 +136,7 @@ class AudienceEngine:
         self._plan = _Plan()
         self._cache: tuple[_Plan, EngineSettings, _Compiled] | None = None
         self._step_no = 0  # steps of the running evaluation, ordering its change log
+        self._logged = False  # whether the running evaluation's `eval_log` holds a row
         # Members per audience in the running evaluation's scope, kept up to date by each step's
         # diff: a step whose parent and audiences are empty is known to change nothing.
         self._sizes: dict[int, int] | None = None
@@ -417,9 +418,8 @@ class AudienceEngine:
             read = compiled.tables | {"users", "memberships"}  # roots and timers read users
             if plan.boundaries is not None and plan.boundaries.event_durations_ms:
                 read |= {"events"}  # timers read events
-            for table in (*SCOPED_TABLES, "memberships"):
-                if table not in read:
-                    continue  # no query of the plan reads it
+            copies = [t for t in (*SCOPED_TABLES, "memberships") if t in read]  # what the plan reads
+            for table in copies:
                 columns = self._event_columns(plan) if table == "events" else "*"
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
@@ -439,10 +439,11 @@ class AudienceEngine:
         self._flush(now, scoped, cause, ingest)
         self._sizes = None
         if scoped:
-            self._drop_scope_copies()
+            self._drop_scope_copies(copies)
 
     def _begin_log(self) -> None:
         self._step_no = 0
+        self._logged = False
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
         ).fetchall()
@@ -452,7 +453,7 @@ class AudienceEngine:
         apply them to the stored membership (the steps updated the candidates' copy). With `ingest`,
         changes of other users are logged as caused by their timers."""
         con = self.con
-        if not con.execute("SELECT count(*) FROM eval_log").fetchall()[0][0]:
+        if not self._logged:
             return
         cause_sql = "?"
         params: list[object] = [cause]
@@ -578,8 +579,8 @@ class AudienceEngine:
         self._set_timers(plan, now, False)
         self._flush(now, False, cause)
 
-    def _drop_scope_copies(self) -> None:
-        for table in (*SCOPED_TABLES, "memberships"):
+    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> None:
+        for table in tables:
             self.con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
 
     def _fill(self, table: str, mpids: Sequence[int]) -> None:
@@ -679,6 +680,7 @@ class AudienceEngine:
             ).fetchall()
         if scoped or any(a > 0 for a in audience_ids):  # journey roots are in no change log
             con.execute(f"INSERT INTO eval_log SELECT {step_sql}, * FROM eval_diff").fetchall()
+            self._logged = True
         if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
             result.adds += adds
             result.removes += removes
@@ -695,21 +697,21 @@ class AudienceEngine:
         return [(int(a), int(n_add), int(n_remove)) for a, n_add, n_remove in rows]
 
     def _diff(self, new: str, params: list[object], audience_ids: list[int], scoped: bool) -> int:
-        """`eval_diff`: rows of `new` not stored (added), stored rows not in `new` (removed)."""
+        """`eval_diff`: rows of `new` not stored (added), stored rows not in `new` (removed). When
+        scoped, `memberships` is the candidates' copy: it needs no filter on them."""
         return int(
             self.con.execute(
                 "CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT coalesce(n.audience_id, m.audience_id) "
                 "AS audience_id, coalesce(n.mpid, m.mpid) AS mpid, m.mpid IS NULL AS added "
                 f"FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
-                "WHERE list_contains(?::BIGINT[], audience_id)"
-                + self._scope("mpid", scoped)
-                + ") m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
+                "WHERE list_contains(?::BIGINT[], audience_id)) m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
                 [*params, audience_ids],
             ).fetchall()[0][0]
         )
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
-        """Each user's next instant of possible change: one grouped pass per source, no cross joins."""
+        """Each user's next instant of possible change: one grouped pass per source, no cross joins.
+        When scoped, `users`, `events` and `memberships` are the candidates' copies (`timers` is not)."""
         con = self.con
         b = plan.boundaries
         con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
@@ -742,23 +744,19 @@ class AudienceEngine:
         users = (
             f"SELECT mpid, least({', '.join(own)}) AS b FROM users "
             f"WHERE last_seen > {now - int(self.settings.lifetime_ms)} AND {in_root}"
-        ) + self._scope("mpid", scoped)
+        )
         grouped: list[str] = []  # per-user minimums of the other sources
         if b.event_durations_ms:
             durations = sorted(int(d) for d in b.event_durations_ms)
             # For each duration d, the earliest t with t + d > now is the next boundary it gives.
             events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
             grouped.append(
-                f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)}"
-                + self._scope("mpid", scoped)
-                + " GROUP BY mpid"
+                f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
             )
         if b.entry_durations_ms:
             entry = sorted(int(d) for d in b.entry_durations_ms)
             grouped.append(
-                f"SELECT mpid, min(least({later('entered_at', entry)})) AS b FROM memberships WHERE true"
-                + self._scope("mpid", scoped)
-                + " GROUP BY mpid"
+                f"SELECT mpid, min(least({later('entered_at', entry)})) AS b FROM memberships GROUP BY mpid"
             )
         joins = "".join(f" LEFT JOIN ({q}) g{i} USING (mpid)" for i, q in enumerate(grouped))
         due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
