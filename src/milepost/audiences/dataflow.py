@@ -5,8 +5,9 @@ order, in one or more segments. A step's query yields the new members `(audience
 the audiences it writes; the engine replaces their stored membership by those rows (keeping the
 entry time of users who stay) before the next step, which may read it. A group's queries read
 its parent's members from `eval_parent`: a view the Spark engine fills at the group's first step,
-a CTE the embedded engine adds to each query (the root's own query when the root is not stored). The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run
-the same steps, compiled for their dialect.
+a CTE the embedded engine adds to each query (the root's own query when the root is not stored).
+The embedded engine (`audiences/engine.py`) and the Spark engine (`engines/spark.py`) run the same
+steps, compiled for their dialect.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ events, so a new version costs what changed, not the whole sample. Conditions on
 (`where`) run as the very same SQL condition over the distinct attribute documents only, mapped back
 to events with a lookup (text equality on a top-level attribute is decided here, document by
 document, where that is plainly what the SQL decides); the test on the count runs as the very same
-SQL condition over the distinct counts. Sums of `total_amount` run the same way over the amounts as integer nanounits (its type is
-DECIMAL(38, 9), so they are exact while they fit in 64 bits; otherwise the compiled query). Anything
-else (other sums, distinct counts, products, parent-entry windows) takes the compiled query. The SQL
+SQL condition over the distinct counts. Sums of `total_amount` run the same way over the amounts as
+integer nanounits (its type is DECIMAL(38, 9), so they are exact while they fit in 64 bits;
+otherwise the compiled query). Anything else (other sums, distinct counts, products, parent-entry windows) takes the compiled query. The SQL
 text of those conditions is generated once per plan when it does not depend on `now`.
 """
 

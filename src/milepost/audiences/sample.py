@@ -65,6 +65,11 @@ def sampled(threshold: int, dialect: Dialect = DUCKDB, column: str = "mpid") -> 
     return f"{sample_key(column, dialect)} < {int(threshold)}"
 
 
+# What a stored sample holds, as `sample.state` says: (token, threshold, batch_seq, batch_mark,
+# event_id, size).
+Stamp = tuple[str, int, int, str, int, int]
+
+
 class _Outgrown(Exception):
     """The population outgrew the sample's rate: a rebuild picks another."""
 
@@ -99,10 +104,9 @@ class Sample:
         self._lock = threading.RLock()
         # version -> the sampled MPIDs that changed to make it (absent: rebuilt, nothing to patch from)
         self.changes: dict[int, Ids] = {}
-        # What the stored sample holds, as `sample.state` says: (token, threshold, batch_seq,
-        # batch_mark, event_id, size); None until started. Unchanged by a refresh that copies nothing.
-        self.stamp: tuple[str, int, int, str, int, int] | None = None
-        self.adopted: tuple[int, tuple[str, int, int, str, int, int]] | None = None  # (version, stamp)
+        # What the stored sample holds; None until started. Unchanged by a refresh that copies nothing.
+        self.stamp: Stamp | None = None
+        self.adopted: tuple[int, Stamp] | None = None  # (version, stamp)
         con.execute("CREATE SCHEMA IF NOT EXISTS sample").fetchall()
 
     @property
@@ -148,9 +152,9 @@ class Sample:
             self.refresh()
             return True
 
-    def _stored_state(self) -> tuple[str, int, int, str, int, int] | None:
-        """(token, threshold, batch_seq, batch_mark, event_id, size) of the stored sample when it can be adopted; also
-        sets `population`. Read in one snapshot, so the state and the tables agree."""
+    def _stored_state(self) -> Stamp | None:
+        """The stamp of the stored sample when it can be adopted; also sets `population`. Read in one
+        snapshot, so the state and the tables agree."""
         con = self.con
         tables = ("state", *SAMPLE_TABLES)
         found = self._count(

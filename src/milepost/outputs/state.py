@@ -350,16 +350,6 @@ class DeliveryStore:
             "SELECT mpid FROM delivered WHERE connection_id = ?", [connection_id]
         ).fetchnumpy()["mpid"]
 
-    def delivered_among_sql(self, connection_id: int, mpids: Sequence[int]) -> set[int]:
-        """As `delivered_among`, read from the table."""
-        if not mpids:
-            return set()
-        rows = self.con.execute(
-            "SELECT mpid FROM delivered WHERE connection_id = ? AND mpid IN (SELECT unnest(?::BIGINT[]))",
-            [connection_id, sorted(set(mpids))],
-        ).fetchall()
-        return {int(r[0]) for r in rows}
-
     def delivered_identities(self, connection_id: int, mpids: Sequence[int]) -> dict[int, str | None]:
         """What the partner was given of these users' identities, for those it has."""
         if not mpids:
