@@ -224,6 +224,33 @@ def test_the_worker_writes_each_new_version_once_the_sample_settles(
     _same(got, _from_sample(store, CRITERIA[:4]))
 
 
+def test_a_path_an_estimate_reads_is_written_without_waiting_for_the_view_to_settle(
+    store: DuckDBStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(estimator, "PERSIST_EVERY_S", 3_600.0)
+    monkeypatch.setattr(estimator, "PERSIST_SETTLE_S", 3_600.0)  # the view never settles here
+    monkeypatch.setattr(Estimator, "_wake_worker", lambda self: None)  # cycles run here, one by one
+    est = Estimator(store.connect(), target=TARGET)
+    try:
+        _estimates(est, CRITERIA[3:4])  # event and user columns, no attribute path
+        est._cycle()  # the first write of a view read whole
+        assert view_file.stamp_of(_path(store)) == est.sample.stamp
+        assert view_file.paths_of(_path(store)) == []
+        _estimates(est, CRITERIA[:1])  # reads an attribute path of the same sample
+        assert est.persist()  # the file lacks it: written now
+        assert view_file.paths_of(_path(store)) == sorted(est._view.paths) != []
+        assert not est.persist()  # the file holds the whole view
+        est._cycle()
+        assert not est.persist()
+    finally:
+        est.close()
+        est.con.close()
+    reads.clear()
+    got = _run(store, CRITERIA[:1])
+    assert reads == []  # a restart reads the path from the file
+    _same(got, _from_sample(store, CRITERIA[:1]))
+
+
 def test_a_store_in_memory_writes_no_file() -> None:
     import duckdb
 

@@ -149,6 +149,14 @@ class _View:
         return (self.stamp, self.events is not None, self.users is not None, tuple(sorted(self.paths)))
 
 
+def _adds_to(key: tuple[Any, ...], written: tuple[Any, ...] | None) -> bool:
+    """A view (`persisted()` key) of the very sample the file holds, with columns or attribute paths
+    the file lacks: estimates read them, so a restart would read them again from the sample."""
+    if written is None or key[0] != written[0]:
+        return False
+    return (key[1] and not written[1]) or (key[2] and not written[2]) or not set(key[3]) <= set(written[3])
+
+
 class Estimator:
     """Estimates on the sample. A worker thread refreshes the sample and patches the cached masks
     on its own connection; an estimate waits for that at most `REFRESH_WAIT_MS`, then reads the last
@@ -289,8 +297,9 @@ class Estimator:
     def persist(self, force: bool = False) -> bool:
         """Write the installed view's columns beside the store unless the file holds them already:
         once the view stays the same for `PERSIST_SETTLE_S`, or `PERSIST_EVERY_S` after the last
-        write (or now: with `force`, or for the first write of a view read whole, the file being of
-        an older sample). True when written."""
+        write (or now: with `force`, for the first write of a view read whole, the file being of an
+        older sample, or when the view holds columns or paths the file of its sample lacks). True
+        when written."""
         view = self._view
         if self._file is None or view.stamp is None or view.version < 0:
             return False
@@ -306,7 +315,13 @@ class Estimator:
                 return False
             settled = key == seen and now - self._seen_at >= PERSIST_SETTLE_S
             rebuilt = view.whole and (self._written is None or self._written[0] != view.stamp)
-            due = force or settled or rebuilt or now - self._written_at >= PERSIST_EVERY_S
+            due = (
+                force
+                or settled
+                or rebuilt
+                or _adds_to(key, self._written)
+                or now - self._written_at >= PERSIST_EVERY_S
+            )
             if not due:
                 return False
             instants = view.instants.chunks
