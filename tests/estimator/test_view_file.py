@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from tests.estimator.population import load_population
 from tests.estimator.test_incremental import CRITERIA, _estimates, _ingest, _same, _store
@@ -341,3 +342,24 @@ def test_the_file_holds_the_events_in_order_of_their_sequence_keys(store: DuckDB
     # the keys are those of the events as they are in the file (computed again on a copy)
     again = events.since(0).sequence_keys
     assert again is not None and np.array_equal(again[0], keys)
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {b"stamp": b"not json", b"meta": b"{}"},
+        {b"stamp": b"[1, 2]", b"meta": b"[not json"},
+        {b"stamp": b"{}", b"meta": b"{}"},
+        {b"stamp": b"[99]", b"meta": b'{"paths": ["/score"]}'},  # another format
+        {},
+    ],
+)
+def test_a_file_whose_header_does_not_read_gives_no_stamp_and_no_paths(
+    tmp_path: Path, metadata: dict[bytes, bytes]
+) -> None:
+    path = tmp_path / "view.arrow"
+    table = pa.table({"x": [1]}).replace_schema_metadata(metadata)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert view_file.stamp_of(path) is None
+    assert view_file.paths_of(path) == []

@@ -127,31 +127,30 @@ def write(path: Path, stamp: tuple[Any, ...], cols: Columns) -> None:
             os.close(fd)
 
 
-def stamp_of(path: Path) -> tuple[Any, ...] | None:
-    """The stamp of the file at `path` (None: no readable file of this format)."""
+def _header(path: Path) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """(stamp, meta) of the file at `path`; None: no readable file of this format."""
     try:
         with pa.memory_map(str(path)) as source:
-            meta = pa.ipc.open_file(source).schema.metadata or {}
-    except (OSError, pa.ArrowException):
+            raw = pa.ipc.open_file(source).schema.metadata or {}
+        stamp, meta = orjson.loads(raw.get(b"stamp", b"null")), orjson.loads(raw.get(b"meta", b"null"))
+    except (OSError, pa.ArrowException, ValueError):
         return None
-    text = meta.get(b"stamp")
-    if text is None:
+    if not isinstance(stamp, list) or stamp[:1] != [FORMAT] or not isinstance(meta, dict):
         return None
-    found = orjson.loads(text)
-    return tuple(found[1:]) if found[:1] == [FORMAT] else None
+    return tuple(stamp[1:]), meta
+
+
+def stamp_of(path: Path) -> tuple[Any, ...] | None:
+    """The stamp of the file at `path` (None: no readable file of this format)."""
+    header = _header(path)
+    return None if header is None else header[0]
 
 
 def paths_of(path: Path | None) -> list[str]:
     """The attribute paths the file at `path` holds, whatever sample it is of: what estimates read
     before, to read again ahead of them after a rebuild ([]: no readable file of this format)."""
-    if path is None or stamp_of(path) is None:
-        return []
-    try:
-        with pa.memory_map(str(path)) as source:
-            meta = pa.ipc.open_file(source).schema.metadata or {}
-        found = orjson.loads(meta.get(b"meta", b"{}")).get("paths") or []
-    except (OSError, pa.ArrowException, ValueError, AttributeError):
-        return []
+    header = None if path is None else _header(path)
+    found = [] if header is None else header[1].get("paths")
     return [str(x) for x in found] if isinstance(found, list) else []
 
 
