@@ -50,9 +50,10 @@ import numpy as np
 import orjson
 from tests.estimator.population import DAY, LIFETIME, LOOKBACK, T0, load_population
 
-from milepost.audiences.estimator import Estimator, _View
+from milepost.audiences.estimator import Estimator
 from milepost.audiences.masks import SampleIndex
 from milepost.audiences.tree import JourneyRows, MilestoneRow
+from milepost.audiences.view_file import View
 from milepost.criteria import CompileContext, compile_criteria, parse_criteria, to_sql
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.normalize import normalize_request
@@ -262,7 +263,7 @@ def run_size(users: int, events_per_user: float, reps: int, workdir: Path) -> di
         # opened again from its file beside the store, then every leaf compiled and evaluated
         est._cache.clear()
         est._leaves.clear()
-        est._view = _View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
+        est._view = View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
         estimate()
 
     estimate()

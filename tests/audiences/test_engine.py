@@ -6,7 +6,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlglot import parse_one
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings, _columns
@@ -43,14 +42,6 @@ class World:
             .fetchall()
         )
         return [(int(a), int(m), str(x)) for a, m, x in rows]
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Any:
-    w = World(tmp_path)
-    yield w
-    w.engine.con.close()
-    w.store.close()
 
 
 def attr(name: str, op: str, value: Any) -> dict[str, Any]:

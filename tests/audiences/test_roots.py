@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 from tests.audiences.test_engine import DAY, T0, World, attr, journey, ms
 
 from milepost.audiences.tree import root_audience_id
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Any:
-    w = World(tmp_path)
-    yield w
-    w.engine.con.close()
-    w.store.close()
 
 
 def _root_rows(world: World) -> int:

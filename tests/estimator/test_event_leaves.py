@@ -20,7 +20,8 @@ from tests.estimator.audiences import random_criteria
 from tests.estimator.population import DAY, LOOKBACK, T0, load_population
 
 from milepost.audiences.estimator import Estimator
-from milepost.audiences.event_leaves import NOW_CHECKS, evaluate, event_plan, load
+from milepost.audiences.event_columns import load
+from milepost.audiences.event_leaves import NOW_CHECKS, evaluate, event_plan
 from milepost.criteria import CompileContext, compile_criteria, parse_criteria, to_sql
 from milepost.criteria import operators as ops
 from milepost.criteria.core import lower

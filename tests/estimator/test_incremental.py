@@ -19,7 +19,8 @@ from tests.estimator.population import DAY, LIFETIME, LOOKBACK, T0, load_populat
 
 from milepost.audiences import estimator
 from milepost.audiences.estimator import Estimator, NodeEstimate
-from milepost.audiences.event_leaves import evaluate, event_plan, load, update
+from milepost.audiences.event_columns import load, update
+from milepost.audiences.event_leaves import evaluate, event_plan
 from milepost.audiences.masks import SampleIndex
 from milepost.audiences.root_leaves import load as load_users
 from milepost.audiences.root_leaves import update as update_users

@@ -15,9 +15,9 @@ import pytest
 from tests.estimator.population import load_population
 from tests.estimator.test_incremental import CRITERIA, _estimates, _ingest, _same, _store
 
-from milepost.audiences import estimator, view_file
+from milepost.audiences import estimator, view_file, view_writes
 from milepost.audiences.estimator import Estimator, NodeEstimate
-from milepost.audiences.event_leaves import update as update_events
+from milepost.audiences.event_columns import update as update_events
 from milepost.audiences.masks import SampleIndex
 from milepost.engines.duckdb import DuckDBStore
 
@@ -203,8 +203,8 @@ def test_inconsistent_columns_are_not_read(tmp_path: Path, store: DuckDBStore) -
 def test_the_worker_writes_each_new_version_once_the_sample_settles(
     store: DuckDBStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(estimator, "PERSIST_EVERY_S", 3_600.0)  # only a settled sample is written
-    monkeypatch.setattr(estimator, "PERSIST_SETTLE_S", 0.0)  # settled: the same at two cycles
+    monkeypatch.setattr(view_writes, "PERSIST_EVERY_S", 3_600.0)  # only a settled sample is written
+    monkeypatch.setattr(view_writes, "PERSIST_SETTLE_S", 0.0)  # settled: the same at two cycles
     monkeypatch.setattr(Estimator, "_wake_worker", lambda self: None)  # cycles run here, one by one
     est = Estimator(store.connect(), target=TARGET)
     try:
@@ -228,8 +228,8 @@ def test_the_worker_writes_each_new_version_once_the_sample_settles(
 def test_a_path_an_estimate_reads_is_written_without_waiting_for_the_view_to_settle(
     store: DuckDBStore, reads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(estimator, "PERSIST_EVERY_S", 3_600.0)
-    monkeypatch.setattr(estimator, "PERSIST_SETTLE_S", 3_600.0)  # the view never settles here
+    monkeypatch.setattr(view_writes, "PERSIST_EVERY_S", 3_600.0)
+    monkeypatch.setattr(view_writes, "PERSIST_SETTLE_S", 3_600.0)  # the view never settles here
     monkeypatch.setattr(Estimator, "_wake_worker", lambda self: None)  # cycles run here, one by one
     est = Estimator(store.connect(), target=TARGET)
     try:

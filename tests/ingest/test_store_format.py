@@ -50,8 +50,7 @@ def test_format_1_store_opens_with_its_keys(tmp_path: Path) -> None:
     store = DuckDBStore(directory)
     try:
         con = store._con
-        version = con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
-        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        assert _format(con) == duckdb_schema.SCHEMA_VERSION
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         assert "dedupe_keys" in tables and not tables & {"request_keys", "message_keys"}
         state = store._state()
@@ -74,18 +73,27 @@ def test_format_1_store_opens_with_its_keys(tmp_path: Path) -> None:
         store.close()
 
 
+def _store_of_format(directory: Path, version: int) -> DuckDBStore:
+    """A new store marked as written in an older format (its tables are the current ones)."""
+    store = DuckDBStore(directory)
+    store._con.execute(f"UPDATE store_meta SET value = '{version}' WHERE key = 'schema_version'").fetchall()
+    return store
+
+
+def _format(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()[0][0])
+
+
 def test_format_2_keys_count_until_purged(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = DuckDBStore(directory)
-    store._con.execute("UPDATE store_meta SET value = '2' WHERE key = 'schema_version'").fetchall()
+    store = _store_of_format(directory, 2)
     store._con.execute(
         f"INSERT INTO dedupe_keys VALUES (0, 1, 'r1', {T0}), (1, 1, 'm1', {T0 + 2}), (1, 1, 'm0', {T0 - DAY})"
     ).fetchall()
     store.close()
     store = DuckDBStore(directory)
     try:
-        version = store._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
-        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        assert _format(store._con) == duckdb_schema.SCHEMA_VERSION
         assert store._state().request_keys == {(1, "r1"): T0}
         assert store._state().message_keys == {(1, "m1"): T0 + 2, (1, "m0"): T0 - DAY}
         event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
@@ -156,8 +164,7 @@ def test_a_key_sent_again_after_its_window_counts_from_the_later_time(tmp_path: 
 def test_format_3_store_opens_with_its_bodies_and_writes_bodies_without_events(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
-    store = DuckDBStore(directory)
-    store._con.execute("UPDATE store_meta SET value = '3' WHERE key = 'schema_version'").fetchall()
+    store = _store_of_format(directory, 3)
     old_body = {"mpid": 3, "source_request_id": "r1", "events": [event]}
     store._con.execute(
         "INSERT INTO batches VALUES (1, 1, 'events', 'production', 3, ?, 'r1', ?)",
@@ -166,8 +173,7 @@ def test_format_3_store_opens_with_its_bodies_and_writes_bodies_without_events(t
     store.close()
     store = DuckDBStore(directory)
     try:
-        version = store._con.execute("SELECT value FROM store_meta WHERE key = 'schema_version'").fetchall()
-        assert version == [(str(duckdb_schema.SCHEMA_VERSION),)]
+        assert _format(store._con) == duckdb_schema.SCHEMA_VERSION
         assert store._state().request_keys == {(1, "r1"): T0}
         assert _ingest(store, T0 + 10, [{"mpid": 3, "source_request_id": "r2", "events": [event]}]) == (1, 1)
         rows = store._con.execute("SELECT seq, body::VARCHAR FROM batches ORDER BY seq").fetchall()

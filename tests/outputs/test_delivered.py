@@ -5,14 +5,12 @@ a forgotten connection, and a store opened again (a restart after a crash)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from milepost.engines.duckdb import DuckDBStore
-from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
 from milepost.outputs import delivered as dl
 from milepost.outputs import state as st
 from milepost.outputs.delivered import DeliveredSet
@@ -21,20 +19,6 @@ from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
 pytestmark = pytest.mark.unit
 
 NAMES = ("Gold", "gold-ext")
-
-
-@pytest.fixture
-def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    store = DuckDBStore(tmp_path / "store")
-    con = store.connect()
-    for ddl in MEMBERSHIP_DDL:
-        con.execute(ddl).fetchall()
-    DeliveryStore.create_tables(con)
-    try:
-        yield con
-    finally:
-        con.close()
-        store.close()
 
 
 @pytest.mark.parametrize("merge_at", [3, 1_000_000])

@@ -3,34 +3,15 @@ recorded whether its users are new to `delivered` or already there (an identity 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import duckdb
 import pytest
 
-from milepost.engines.duckdb import DuckDBStore
-from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
 from milepost.outputs import state as st
 from milepost.outputs.state import DeliveryState, DeliveryStore
 
 pytestmark = pytest.mark.unit
 
 NAMES = ("Gold", "gold-ext")
-
-
-@pytest.fixture
-def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    store = DuckDBStore(tmp_path / "store")
-    con = store.connect()
-    for ddl in MEMBERSHIP_DDL:
-        con.execute(ddl).fetchall()
-    DeliveryStore.create_tables(con)
-    try:
-        yield con
-    finally:
-        con.close()
-        store.close()
 
 
 def _delivered(con: duckdb.DuckDBPyConnection, connection_id: int) -> dict[int, str | None]:

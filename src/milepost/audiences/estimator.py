@@ -54,19 +54,20 @@ from milepost.audiences.attribute_leaves import (
     updated_values,
     users_mask,
 )
-from milepost.audiences.event_leaves import CHANGED_TABLE, EventColumns
+from milepost.audiences.event_columns import CHANGED_TABLE, EventColumns
+from milepost.audiences.event_columns import load as load_events
+from milepost.audiences.event_columns import update as update_events
 from milepost.audiences.event_leaves import evaluate as evaluate_events
-from milepost.audiences.event_leaves import load as load_events
-from milepost.audiences.event_leaves import update as update_events
 from milepost.audiences.leaves import Leaf, RootLeaf
 from milepost.audiences.masks import Ids, Mask, SampleIndex, as_ids, count
-from milepost.audiences.root_leaves import UserColumns
 from milepost.audiences.root_leaves import load as load_users
 from milepost.audiences.root_leaves import update as update_users
 from milepost.audiences.sample import SAMPLE_TABLES, Sample
 from milepost.audiences.sizes import Ratio, size_of
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.audiences.validity import Instants, durations, used_calculated
+from milepost.audiences.view_file import View
+from milepost.audiences.view_writes import ViewWrites
 from milepost.criteria import (
     CalculatedAttribute,
     CompileContext,
@@ -91,10 +92,6 @@ WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
 # estimate rarely finds the sample behind the store and has to wait for a refresh.
 WORKER_POLL_S = 0.05
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
-# The view's columns are written beside the store (`view_file`) once the sample stays unchanged this
-# long, and while it keeps changing (ingest) at most this often: each write copies every column.
-PERSIST_SETTLE_S = 2.0
-PERSIST_EVERY_S = 30.0
 
 
 def top_level(criteria: Criteria) -> tuple[str, list[Criteria]]:
@@ -128,35 +125,6 @@ class _Entry:
         return self.now_ms <= now_ms < self.until_ms
 
 
-@dataclass
-class _View:
-    """What estimates read: one version of the sample, its row order and sizes."""
-
-    version: int
-    index: SampleIndex
-    size: int
-    population: int
-    exact: bool
-    instants: Instants = field(default_factory=Instants)  # what time windows compare with `now`
-    paths: dict[str, PathValues] = field(default_factory=dict)  # attribute values per path
-    events: EventColumns | None = None  # the sample's events as columns, read on first use
-    users: UserColumns | None = None  # the sample's users' last seen and inputs, read on first use
-    stamp: tuple[Any, ...] | None = None  # what the sample held (`Sample.stamp`) when this was made
-    whole: bool = False  # read whole from the sample (a rebuild), not carried from an earlier view
-
-    def persisted(self) -> tuple[Any, ...]:
-        """What a file of this view holds."""
-        return (self.stamp, self.events is not None, self.users is not None, tuple(sorted(self.paths)))
-
-
-def _adds_to(key: tuple[Any, ...], written: tuple[Any, ...] | None) -> bool:
-    """A view (`persisted()` key) of the very sample the file holds, with columns or attribute paths
-    the file lacks: estimates read them, so a restart would read them again from the sample."""
-    if written is None or key[0] != written[0]:
-        return False
-    return (key[1] and not written[1]) or (key[2] and not written[2]) or not set(key[3]) <= set(written[3])
-
-
 class Estimator:
     """Estimates on the sample. A worker thread refreshes the sample and patches the cached masks
     on its own connection; an estimate waits for that at most `REFRESH_WAIT_MS`, then reads the last
@@ -177,7 +145,7 @@ class Estimator:
         self._cache: dict[tuple[Any, ...], _Entry] = {}  # masks over the current view's index
         self._leaves: dict[tuple[Any, ...], Leaf] = {}  # per (criteria, context), whatever `now` is
         self._latest_now_ms = 0  # the instant the latest estimate was asked for
-        self._view = _View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
+        self._view = View(-1, SampleIndex(np.zeros(0, dtype=np.int64)), 0, 0, True)
         self._lock = threading.RLock()  # estimates, and installing a new view
         self._sync_lock = threading.Lock()  # one refresh-and-patch at a time
         self._built = False
@@ -190,11 +158,7 @@ class Estimator:
         self._worker: threading.Thread | None = None
         self._closed = False
         self._file = view_file.location(con)  # the view's columns beside the store (None: in memory)
-        self._persist_lock = threading.Lock()
-        self._written: tuple[Any, ...] | None = None  # what the file holds, as `_View.persisted`
-        self._written_at = -float("inf")  # monotonic seconds
-        self._last_seen: tuple[Any, ...] | None = None  # the view's `persisted()` at the last cycle
-        self._seen_at = 0.0  # monotonic seconds: when it was first seen
+        self._writes = ViewWrites()  # when the file is written again
 
     @property
     def _index(self) -> SampleIndex:
@@ -295,11 +259,8 @@ class Estimator:
                 log.debug("writing the estimator's view failed", exc_info=True)
 
     def persist(self, force: bool = False) -> bool:
-        """Write the installed view's columns beside the store unless the file holds them already:
-        once the view stays the same for `PERSIST_SETTLE_S`, or `PERSIST_EVERY_S` after the last
-        write (or now: with `force`, for the first write of a view read whole, the file being of an
-        older sample, or when the view holds columns or paths the file of its sample lacks). True
-        when written."""
+        """Write the installed view's columns beside the store when due (`view_writes`); True when
+        written."""
         view = self._view
         if self._file is None or view.stamp is None or view.version < 0:
             return False
@@ -307,34 +268,14 @@ class Estimator:
             key, paths, events, users = view.persisted(), dict(view.paths), view.events, view.users
         if events is None and users is None and not paths:
             return False
-        with self._persist_lock:
-            seen, self._last_seen, now = self._last_seen, key, time.monotonic()
-            if key != seen:
-                self._seen_at = now
-            if key == self._written:
-                return False
-            settled = key == seen and now - self._seen_at >= PERSIST_SETTLE_S
-            rebuilt = view.whole and (self._written is None or self._written[0] != view.stamp)
-            due = (
-                force
-                or settled
-                or rebuilt
-                or _adds_to(key, self._written)
-                or now - self._written_at >= PERSIST_EVERY_S
-            )
-            if not due:
-                return False
+        file, stamp = self._file, view.stamp
+
+        def write() -> None:
             instants = view.instants.chunks
-            cols = view_file.Columns(
-                view.index.mpids,
-                np.sort(np.concatenate(instants)) if instants else np.zeros(0, dtype=np.int64),
-                users,
-                events,
-                paths,
-            )
-            view_file.write(self._file, view.stamp, cols)
-            self._written, self._written_at = key, time.monotonic()
-            return True
+            every = np.sort(np.concatenate(instants)) if instants else np.zeros(0, dtype=np.int64)
+            view_file.write(file, stamp, view_file.Columns(view.index.mpids, every, users, events, paths))
+
+        return self._writes.write_if_due(key, view.whole, force, write)
 
     def _in_use(self) -> bool:
         now = time.monotonic() * 1000
@@ -432,7 +373,7 @@ class Estimator:
             entries = list(self._cache.items())
         patched: list[tuple[tuple[Any, ...], _Entry, Mask]] = []
         if changed is not None and changed.shape[0] <= PATCH_SHARE * max(len(old.index), 1):
-            view = _View(version, old.index, size, population, exact, stamp=s.stamp)
+            view = View(version, old.index, size, population, exact, stamp=s.stamp)
             appended, instants = self._carried(con, old, view, changed)
             view.instants = old.instants.add(instants)
             if entries:
@@ -440,7 +381,7 @@ class Estimator:
         else:
             index = SampleIndex(as_ids(con.execute("SELECT mpid FROM sample.users").fetchnumpy()["mpid"]))
             every = Instants().add(self._instants(con, None))
-            view = _View(version, index, size, population, exact, every, stamp=s.stamp, whole=True)
+            view = View(version, index, size, population, exact, every, stamp=s.stamp, whole=True)
             # what estimates read before is read again here, off their path
             first = ahead and old.version < 0
             if old.users is not None or first:
@@ -461,7 +402,7 @@ class Estimator:
             self._cache.clear()  # entries computed meanwhile were over the old index
             self._cache.update(kept)
 
-    def _opened(self) -> _View | None:
+    def _opened(self) -> View | None:
         """A view read from the file beside the store, when it holds the sample's current version or
         the one adopted at start (then brought to the current one like any earlier view)."""
         s = self.sample
@@ -473,7 +414,7 @@ class Estimator:
         for version, stamp in held:
             cols = view_file.read(self._file, stamp, stamp[5])
             if cols is not None:
-                view = _View(
+                view = View(
                     version,
                     SampleIndex(cols.mpids),
                     stamp[5],
@@ -485,13 +426,12 @@ class Estimator:
                     cols.users,
                     stamp,
                 )
-                with self._persist_lock:
-                    self._written = self._last_seen = view.persisted()
+                self._writes.opened(view.persisted())
                 return view
         return None
 
     def _carried(
-        self, con: duckdb.DuckDBPyConnection, old: _View, view: _View, changed: Ids
+        self, con: duckdb.DuckDBPyConnection, old: View, view: View, changed: Ids
     ) -> tuple[EventColumns | None, Ids]:
         """`view` (of the sample's current version) given `old`'s index and columns, where only the
         `changed` users differ: their rows are read again, everyone else's kept. Returns the changed
@@ -541,8 +481,8 @@ class Estimator:
     def _patch(
         self,
         con: duckdb.DuckDBPyConnection,
-        old: _View,
-        view: _View,
+        old: View,
+        view: View,
         changed: np.ndarray,
         entries: list[tuple[tuple[Any, ...], _Entry]],
         appended: EventColumns | None,
@@ -564,8 +504,8 @@ class Estimator:
     def _patched(
         self,
         con: duckdb.DuckDBPyConnection,
-        old: _View,
-        view: _View,
+        old: View,
+        view: View,
         rows: np.ndarray,
         entry: _Entry,
         appended: EventColumns | None,
@@ -650,7 +590,7 @@ class Estimator:
         leaf: Leaf,
         now_ms: int,
         con: duckdb.DuckDBPyConnection,
-        view: _View,
+        view: View,
         read_events: bool = True,
     ) -> Mask:
         """`leaf`'s members at `now_ms`; event counts in NumPy once the view's events are read (reading
@@ -672,7 +612,7 @@ class Estimator:
         return self._evaluate(compiled.sql, compiled.attributes, con, view)
 
     def _evaluate(
-        self, sql: str, attributes: AttributeLeaf | None, con: duckdb.DuckDBPyConnection, view: _View
+        self, sql: str, attributes: AttributeLeaf | None, con: duckdb.DuckDBPyConnection, view: View
     ) -> Mask:
         if attributes is None:
             return view.index.mask(self._fetch(sql, con))
@@ -681,7 +621,7 @@ class Estimator:
         chosen = as_ids(next(iter(con.execute(attributes.sql).fetchnumpy().values())))
         return users_mask(codes, chosen, table.num_rows)
 
-    def _path_values(self, path: str, con: duckdb.DuckDBPyConnection, view: _View) -> PathValues:
+    def _path_values(self, path: str, con: duckdb.DuckDBPyConnection, view: View) -> PathValues:
         found = view.paths.get(path)
         if found is None:
             literal = exp.Literal.string(path).sql(dialect="duckdb")
@@ -777,7 +717,7 @@ class Estimator:
                 lookback_ms,
                 out,
             )
-            unsaved = self._file is not None and self._view.persisted() != self._written
+            unsaved = self._file is not None and self._view.persisted() != self._writes.written
         if unsaved:
             self._wake_worker()  # columns read on this request: the worker writes them beside the store
         return out

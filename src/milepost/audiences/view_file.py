@@ -1,4 +1,4 @@
-"""The estimator's view of the sample, persisted beside the store so a restart reads it in milliseconds.
+"""The estimator's view of the sample (`View`), and its file beside the store, so a restart reads it in milliseconds.
 
 Reading the sample's events, users and attribute values out of DuckDB into the columns estimates
 run on costs far more than an estimate; this file holds those columns as they were read, in one
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ import orjson
 import pyarrow as pa
 
 from milepost.audiences.attribute_leaves import PathValues
-from milepost.audiences.event_leaves import MASKS, NUMBERS, SELECTOR_SQL, EventColumns, restored, stored
-from milepost.audiences.masks import Ids
+from milepost.audiences.event_columns import MASKS, NUMBERS, SELECTOR_SQL, EventColumns, restored, stored
+from milepost.audiences.masks import Ids, SampleIndex
 from milepost.audiences.root_leaves import UserColumns
+from milepost.audiences.validity import Instants
 
 FORMAT = 1  # raise when what the file holds, or how, changes
 DIRECTORY = "estimator"  # beside the store's database file
@@ -45,6 +46,28 @@ class Columns:
     users: UserColumns | None
     events: EventColumns | None
     paths: dict[str, PathValues]
+
+
+@dataclass
+class View:
+    """What estimates read: one version of the sample, its row order and sizes, and the columns
+    read of it so far (what the file holds)."""
+
+    version: int
+    index: SampleIndex
+    size: int
+    population: int
+    exact: bool
+    instants: Instants = field(default_factory=Instants)  # what time windows compare with `now`
+    paths: dict[str, PathValues] = field(default_factory=dict)  # attribute values per path
+    events: EventColumns | None = None  # the sample's events as columns, read on first use
+    users: UserColumns | None = None  # the sample's users' last seen and inputs, read on first use
+    stamp: tuple[Any, ...] | None = None  # what the sample held (`Sample.stamp`) when this was made
+    whole: bool = False  # read whole from the sample (a rebuild), not carried from an earlier view
+
+    def persisted(self) -> tuple[Any, ...]:
+        """What a file of this view holds."""
+        return (self.stamp, self.events is not None, self.users is not None, tuple(sorted(self.paths)))
 
 
 def location(con: duckdb.DuckDBPyConnection) -> Path | None:
