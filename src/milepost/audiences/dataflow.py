@@ -171,10 +171,17 @@ def group_steps(
         kept = tuple(c.audience_id for c in group.children[lo:hi] if plan.keeps(c.audience_id))
         step_query: exp.Select | None = None
         if select is not None:
+            # A step writing every child picks every row the CASE gives an audience (a long IN list
+            # costs DuckDB a join per evaluation).
+            keep: exp.Expr | str = "false"
+            if len(kept) == len(group.children):
+                keep = exp.Not(this=exp.Is(this=exp.column("audience_id"), expression=exp.Null()))
+            elif kept:
+                keep = exp.column("audience_id").isin(*[exp.convert(a) for a in kept])
             step_query = (
                 exp.select("audience_id", "mpid")
                 .from_(select.subquery("p", copy=len(bounds) > 2))  # shared by segments
-                .where(exp.column("audience_id").isin(*[exp.convert(a) for a in kept]) if kept else "false")
+                .where(keep)
             )
         elif remaining is not None and remaining in kept:
             step_query = exp.select(lit(remaining).as_("audience_id"), exp.column("mpid")).from_(PARENT_TABLE)
