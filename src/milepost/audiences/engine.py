@@ -747,10 +747,11 @@ class AudienceEngine:
         grouped: list[str] = []  # per-user minimums of the other sources
         if b.event_durations_ms:
             durations = sorted(int(d) for d in b.event_durations_ms)
-            # For each duration d, the earliest t with t + d > now is the next boundary it gives.
-            events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
+            # An event's next boundary is its time plus the shortest duration taking it past now
+            # (t + d grows with d): one CASE per row and one minimum, not one filtered minimum per d.
+            first = " ".join(f"WHEN ts > {now - d} THEN ts + {d}" for d in durations)
             grouped.append(
-                f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
+                f"SELECT mpid, min(CASE {first} END) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
             )
         if b.entry_durations_ms:
             entry = sorted(int(d) for d in b.entry_durations_ms)
