@@ -123,6 +123,11 @@ def test_realtime_equals_full_calculation(
             check = engine.full_calculation(clock.now_ms())
             assert (check.adds, check.removes) == (0, 0), realtime
             assert {a: engine.members(a) for a in audiences} == realtime
+            # One row per (audience, user): the engine keeps it so (the table has no key).
+            rows_, pairs = engine.con.execute(
+                "SELECT count(*), count(DISTINCT (audience_id, mpid)) FROM memberships"
+            ).fetchall()[0]
+            assert rows_ == pairs
             log = (
                 store.reader()
                 .execute(

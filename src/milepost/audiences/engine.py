@@ -26,7 +26,7 @@ from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB, call, lit
-from milepost.engines.duckdb_membership import MEMBERSHIP_DDL, SCRATCH_DDL
+from milepost.engines.duckdb_membership import ensure_membership_tables
 
 WATERMARK_KEY = "evaluated_batch_seq"
 IDLE_WATERMARK_S = 1.0  # with nothing maintained, how often the read position is written down
@@ -142,8 +142,7 @@ class AudienceEngine:
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
-        for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
-            con.execute(ddl).fetchall()
+        ensure_membership_tables(con)
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
         self._seq = int(row[0][0] or 0)
         self._db = str(con.execute("SELECT current_database()").fetchall()[0][0])
@@ -748,10 +747,11 @@ class AudienceEngine:
         grouped: list[str] = []  # per-user minimums of the other sources
         if b.event_durations_ms:
             durations = sorted(int(d) for d in b.event_durations_ms)
-            # For each duration d, the earliest t with t + d > now is the next boundary it gives.
-            events = ", ".join(f"min(ts) FILTER (WHERE ts > {now - d}) + {d}" for d in durations)
+            # An event's next boundary is its time plus the shortest duration taking it past now
+            # (t + d grows with d): one CASE per row and one minimum, not one filtered minimum per d.
+            first = " ".join(f"WHEN ts > {now - d} THEN ts + {d}" for d in durations)
             grouped.append(
-                f"SELECT mpid, least({events}) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
+                f"SELECT mpid, min(CASE {first} END) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
             )
         if b.entry_durations_ms:
             entry = sorted(int(d) for d in b.entry_durations_ms)

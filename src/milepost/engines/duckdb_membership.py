@@ -7,12 +7,15 @@ membership and the change that produced it are always stored together.
 
 from __future__ import annotations
 
+import duckdb
+
+# One row per (audience, user), kept so by the engine (each step yields a user once per audience).
+# No key: nothing looks a row up by it, and maintaining the index cost a full calculation writing
+# a million rows about as much again as the insert, and its commit more.
+MEMBERSHIP_COLUMNS = "audience_id BIGINT NOT NULL, mpid BIGINT NOT NULL, entered_at BIGINT NOT NULL"
+
 MEMBERSHIP_DDL = [
-    """CREATE TABLE IF NOT EXISTS memberships (
-        audience_id BIGINT NOT NULL,
-        mpid BIGINT NOT NULL,
-        entered_at BIGINT NOT NULL,
-        PRIMARY KEY (audience_id, mpid))""",
+    f"CREATE TABLE IF NOT EXISTS memberships ({MEMBERSHIP_COLUMNS})",
     """CREATE TABLE IF NOT EXISTS membership_changes (
         seq BIGINT NOT NULL,
         audience_id BIGINT NOT NULL,
@@ -27,7 +30,35 @@ MEMBERSHIP_DDL = [
     "CREATE TABLE IF NOT EXISTS timers (mpid BIGINT NOT NULL, due_at BIGINT NOT NULL)",
 ]
 
+# A store written before memberships lost their key: the table rebuilt without it, rows kept.
+MEMBERSHIP_KEYED = (
+    "SELECT count(*) FROM duckdb_constraints() WHERE database_name = current_database() "
+    "AND schema_name = 'main' AND table_name = 'memberships' AND constraint_type = 'PRIMARY KEY'"
+)
+MEMBERSHIP_UNKEY = [
+    f"CREATE TABLE memberships_unkeyed ({MEMBERSHIP_COLUMNS})",
+    "INSERT INTO memberships_unkeyed SELECT audience_id, mpid, entered_at FROM main.memberships",
+    "DROP TABLE main.memberships",
+    "ALTER TABLE memberships_unkeyed RENAME TO memberships",
+]
+
+
 # Scratch tables of one evaluation; TEMP, so they live in the engine's connection only.
 SCRATCH_DDL = [
     "CREATE TEMP TABLE IF NOT EXISTS eval_candidates (mpid BIGINT)",
 ]
+
+
+def ensure_membership_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the engine's tables, and drop the key of a store's memberships written before."""
+    for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
+        con.execute(ddl).fetchall()
+    if int(con.execute(MEMBERSHIP_KEYED).fetchall()[0][0]):
+        con.execute("BEGIN TRANSACTION").fetchall()
+        try:
+            for statement in MEMBERSHIP_UNKEY:
+                con.execute(statement).fetchall()
+            con.execute("COMMIT").fetchall()
+        except BaseException:
+            con.execute("ROLLBACK").fetchall()
+            raise
