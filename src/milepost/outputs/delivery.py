@@ -8,8 +8,9 @@ the outbox in `seq` order, in batches. Only after the partner acknowledges a bat
 move, in the same transaction as the connection's counters and its record of what the partner
 has; so delivery is at least once and in order per user. The worker is `worker.ConnectionWorker`.
 
-A second thread follows the outbox head (`head_poll_s`, or at once on `notify()`) and wakes the
-workers behind it, so a change reaches its partner without waiting for the catalog's next read.
+A second thread follows the outbox head (`head_poll_s`, or at once on `notify()`), per audience,
+and wakes the workers behind their audience's head, so a change reaches its partner without waiting
+for the catalog's next read, and a connection whose audience did not change reads nothing.
 Once commits are notified, the head is read between notifications only every `poll_s`: the outbox's
 writer notifies after each commit, and every read costs a query.
 """
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 # The supervisor re-reads the outputs on every this many looks at the connections (or at once when a
 # connection names one it has not read): their settings change rarely, and reading them decrypts
-# every output's secrets, the larger part of a look.
+# every output's secrets, the larger part of a look. The connections' records are built again
+# between those only when their stored rows changed (`Catalog.connections_token`, a plain query).
 OUTPUTS_EVERY = 5
 
 
@@ -69,7 +71,8 @@ class DeliveryRunner:
         self.context = OutputContext(self.http, clock, self.settings.allow_private)
         self._con = store.connect()  # used by the supervisor thread only (and here, before it starts)
         DeliveryStore.create_tables(self._con)
-        self.head_seq = 0
+        self.head_seq = 0  # the outbox head: the greatest seq read
+        self.heads: dict[int, int] = {}  # per audience, the greatest seq of its changes read
         self.workers: dict[int, ConnectionWorker] = {}
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +82,8 @@ class DeliveryRunner:
         self._threads = False
         self._notified = False  # commits to the outbox are notified (see `_watch`)
         self._outputs: dict[int, OutputRecord] | None = None  # as the supervisor last read them
+        # The connections as last read, with the token they were read after (re-read when it changes).
+        self._connections: tuple[tuple[Any, ...], dict[int, ConnectionRecord]] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -127,19 +132,30 @@ class DeliveryRunner:
         s = self.settings
         return max(s.head_poll_s, s.poll_s) if self._notified else s.head_poll_s
 
-    def _head(self, con: duckdb.DuckDBPyConnection) -> int:
-        last = self.head_seq
-        rows = con.execute("SELECT max(seq) FROM membership_changes WHERE seq > ?", [last]).fetchall()
-        return last if rows[0][0] is None else int(rows[0][0])
+    def _head(self, con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+        """Per audience, the greatest seq of its changes after the head read last."""
+        rows = con.execute(
+            "SELECT audience_id, max(seq) FROM membership_changes WHERE seq > ? GROUP BY audience_id",
+            [self.head_seq],
+        ).fetchall()
+        return {int(a): int(s) for a, s in rows}
 
-    def _moved(self, head: int) -> bool:
-        """Record the head; wake the workers behind it when it moved."""
+    def head_of(self, audience_id: int) -> int:
+        """The greatest seq read of the audience's changes (0: none read)."""
+        return self.heads.get(audience_id, 0)
+
+    def _moved(self, heads: dict[int, int]) -> bool:
+        """Record the heads read; wake the workers behind their audience's head when it moved (a
+        connection whose audience did not change has nothing new to read)."""
         with self._head_lock:
-            if head <= self.head_seq:
+            moved = {a: s for a, s in heads.items() if s > self.heads.get(a, 0)}
+            if not moved:
                 return False
-            self.head_seq = head
+            self.heads.update(moved)
+            self.head_seq = max(self.head_seq, *moved.values())
         for worker in list(self.workers.values()):
-            if worker.state.cursor_seq < head:
+            audience = worker.audience_id()
+            if audience is None or moved.get(audience, 0) > worker.state.cursor_seq:
                 worker.wake.set()
         return True
 
@@ -164,7 +180,10 @@ class DeliveryRunner:
     def tick(self, outputs: bool = True) -> None:
         """Re-read the catalog and the outbox head; give every worker its connection; wake those behind.
         Without `outputs`, the outputs read last time stand, unless a connection names another."""
-        connections = {c.id: c for c in self.catalog.connections()}
+        token = self.catalog.connections_token()
+        if outputs or self._connections is None or token != self._connections[0]:
+            self._connections = (token, {c.id: c for c in self.catalog.connections()})
+        connections = self._connections[1]
         known = self._outputs
         if outputs or known is None or any(c.output_id not in known for c in connections.values()):
             known = self._outputs = {o.id: o for o in self.catalog.list_outputs()}

@@ -131,6 +131,11 @@ class ConnectionWorker:
         if before is None or before != assignment:
             self.wake.set()
 
+    def audience_id(self) -> int | None:
+        """The audience of the connection as last assigned (None before the first assignment)."""
+        assignment = self._assignment
+        return None if assignment is None else assignment.connection.audience_id
+
     def resume(self, record: ConnectionRecord, output: OutputRecord | None = None) -> None:
         """Resume with `record`, and `output` when given (else the output last assigned)."""
         with self._lock:
@@ -276,7 +281,7 @@ class ConnectionWorker:
         if s.phase == st.STREAM:
             rows = (
                 self.store.outbox(aid, s.cursor_seq, size, upto)
-                if self.runner.head_seq > s.cursor_seq
+                if self.runner.head_of(aid) > s.cursor_seq
                 else []
             )
             if not rows:

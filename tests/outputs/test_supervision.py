@@ -1,0 +1,117 @@
+"""What the supervisor reads between looks: the outbox head per audience (a connection whose audience
+did not change is not woken), and the connections' records rebuilt only when their rows changed."""
+
+from __future__ import annotations
+
+import pytest
+from tests.outputs.test_runner import GOLD, Script, World, _connect, drive, world  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.unit
+
+SILVER = {**GOLD, "value": "silver"}
+
+
+def _heads(w: World) -> dict[int, int]:
+    rows = (
+        w.runtime.store.reader()
+        .execute("SELECT audience_id, max(seq) FROM membership_changes GROUP BY audience_id")
+        .fetchall()
+    )
+    return {int(a): int(s) for a, s in rows}
+
+
+def test_the_head_is_followed_per_audience_and_wakes_only_the_workers_behind_their_own(
+    request: pytest.FixtureRequest,
+) -> None:
+    w: World = request.getfixturevalue("world")
+    rt = w.runtime
+    journey = rt.journeys.create({"name": "s", "milestones": [{"name": "silver", "criteria": SILVER}]})
+    silver = rt.catalog.milestones(journey)[0].audience_id
+    gold_cid = _connect(w)
+    silver_cid = rt.catalog.create_connection(silver, w.output_id).id
+    rt.journeys.refresh()
+    w.send(1, "gold")
+    w.send(2, "silver")
+    script = Script()
+    runner = w.runner(script)
+    try:
+        drive(runner)
+        assert sorted(script.accepted()) == [(1, "add"), (2, "add")]
+        assert {a: runner.head_of(a) for a in (w.audience, silver)} == {
+            a: s for a, s in _heads(w).items() if a in (w.audience, silver)
+        }
+        gold, other = runner.workers[gold_cid], runner.workers[silver_cid]
+        before = runner.head_of(silver)
+        w.send(3, "gold")  # only the gold audience's outbox grows
+        gold.wake.clear()
+        other.wake.clear()
+        assert runner._moved(runner._head(runner._con))
+        assert gold.wake.is_set() and not other.wake.is_set()
+        assert runner.head_of(w.audience) == _heads(w)[w.audience] > before
+        assert runner.head_of(silver) == before
+        assert runner.head_seq == max(_heads(w).values())
+        assert not runner._moved(runner._head(runner._con))  # read already: nothing moved
+        drive(runner)
+        assert script.accepted()[-1] == (3, "add")
+        w.send(3, "silver")  # leaves gold, enters silver: both move
+        gold.wake.clear()
+        other.wake.clear()
+        assert runner._moved(runner._head(runner._con))
+        assert gold.wake.is_set() and other.wake.is_set()
+        drive(runner)
+        assert sorted(script.accepted()[-2:]) == [(3, "add"), (3, "remove")]
+    finally:
+        runner.close()
+
+
+def test_the_connections_token_changes_with_every_field_of_a_connection_record(
+    request: pytest.FixtureRequest,
+) -> None:
+    w: World = request.getfixturevalue("world")
+    catalog = w.runtime.catalog
+    cid = _connect(w)
+    token = catalog.connections_token()
+    assert catalog.connections_token() == token
+    changes = [
+        lambda: catalog.set_connection_health(cid, "retrying"),
+        lambda: catalog.update_connection(cid, status="inactive"),
+        lambda: catalog.update_output(w.output_id, name="renamed"),
+        lambda: catalog.delete_connection(cid),
+    ]
+    for change in changes:
+        change()
+        now = catalog.connections_token()
+        assert now != token
+        token = now
+
+
+def test_a_look_builds_the_connections_again_only_when_their_rows_changed(
+    request: pytest.FixtureRequest,
+) -> None:
+    w: World = request.getfixturevalue("world")
+    catalog = w.runtime.catalog
+    cid = _connect(w)
+    runner = w.runner(Script())
+    try:
+        runner.tick()
+        assert runner._connections is not None
+        read = runner._connections[1]
+        runner.tick(outputs=False)
+        assert runner._connections[1] is read  # unchanged rows: the records stand
+        catalog.set_connection_health(cid, "retrying")
+        catalog.update_output(w.output_id, name="renamed")
+        runner.tick(outputs=False)
+        got = runner.workers[cid]._assignment
+        assert got is not None
+        assert (got.connection.health, got.connection.output_name) == ("retrying", "renamed")
+        assert got.connection == catalog.get_connection(cid)
+        catalog.update_connection(cid, status="inactive")
+        runner.tick(outputs=False)
+        got = runner.workers[cid]._assignment
+        assert got is not None and got.connection.status == "inactive"
+        catalog.delete_connection(cid)
+        runner.tick(outputs=False)
+        got = runner.workers[cid]._assignment
+        assert got is not None and got.deleted
+    finally:
+        runner.close()
