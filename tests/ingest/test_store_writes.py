@@ -13,6 +13,7 @@ import orjson
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.normalize import normalize_request
 from milepost.ingest.plan import DedupeWindows, build_plan
+from milepost.ingest.state import input_mask
 from milepost.model.batch import IngestRequest
 
 DAY = 86_400_000
@@ -134,3 +135,38 @@ def test_the_mirrored_user_ids_are_left_out_of_the_collectors_passes(tmp_path: P
         assert not any(o is mpids for o in gc.get_objects())  # frozen: no full pass walks it
     finally:
         store.close()
+
+
+def test_users_only_seen_again_get_the_same_rows_as_the_upsert(tmp_path: Path) -> None:
+    # Repeat sightings of the same users from the same inputs, now and then a new input or an attribute:
+    # the commits whose known users change only scalar columns skip the upsert.
+    rng = random.Random(8)
+    scalar = DuckDBStore(tmp_path / "scalar")
+    upsert = DuckDBStore(tmp_path / "upsert")
+    upsert._state().lists_change = lambda plan: True  # type: ignore[method-assign]  # always the upsert
+    taken = []
+    lists_change = scalar._state().lists_change
+    scalar._state().lists_change = lambda plan: taken.append(lists_change(plan)) or taken[-1]  # type: ignore[method-assign]
+    try:
+        at = T0
+        for step in range(60):
+            at += rng.choice([1_000, 3_600_000])
+            group = []
+            for j in range(rng.randint(1, 3)):
+                body = []
+                for _ in range(rng.randint(1, 4)):
+                    batch: dict[str, Any] = {"mpid": rng.randint(1, 15), "events": []}
+                    if rng.random() < 0.1:
+                        batch["user_attributes"] = {rng.choice("ab"): rng.choice([None, 1, "x"])}
+                    if rng.random() < 0.1:
+                        batch["environment"] = "development"
+                    body.append(batch)
+                group.append((1 if rng.random() < 0.9 else rng.randint(2, 3), at + j, body))
+            for store in (scalar, upsert):
+                _apply(store, group, seed=step)
+            assert _users(scalar) == _users(upsert), f"step {step}"
+            assert scalar._state().mpids == {u[0]: input_mask(u[4]) for u in _users(scalar)}
+        assert taken.count(False) >= 10 and taken.count(True) >= 10
+    finally:
+        scalar.close()
+        upsert.close()

@@ -50,6 +50,8 @@ CHECKPOINT_THRESHOLD = "256MB"
 # From this many stored users on, known users' rows are updated rather than upserted: two statements
 # instead of one, which costs more in a small store and far less in a large one (duckdb_schema).
 LARGE_USERS = 500_000
+# Up to this many known users, a small store updates rather than upserts those only seen again.
+FEW_KNOWN_USERS = 8
 
 
 class DuckDBStore:
@@ -172,7 +174,7 @@ class DuckDBStore:
                 con.execute(
                     "SELECT identity_type, value_key, mpid, value, is_device FROM identities"
                 ).fetchall(),
-                (r[0] for r in con.execute("SELECT mpid FROM users").fetchall()),
+                con.execute("SELECT inputs, list(mpid) FROM users GROUP BY inputs").fetchall(),
             )
             # The mirror lives as long as the store and holds every user id. The collector's full
             # passes (every few commits under ingest) would walk that set: a second of CPU at 10 M
@@ -283,7 +285,11 @@ class DuckDBStore:
         if not known:
             t["t_users"] = user_table(plan.users)
             return ["INSERT INTO users SELECT * FROM t_users"]
-        if len(state.mpids) < self.large_users:
+        # Known users that only were seen again need only their scalar columns updated. In a small
+        # store that beats the upsert for a few of them (2 k users, 1 known of 8: 3.1 ms for the
+        # append and the update against 4.8 ms), not for hundreds (the update's literal list).
+        lists = state.lists_change(plan)
+        if len(state.mpids) < self.large_users and (lists or len(known) > FEW_KNOWN_USERS):
             t["t_users"] = user_table(plan.users)
             return [USERS_UPSERT]
         sql = []
@@ -292,7 +298,10 @@ class DuckDBStore:
             sql.append("INSERT INTO users SELECT * FROM t_new_users")
         t["t_users"] = user_table({m: plan.users[m] for m in known})
         mpids = ", ".join(map(str, known))
-        return [*sql, USERS_UPDATE_SEEN.format(mpids=mpids), USERS_UPDATE_LISTS.format(mpids=mpids)]
+        sql.append(USERS_UPDATE_SEEN.format(mpids=mpids))
+        if lists:
+            sql.append(USERS_UPDATE_LISTS.format(mpids=mpids))
+        return sql
 
     # ---- maintenance (writer thread) ----------------------------------------------------------
 

@@ -23,9 +23,10 @@ class StateMirror:
         request_keys: Iterable[tuple[int, str, int]],
         message_keys: Iterable[tuple[int, str, int]],
         identities: Iterable[tuple[str, str, int, str, bool]],
-        mpids: Iterable[int],
+        users: Iterable[tuple[Iterable[int], Iterable[int]]],
     ) -> None:
-        """Rows as stored: keys (input_id, key, received_at); identities (type, key, mpid, value, is_device)."""
+        """Rows as stored: keys (input_id, key, received_at); identities (type, key, mpid, value, is_device);
+        users as (inputs, their mpids) groups."""
         self.request_keys: dict[tuple[int, str], int] = {(i, k): at for i, k, at in request_keys}
         self.message_keys: dict[tuple[int, str], int] = {(i, k): at for i, k, at in message_keys}
         self.owners: dict[tuple[str, str], tuple[int, str]] = {}  # identity -> (owner, value as stored)
@@ -34,7 +35,14 @@ class StateMirror:
             self.owners[(id_type, key)] = (mpid, value)
             if not is_device:
                 self.user_keys.setdefault(mpid, {})[id_type] = key
-        self.mpids: set[int] = set(mpids)
+        # Every stored user and its inputs as a bit mask (bit i: input i): a commit whose known users
+        # add no input and no attribute writes only their scalar columns. Ints, not tuples, so that the
+        # collector never tracks the dict (frozen at start, see DuckDBStore._state); users share the
+        # few distinct masks.
+        self._shared: dict[int, int] = {}
+        self.mpids: dict[int, int] = {}
+        for inputs, mpids in users:
+            self.mpids.update(dict.fromkeys(mpids, self._share(input_mask(inputs))))
 
     def snapshot(
         self,
@@ -58,12 +66,24 @@ class StateMirror:
             if owner is not None:
                 snap.owners[key] = owner[0]
                 wanted.add(owner[0])
-        snap.known_mpids = wanted & self.mpids
+        snap.known_mpids = wanted & self.mpids.keys()
         for mpid in snap.known_mpids:
             keys = self.user_keys.get(mpid)
             if keys:
                 snap.user_keys[mpid] = dict(keys)
         return snap
+
+    def _share(self, mask: int) -> int:
+        return self._shared.setdefault(mask, mask)
+
+    def lists_change(self, plan: CommitPlan) -> bool:
+        """Whether a known user of the plan gains an input or changes attributes (its list and JSON
+        columns change, not only the scalar ones)."""
+        stored = self.mpids
+        return any(
+            not c.is_new and (c.attributes_patch or input_mask(c.inputs) & ~stored[m])
+            for m, c in plan.users.items()
+        )
 
     def identity_changes(self, plan: CommitPlan) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Identities of the plan (stored already with the same owner and value: nothing to write,
@@ -81,7 +101,10 @@ class StateMirror:
 
     def committed(self, plan: CommitPlan) -> None:
         """Take in what a successful commit wrote, in the order its statements ran."""
-        self.mpids.update(plan.users)
+        stored = self.mpids
+        for mpid, change in plan.users.items():
+            mask = stored.get(mpid, 0)
+            stored[mpid] = self._share(mask | input_mask(change.inputs))
         for mpid, id_type in plan.released_identities:
             old = self.user_keys.get(mpid, {}).pop(id_type, None)
             if old is not None and self.owners.get((id_type, old), (None, ""))[0] == mpid:
@@ -102,3 +125,11 @@ class StateMirror:
         """Drop what the store's purge of expired de-duplication keys deletes."""
         self.request_keys = {k: at for k, at in self.request_keys.items() if at > request_before_ms}
         self.message_keys = {k: at for k, at in self.message_keys.items() if at > message_before_ms}
+
+
+def input_mask(inputs: Iterable[int]) -> int:
+    """A set of input ids (catalog ids, from 1) as the bits of one int."""
+    mask = 0
+    for i in inputs:
+        mask |= 1 << i
+    return mask
