@@ -23,7 +23,7 @@ def _mirror_view(m: StateMirror) -> tuple[Any, ...]:
         m.message_keys,
         m.owners,
         {k: v for k, v in m.user_keys.items() if v},
-        m.mpids,
+        m.inputs_of,
     )
 
 

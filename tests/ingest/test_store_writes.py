@@ -130,7 +130,7 @@ def test_the_mirrored_user_ids_are_left_out_of_the_collectors_passes(tmp_path: P
     store = DuckDBStore(tmp_path / "store")
     try:
         _apply(store, [(1, T0, [{"mpid": 7, "events": []}])], seed=1)
-        mpids = store._state().mpids
+        mpids = store._state().inputs_of
         assert 7 in mpids
         assert not any(o is mpids for o in gc.get_objects())  # frozen: no full pass walks it
     finally:
@@ -165,7 +165,7 @@ def test_users_only_seen_again_get_the_same_rows_as_the_upsert(tmp_path: Path) -
             for store in (scalar, upsert):
                 _apply(store, group, seed=step)
             assert _users(scalar) == _users(upsert), f"step {step}"
-            assert scalar._state().mpids == {u[0]: input_mask(u[4]) for u in _users(scalar)}
+            assert scalar._state().inputs_of == {u[0]: input_mask(u[4]) for u in _users(scalar)}
         assert taken.count(False) >= 10 and taken.count(True) >= 10
     finally:
         scalar.close()

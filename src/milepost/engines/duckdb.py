@@ -289,7 +289,7 @@ class DuckDBStore:
         # store that beats the upsert for a few of them (2 k users, 1 known of 8: 3.1 ms for the
         # append and the update against 4.8 ms), not for hundreds (the update's literal list).
         lists = state.lists_change(plan)
-        if len(state.mpids) < self.large_users and (lists or len(known) > FEW_KNOWN_USERS):
+        if len(state.inputs_of) < self.large_users and (lists or len(known) > FEW_KNOWN_USERS):
             t["t_users"] = user_table(plan.users)
             return [USERS_UPSERT]
         sql = []

@@ -40,9 +40,9 @@ class StateMirror:
         # collector never tracks the dict (frozen at start, see DuckDBStore._state); users share the
         # few distinct masks.
         self._shared: dict[int, int] = {}
-        self.mpids: dict[int, int] = {}
+        self.inputs_of: dict[int, int] = {}  # every stored user -> its inputs mask
         for inputs, mpids in users:
-            self.mpids.update(dict.fromkeys(mpids, self._share(input_mask(inputs))))
+            self.inputs_of.update(dict.fromkeys(mpids, self._share(input_mask(inputs))))
 
     def snapshot(
         self,
@@ -66,7 +66,7 @@ class StateMirror:
             if owner is not None:
                 snap.owners[key] = owner[0]
                 wanted.add(owner[0])
-        snap.known_mpids = wanted & self.mpids.keys()
+        snap.known_mpids = wanted & self.inputs_of.keys()
         for mpid in snap.known_mpids:
             keys = self.user_keys.get(mpid)
             if keys:
@@ -79,7 +79,7 @@ class StateMirror:
     def lists_change(self, plan: CommitPlan) -> bool:
         """Whether a known user of the plan gains an input or changes attributes (its list and JSON
         columns change, not only the scalar ones)."""
-        stored = self.mpids
+        stored = self.inputs_of
         return any(
             not c.is_new and (c.attributes_patch or input_mask(c.inputs) & ~stored[m])
             for m, c in plan.users.items()
@@ -101,7 +101,7 @@ class StateMirror:
 
     def committed(self, plan: CommitPlan) -> None:
         """Take in what a successful commit wrote, in the order its statements ran."""
-        stored = self.mpids
+        stored = self.inputs_of
         for mpid, change in plan.users.items():
             mask = stored.get(mpid, 0)
             stored[mpid] = self._share(mask | input_mask(change.inputs))
