@@ -16,7 +16,9 @@ One run, on this machine (the load generator and the receiver share the server's
 
 Then the same audience size is activated again with no load, for comparison.
 
-Printed: the achieved ingest rate (what the load generator really got accepted) with the CPU the
+Printed: the achieved ingest rate (what the load generator really got accepted) and how far the
+202s fell behind the requests' schedule (a server that keeps pace stays within its latency; one
+that does not falls further behind as the run goes on), with the CPU the
 server, the load generator and the receiver took meanwhile, the initial sync
 rate (changes/s from the first to the last change received, target >= 50,000) and the time from
 activation to the first change, and the latency from each probe request's 202 to the receiver
@@ -221,12 +223,21 @@ def load_main(spec_path: str) -> None:
         finally:
             writer.close()
 
+    started: list[float] = []
+
     async def run() -> None:
-        start = time.time()
-        await asyncio.gather(*(worker(start) for _ in range(64)))
+        started.append(time.time())
+        await asyncio.gather(*(worker(started[0]) for _ in range(64)))
 
     asyncio.run(run())
-    out = {"records": records, "events_per_request": batches * per_batch, "cpu_s": time.process_time()}
+    out = {
+        "records": records,
+        "events_per_request": batches * per_batch,
+        "cpu_s": time.process_time(),
+        # when request i was due: start + i / req_per_s
+        "start_ms": started[0] * 1000,
+        "interval_ms": 1000 / req_per_s,
+    }
     Path(spec["out"]).write_text(json.dumps(out))
 
 
@@ -416,6 +427,19 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"load: {len(records)} requests of {out['events_per_request']} events, {len(records) - len(ok)} not 202"
     )
     print(f"  target {args.rate:,.0f} events/s; achieved {achieved:,.0f} events/s accepted over {span:.1f} s")
+    # A server that keeps pace acknowledges each request within its latency of the moment it was
+    # due; one that falls behind acknowledges ever later (the lag grows with the run).
+    behind = sorted((r[2] - out["start_ms"] - (r[0] - PROBE_BASE) * out["interval_ms"]) / 1000 for r in ok)
+    final = max(
+        (r[2] - out["start_ms"] - (r[0] - PROBE_BASE) * out["interval_ms"]) / 1000
+        for r in ok
+        if r[0] - PROBE_BASE >= 0.99 * len(records)
+    )
+    print(
+        f"  202s behind the requests' schedule: p50 {pct(behind, 50):.2f} s, p99 {pct(behind, 99):.2f} s, "
+        f"last 1% of requests up to {final:.2f} s (kept pace with the target rate, within 1 s: "
+        f"{verdict(final <= 1.0 and len(ok) == len(records))})"
+    )
     load_cpu = out.get("cpu_s", float("nan"))
     cores = max(span, 1e-9)
     print(
