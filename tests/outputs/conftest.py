@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from tests.outputs.inprocess import Local, open_local
+from tests.outputs.scripted import World, open_world
 
 from milepost.engines.duckdb import DuckDBStore
 from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
@@ -18,6 +19,12 @@ from milepost.outputs.state import DeliveryStore
 def local(tmp_path: Path) -> Iterator[Local]:
     """An in-process Milepost with one journey (gold users), stepped by hand."""
     yield from open_local(tmp_path)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """A runtime with one journey (gold users) and a webhook output; its runner stepped by hand."""
+    yield from open_world(tmp_path)
 
 
 @pytest.fixture

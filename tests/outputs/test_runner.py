@@ -4,139 +4,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
 import httpx
-import orjson
 import pytest
+from tests.outputs.scripted import SETTINGS, Script, World, connect, drive
 
-from milepost.cli import _initialise
-from milepost.clock import ManualClock
-from milepost.config import Config
 from milepost.outputs.delivery import DeliveryRunner
-from milepost.outputs.policy import DAY_MS, RetryPolicy
-from milepost.outputs.settings import DeliverySettings
-from milepost.runtime import Runtime
+from milepost.outputs.policy import DAY_MS
 
 pytestmark = pytest.mark.unit
-
-T0 = 1_767_225_600_000  # 2026-01-01
-GOLD = {"type": "user_attribute", "attribute": "tier", "op": "equals", "value": "gold"}
-SETTINGS = DeliverySettings(allow_private=True, poll_s=0.01, policy=RetryPolicy(base_s=0.0001, max_s=0.0001))
-
-
-@dataclass
-class Script:
-    """Answers in turn (then 200); records every request's change ids and Idempotency-Key."""
-
-    answers: list[int] = field(default_factory=list)
-    seen: list[tuple[int, list[str], list[tuple[int, str]], str]] = field(default_factory=list)
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        status = self.answers.pop(0) if self.answers else 200
-        changes = json.loads(request.content)["changes"]
-        self.seen.append(
-            (
-                status,
-                [c["id"] for c in changes],
-                [(c["mpid"], c["action"]) for c in changes],
-                request.headers["Idempotency-Key"],
-            )
-        )
-        return httpx.Response(status)
-
-    def accepted(self) -> list[tuple[int, str]]:
-        return [c for status, _, changes, _ in self.seen if status == 200 for c in changes]
-
-
-@dataclass
-class World:
-    runtime: Runtime
-    clock: ManualClock
-    audience: int
-    input_id: int
-    output_id: int
-
-    def send(self, mpid: int, tier: str) -> None:
-        body = orjson.dumps(
-            {
-                "mpid": mpid,
-                "environment": "production",
-                "user_attributes": {"tier": tier},
-                "user_identities": {"customer_id": f"c{mpid}"},
-                "events": [
-                    {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
-                ],
-            }
-        )
-        asyncio.run(self.runtime.ingest.accept_for_input(self.input_id, body, "events", self.clock.now_ms()))
-        self.runtime.audiences.catch_up()
-
-    def runner(self, script: Script, settings: DeliverySettings = SETTINGS) -> DeliveryRunner:
-        http = httpx.Client(transport=httpx.MockTransport(script))
-        rt = self.runtime
-        return DeliveryRunner(
-            rt.catalog,
-            rt.store,
-            lambda a: a in rt.journeys.calculated and a not in rt.journeys.pending,
-            self.clock,
-            settings,
-            http,
-        )
-
-
-def drive(runner: DeliveryRunner, until: Callable[[], bool] | None = None, steps: int = 200) -> None:
-    """Tick and step every worker until nothing is left to do (or `until` holds)."""
-    idle = 0
-    for _ in range(steps):
-        runner.tick()
-        busy = False
-        for worker in list(runner.workers.values()):
-            if worker.step() == 0:
-                busy = True
-        if until is not None and until():
-            return
-        idle = 0 if busy else idle + 1
-        if until is None and idle >= 3:
-            return
-    if until is not None:
-        raise AssertionError("the runner never got there")
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    config = Config.from_env(tmp_path / "data")
-    _initialise(config)
-    clock = ManualClock(T0)
-    runtime = Runtime.open(config, clock)
-    runtime.start(background=False)
-    try:
-        inp = runtime.catalog.list_inputs()[0]
-        journey = runtime.journeys.create({"name": "j", "milestones": [{"name": "gold", "criteria": GOLD}]})
-        audience = runtime.catalog.milestones(journey)[0].audience_id
-        output = runtime.catalog.create_output(
-            "webhook", "hook", {"url": "http://partner.test/hook", "secret": "k", "batch_size": 2}
-        )
-        yield World(runtime, clock, audience, inp.id, output.id)
-    finally:
-        runtime.close()
-
-
-def _connect(world: World, **kw: Any) -> int:
-    conn = world.runtime.catalog.create_connection(world.audience, world.output_id, **kw)
-    world.runtime.journeys.refresh()
-    return conn.id
 
 
 def test_sync_then_stream_in_order_in_batches(world: World) -> None:
     for m in (1, 2, 3):
         world.send(m, "gold")
-    cid = _connect(world)
+    cid = connect(world)
     script = Script()
     runner = world.runner(script)
     try:
@@ -156,7 +37,7 @@ def test_sync_then_stream_in_order_in_batches(world: World) -> None:
 
 
 def test_a_restart_resends_the_unacknowledged_batch_with_the_same_ids(world: World) -> None:
-    cid = _connect(world)
+    cid = connect(world)
     for m in (1, 2, 3, 4):
         world.send(m, "gold")
     first = Script(answers=[200, 500, 500])
@@ -178,7 +59,7 @@ def test_a_restart_resends_the_unacknowledged_batch_with_the_same_ids(world: Wor
 
 
 def test_failing_for_a_day_faults_and_keeps_the_backlog(world: World) -> None:
-    cid = _connect(world)
+    cid = connect(world)
     world.send(1, "gold")
     script = Script(answers=[503] * 1000)
     runner = world.runner(script)
@@ -219,7 +100,7 @@ def test_ineligible_members_are_counted_not_sent(world: World) -> None:
 
 
 def test_deleting_a_connection_forgets_its_state(world: World) -> None:
-    cid = _connect(world, on_deactivate="remove_members")
+    cid = connect(world, on_deactivate="remove_members")
     world.send(1, "gold")
     script = Script()
     runner = world.runner(script)
@@ -236,7 +117,7 @@ def test_deleting_a_connection_forgets_its_state(world: World) -> None:
 
 
 def test_a_look_without_outputs_keeps_those_read_unless_a_connection_names_another(world: World) -> None:
-    cid = _connect(world)
+    cid = connect(world)
     runner = world.runner(Script())
     catalog = world.runtime.catalog
     try:
@@ -270,7 +151,7 @@ def test_a_look_without_outputs_keeps_those_read_unless_a_connection_names_anoth
 def test_resume_sends_with_the_output_as_it_is_now(world: World) -> None:
     """A connection faulted by its output's settings, fixed then resumed, is delivered with the
     fixed settings at once, though the supervisor re-reads outputs only every few looks."""
-    cid = _connect(world)
+    cid = connect(world)
     world.send(1, "gold")
     urls: list[str] = []
 

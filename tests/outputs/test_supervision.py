@@ -4,16 +4,16 @@ did not change is not woken), and the connections' records rebuilt only when the
 from __future__ import annotations
 
 import pytest
-from tests.outputs.test_runner import GOLD, Script, World, _connect, drive, world  # noqa: F401  (fixture)
+from tests.outputs.scripted import GOLD, Script, World, connect, drive
 
 pytestmark = pytest.mark.unit
 
 SILVER = {**GOLD, "value": "silver"}
 
 
-def _heads(w: World) -> dict[int, int]:
+def _heads(world: World) -> dict[int, int]:
     rows = (
-        w.runtime.store.reader()
+        world.runtime.store.reader()
         .execute("SELECT audience_id, max(seq) FROM membership_changes GROUP BY audience_id")
         .fetchall()
     )
@@ -21,39 +21,38 @@ def _heads(w: World) -> dict[int, int]:
 
 
 def test_the_head_is_followed_per_audience_and_wakes_only_the_workers_behind_their_own(
-    request: pytest.FixtureRequest,
+    world: World,
 ) -> None:
-    w: World = request.getfixturevalue("world")
-    rt = w.runtime
+    rt = world.runtime
     journey = rt.journeys.create({"name": "s", "milestones": [{"name": "silver", "criteria": SILVER}]})
     silver = rt.catalog.milestones(journey)[0].audience_id
-    gold_cid = _connect(w)
-    silver_cid = rt.catalog.create_connection(silver, w.output_id).id
+    gold_cid = connect(world)
+    silver_cid = rt.catalog.create_connection(silver, world.output_id).id
     rt.journeys.refresh()
-    w.send(1, "gold")
-    w.send(2, "silver")
+    world.send(1, "gold")
+    world.send(2, "silver")
     script = Script()
-    runner = w.runner(script)
+    runner = world.runner(script)
     try:
         drive(runner)
         assert sorted(script.accepted()) == [(1, "add"), (2, "add")]
-        assert {a: runner.head_of(a) for a in (w.audience, silver)} == {
-            a: s for a, s in _heads(w).items() if a in (w.audience, silver)
+        assert {a: runner.head_of(a) for a in (world.audience, silver)} == {
+            a: s for a, s in _heads(world).items() if a in (world.audience, silver)
         }
         gold, other = runner.workers[gold_cid], runner.workers[silver_cid]
         before = runner.head_of(silver)
-        w.send(3, "gold")  # only the gold audience's outbox grows
+        world.send(3, "gold")  # only the gold audience's outbox grows
         gold.wake.clear()
         other.wake.clear()
         assert runner._moved(runner._head(runner._con))
         assert gold.wake.is_set() and not other.wake.is_set()
-        assert runner.head_of(w.audience) == _heads(w)[w.audience] > before
+        assert runner.head_of(world.audience) == _heads(world)[world.audience] > before
         assert runner.head_of(silver) == before
-        assert runner.head_seq == max(_heads(w).values())
+        assert runner.head_seq == max(_heads(world).values())
         assert not runner._moved(runner._head(runner._con))  # read already: nothing moved
         drive(runner)
         assert script.accepted()[-1] == (3, "add")
-        w.send(3, "silver")  # leaves gold, enters silver: both move
+        world.send(3, "silver")  # leaves gold, enters silver: both move
         gold.wake.clear()
         other.wake.clear()
         assert runner._moved(runner._head(runner._con))
@@ -65,17 +64,16 @@ def test_the_head_is_followed_per_audience_and_wakes_only_the_workers_behind_the
 
 
 def test_the_connections_token_changes_with_every_field_of_a_connection_record(
-    request: pytest.FixtureRequest,
+    world: World,
 ) -> None:
-    w: World = request.getfixturevalue("world")
-    catalog = w.runtime.catalog
-    cid = _connect(w)
+    catalog = world.runtime.catalog
+    cid = connect(world)
     token = catalog.connections_token()
     assert catalog.connections_token() == token
     changes = [
         lambda: catalog.set_connection_health(cid, "retrying"),
         lambda: catalog.update_connection(cid, status="inactive"),
-        lambda: catalog.update_output(w.output_id, name="renamed"),
+        lambda: catalog.update_output(world.output_id, name="renamed"),
         lambda: catalog.delete_connection(cid),
     ]
     for change in changes:
@@ -86,12 +84,11 @@ def test_the_connections_token_changes_with_every_field_of_a_connection_record(
 
 
 def test_a_look_builds_the_connections_again_only_when_their_rows_changed(
-    request: pytest.FixtureRequest,
+    world: World,
 ) -> None:
-    w: World = request.getfixturevalue("world")
-    catalog = w.runtime.catalog
-    cid = _connect(w)
-    runner = w.runner(Script())
+    catalog = world.runtime.catalog
+    cid = connect(world)
+    runner = world.runner(Script())
     try:
         runner.tick()
         assert runner._connections is not None
@@ -99,7 +96,7 @@ def test_a_look_builds_the_connections_again_only_when_their_rows_changed(
         runner.tick(outputs=False)
         assert runner._connections[1] is read  # unchanged rows: the records stand
         catalog.set_connection_health(cid, "retrying")
-        catalog.update_output(w.output_id, name="renamed")
+        catalog.update_output(world.output_id, name="renamed")
         runner.tick(outputs=False)
         got = runner.workers[cid]._assignment
         assert got is not None

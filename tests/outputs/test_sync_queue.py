@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from tests.outputs.test_runner import World, drive, world  # noqa: F401  (the fixture, by name)
+from tests.outputs.scripted import World, drive
 
 from milepost.engines.duckdb import DuckDBStore
 from milepost.engines.duckdb_membership import MEMBERSHIP_DDL
@@ -23,14 +23,9 @@ pytestmark = pytest.mark.unit
 NAMES = ('Gold "tier"', "gold-ext é")
 
 
-def _world(request: pytest.FixtureRequest) -> World:
-    found: World = request.getfixturevalue("world")
-    return found
-
-
-def _identities(w: World) -> None:
+def _identities(world: World) -> None:
     """Several values of one type, device identities, characters JSON escapes, and a member with none."""
-    con = w.runtime.store.connect()
+    con = world.runtime.store.connect()
     try:
         con.execute(
             "INSERT INTO identities VALUES "
@@ -45,23 +40,22 @@ def _identities(w: World) -> None:
 
 @pytest.mark.parametrize("accepted", [None, ("email", "ios_idfa")])
 def test_json_batches_match_the_records_built_one_by_one(
-    request: pytest.FixtureRequest, accepted: tuple[str, ...] | None
+    world: World, accepted: tuple[str, ...] | None
 ) -> None:
-    w = _world(request)
-    w.runtime.catalog.create_connection(w.audience, w.output_id)  # the audience is calculated
-    w.runtime.journeys.refresh()
+    world.runtime.catalog.create_connection(world.audience, world.output_id)  # the audience is calculated
+    world.runtime.journeys.refresh()
     for m in (1, 2, 3, 4):
-        w.send(m, "gold")
-    _identities(w)
-    con = w.runtime.store.connect()
+        world.send(m, "gold")
+    _identities(world)
+    con = world.runtime.store.connect()
     try:
         DeliveryStore.create_tables(con)
         queue = SyncQueue(con)
         con.execute("BEGIN TRANSACTION").fetchall()
-        queue.take(9, w.audience, 3)
+        queue.take(9, world.audience, 3)
         con.execute("COMMIT").fetchall()
 
-        changes = queue.changes(9, w.audience, 3, None, 10, accepted, None)
+        changes = queue.changes(9, world.audience, 3, None, 10, accepted, None)
         looked_up = DeliveryStore(con).identities([1, 2, 3, 4])
         assert {c.mpid: c.identities for c in changes} == {
             m: ids.only(accepted, None) for m, ids in looked_up.items()
@@ -73,7 +67,7 @@ def test_json_batches_match_the_records_built_one_by_one(
         ]
         assert [r["mpid"] for r in expected] == ([1, 2, 3, 4] if accepted is None else [1, 3])
 
-        batch = queue.read_json(9, w.audience, 3, None, 10, accepted, NAMES)
+        batch = queue.read_json(9, world.audience, 3, None, 10, accepted, NAMES)
         assert batch is not None
         assert orjson.loads(b"[" + batch.records + b"]") == expected
         assert batch.key == idempotency_key([r["id"] for r in expected])
@@ -88,21 +82,20 @@ def test_json_batches_match_the_records_built_one_by_one(
             con.execute("ROLLBACK").fetchall()
             assert forms == {r["mpid"]: identities_json(r) for r in expected}
 
-        assert queue.read_json(9, w.audience, 3, 2, 10, accepted, NAMES) is not None
-        assert queue.read_json(9, w.audience, 3, 4, 10, accepted, NAMES) is None
+        assert queue.read_json(9, world.audience, 3, 2, 10, accepted, NAMES) is not None
+        assert queue.read_json(9, world.audience, 3, 4, 10, accepted, NAMES) is None
     finally:
         con.close()
 
 
-def test_a_refused_record_of_a_synchronisation_batch_is_isolated(request: pytest.FixtureRequest) -> None:
-    w = _world(request)
+def test_a_refused_record_of_a_synchronisation_batch_is_isolated(world: World) -> None:
     for m in (1, 2, 3, 4, 5):
-        w.send(m, "gold")
-    out = w.runtime.catalog.create_output(
+        world.send(m, "gold")
+    out = world.runtime.catalog.create_output(
         "webhook", "big", {"url": "http://partner.test/big", "secret": "k", "batch_size": 10}
     )
-    cid = w.runtime.catalog.create_connection(w.audience, out.id).id
-    w.runtime.journeys.refresh()
+    cid = world.runtime.catalog.create_connection(world.audience, out.id).id
+    world.runtime.journeys.refresh()
     requests: list[list[int]] = []
 
     def partner(request: httpx.Request) -> httpx.Response:
@@ -110,12 +103,12 @@ def test_a_refused_record_of_a_synchronisation_batch_is_isolated(request: pytest
         requests.append(mpids)
         return httpx.Response(400 if 3 in mpids else 200, text="no such user")
 
-    runner = w.runner(partner)  # type: ignore[arg-type]
+    runner = world.runner(partner)  # type: ignore[arg-type]
     try:
         drive(runner)
         assert requests[0] == [1, 2, 3, 4, 5]
         assert [m for r in requests if 3 not in r for m in r] == [1, 2, 4, 5]
-        stats = runner.stats(cid, w.audience)
+        stats = runner.stats(cid, world.audience)
         assert (stats["sent"], stats["failed"], stats["dead_letters"], stats["pending"]) == (4, 1, 1, 0)
         (dead,) = runner.dead_letters(cid)
         epoch = runner.workers[cid].state.epoch

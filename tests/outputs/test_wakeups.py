@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tests.outputs.test_runner import Script, World, world  # noqa: F401  (the fixture, by name)
+from tests.outputs.scripted import Script, World
 
 from milepost.outputs.policy import RetryPolicy
 from milepost.outputs.settings import DeliverySettings
@@ -28,17 +28,16 @@ def _received(script: Script, count: int) -> bool:
     return False
 
 
-def test_notify_wakes_the_workers_behind_the_head(request: pytest.FixtureRequest) -> None:
-    w: World = request.getfixturevalue("world")
-    w.runtime.catalog.create_connection(w.audience, w.output_id)
-    w.runtime.journeys.refresh()
-    w.send(1, "gold")
+def test_notify_wakes_the_workers_behind_the_head(world: World) -> None:
+    world.runtime.catalog.create_connection(world.audience, world.output_id)
+    world.runtime.journeys.refresh()
+    world.send(1, "gold")
     script = Script()
-    runner = w.runner(script, HOUR)
+    runner = world.runner(script, HOUR)
     runner.start()
     try:
         assert _received(script, 1)  # the sync, started by the first look at the catalog
-        w.send(2, "gold")  # committed to the outbox after every worker went idle for an hour
+        world.send(2, "gold")  # committed to the outbox after every worker went idle for an hour
         runner.notify()
         assert _received(script, 2)
         assert script.accepted() == [(1, "add"), (2, "add")]
@@ -47,11 +46,10 @@ def test_notify_wakes_the_workers_behind_the_head(request: pytest.FixtureRequest
 
 
 def test_once_commits_are_notified_the_head_is_read_between_them_only_every_poll(
-    request: pytest.FixtureRequest,
+    world: World,
 ) -> None:
-    w: World = request.getfixturevalue("world")
     settings = DeliverySettings(allow_private=True, poll_s=0.2, head_poll_s=0.05)
-    runner = w.runner(Script(), settings)
+    runner = world.runner(Script(), settings)
     try:
         assert runner.head_wait_s() == 0.05  # no notification yet: writes may never be notified
         runner.notify()
@@ -61,23 +59,22 @@ def test_once_commits_are_notified_the_head_is_read_between_them_only_every_poll
 
 
 def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
-    request: pytest.FixtureRequest,
+    world: World,
 ) -> None:
-    w: World = request.getfixturevalue("world")
-    w.runtime.catalog.create_connection(w.audience, w.output_id)
-    w.runtime.journeys.refresh()
-    w.send(1, "gold")
+    world.runtime.catalog.create_connection(world.audience, world.output_id)
+    world.runtime.journeys.refresh()
+    world.send(1, "gold")
     script = Script()
     # Workers see the change only once the head is read again: by the fallback read (every poll_s).
     settings = DeliverySettings(
         allow_private=True, poll_s=0.3, head_poll_s=0.05, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
     )
-    runner = w.runner(script, settings)
+    runner = world.runner(script, settings)
     runner.start()
     try:
         assert _received(script, 1)
         runner.notify()  # commits are notified from now on
-        w.send(2, "gold")  # but this one is not
+        world.send(2, "gold")  # but this one is not
         assert _received(script, 2)
         assert script.accepted() == [(1, "add"), (2, "add")]
     finally:
