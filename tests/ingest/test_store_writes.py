@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import random
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,23 @@ def _apply(store: DuckDBStore, requests: list[tuple[int, int, list[dict[str, Any
         for i, at, body in requests
     ]
     store.apply(build_plan(reqs, store, WINDOWS, random.Random(seed)))
+
+
+Group = list[tuple[int, int, list[dict[str, Any]]]]
+
+
+def _random_groups(
+    rng: random.Random, batches: int, batch: Callable[[], dict[str, Any]], input_id: Callable[[], int]
+) -> Iterator[tuple[int, Group]]:
+    """60 group commits of 1-3 requests of 1-`batches` batches, a second or an hour apart."""
+    at = T0
+    for step in range(60):
+        at += rng.choice([1_000, 3_600_000])
+        group: Group = []
+        for j in range(rng.randint(1, 3)):
+            body = [batch() for _ in range(rng.randint(1, batches))]
+            group.append((input_id(), at + j, body))
+        yield step, group
 
 
 def test_json_columns_hold_each_value_as_sent(tmp_path: Path) -> None:
@@ -98,25 +116,19 @@ def test_large_store_updates_leave_the_same_users_as_the_upsert(tmp_path: Path) 
     upsert = DuckDBStore(tmp_path / "upsert")
     update = DuckDBStore(tmp_path / "update")
     update.large_users = 0  # every commit with known users takes the large-store path
+
+    def batch() -> dict[str, Any]:
+        b: dict[str, Any] = {"mpid": rng.randint(1, 12), "events": []}
+        if rng.random() < 0.4:
+            b["user_attributes"] = {rng.choice("abcd"): rng.choice([None, 1, "x", [1, 2], True])}
+        if rng.random() < 0.1:
+            b["deleted_user_attributes"] = [rng.choice("abcd")]
+        if rng.random() < 0.1:
+            b["environment"] = "development"
+        return b
+
     try:
-        at = T0
-        for step in range(60):
-            at += rng.choice([1_000, 3_600_000])
-            group = []
-            for j in range(rng.randint(1, 3)):
-                body = []
-                for _ in range(rng.randint(1, 5)):
-                    batch: dict[str, Any] = {"mpid": rng.randint(1, 12), "events": []}
-                    if rng.random() < 0.4:
-                        batch["user_attributes"] = {
-                            rng.choice("abcd"): rng.choice([None, 1, "x", [1, 2], True])
-                        }
-                    if rng.random() < 0.1:
-                        batch["deleted_user_attributes"] = [rng.choice("abcd")]
-                    if rng.random() < 0.1:
-                        batch["environment"] = "development"
-                    body.append(batch)
-                group.append((rng.randint(1, 3), at + j, body))
+        for step, group in _random_groups(rng, 5, batch, lambda: rng.randint(1, 3)):
             for store in (upsert, update):
                 _apply(store, group, seed=step)
             assert _users(update) == _users(upsert), f"step {step}"
@@ -147,21 +159,19 @@ def test_users_only_seen_again_get_the_same_rows_as_the_upsert(tmp_path: Path) -
     taken = []
     lists_change = scalar._state().lists_change
     scalar._state().lists_change = lambda plan: taken.append(lists_change(plan)) or taken[-1]  # type: ignore[method-assign]
+
+    def batch() -> dict[str, Any]:
+        b: dict[str, Any] = {"mpid": rng.randint(1, 15), "events": []}
+        if rng.random() < 0.1:
+            b["user_attributes"] = {rng.choice("ab"): rng.choice([None, 1, "x"])}
+        if rng.random() < 0.1:
+            b["environment"] = "development"
+        return b
+
     try:
-        at = T0
-        for step in range(60):
-            at += rng.choice([1_000, 3_600_000])
-            group = []
-            for j in range(rng.randint(1, 3)):
-                body = []
-                for _ in range(rng.randint(1, 4)):
-                    batch: dict[str, Any] = {"mpid": rng.randint(1, 15), "events": []}
-                    if rng.random() < 0.1:
-                        batch["user_attributes"] = {rng.choice("ab"): rng.choice([None, 1, "x"])}
-                    if rng.random() < 0.1:
-                        batch["environment"] = "development"
-                    body.append(batch)
-                group.append((1 if rng.random() < 0.9 else rng.randint(2, 3), at + j, body))
+        for step, group in _random_groups(
+            rng, 4, batch, lambda: 1 if rng.random() < 0.9 else rng.randint(2, 3)
+        ):
             for store in (scalar, upsert):
                 _apply(store, group, seed=step)
             assert _users(scalar) == _users(upsert), f"step {step}"
