@@ -69,7 +69,8 @@ class IngestService:
                 RateLimiter.retry_after_header(wait),
             )
         future = self.writer.submit(
-            IngestRequest(input_id=input_id, received_at=received_at, batches=batches)
+            IngestRequest(input_id=input_id, received_at=received_at, batches=batches),
+            asyncio.get_running_loop(),
         )
         outcome = await asyncio.wrap_future(future)
         self.accepted[(input_id, endpoint)] += outcome.stored_batches

@@ -1,0 +1,102 @@
+"""The group-commit writer: requests its submitters' event loop is still preparing join the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.normalize import normalize_request
+from milepost.ingest.plan import DedupeWindows
+from milepost.ingest.writer import IngestWriter
+from milepost.model.batch import IngestOutcome, IngestRequest
+
+DAY = 86_400_000
+T0 = 1_780_000_000_000
+WINDOWS = DedupeWindows(request_ms=30 * DAY, message_ms=7 * DAY)
+
+
+def _request(i: int) -> IngestRequest:
+    body = {
+        "mpid": 1000 + i,
+        "events": [{"event_type": "custom_event", "data": {"event_name": "e", "custom_event_type": "other"}}],
+    }
+    return IngestRequest(
+        1, T0 + i, normalize_request(body, bulk=False, historical=False, received_at=T0 + i)[0]
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DuckDBStore]:
+    s = DuckDBStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+def _writer(store: DuckDBStore, catch_up_s: float) -> IngestWriter:
+    writer = IngestWriter(store, lambda: WINDOWS, catch_up_s=catch_up_s, seed=1)
+    writer.start()
+    return writer
+
+
+def test_requests_the_loop_is_still_preparing_join_the_commit(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=5.0)
+
+    async def first() -> IngestOutcome:
+        fut = writer.submit(_request(0), asyncio.get_running_loop())
+        while writer.backlog:  # hold the loop until the writer has taken it: the others come later
+            time.sleep(0.001)
+        return await asyncio.wrap_future(fut)
+
+    async def one(i: int) -> IngestOutcome:
+        await asyncio.sleep(0)  # like a request task's first step, which reads, then submits
+        return await asyncio.wrap_future(writer.submit(_request(i), asyncio.get_running_loop()))
+
+    async def main() -> list[IngestOutcome]:
+        return await asyncio.gather(first(), *(one(i) for i in range(1, 6)))
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        writer.stop()
+    assert [o.mpids for o in outcomes] == [(1000 + i,) for i in range(6)]
+    assert writer.commits == 1
+    rows = store.reader().execute("SELECT count(*) FROM events_hot").fetchall()
+    assert rows == [(6,)]
+
+
+def test_a_lone_request_does_not_wait(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=30.0)
+
+    async def main() -> IngestOutcome:
+        return await asyncio.wrap_future(writer.submit(_request(0), asyncio.get_running_loop()))
+
+    try:
+        start = time.monotonic()
+        outcome = asyncio.run(main())
+        elapsed = time.monotonic() - start
+    finally:
+        writer.stop()
+    assert outcome.stored_events == 1
+    assert elapsed < 10.0  # far below the catch-up limit: the idle loop answers at once
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed-loop", "no-loop"])
+def test_a_request_without_a_running_loop_commits(store: DuckDBStore, closed: bool) -> None:
+    writer = _writer(store, catch_up_s=30.0)
+    loop = None
+    if closed:
+        loop = asyncio.new_event_loop()
+        loop.close()
+    try:
+        start = time.monotonic()
+        outcome = writer.submit(_request(0), loop).result(timeout=20)
+        elapsed = time.monotonic() - start
+    finally:
+        writer.stop()
+    assert outcome.stored_events == 1
+    assert elapsed < 10.0
