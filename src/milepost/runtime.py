@@ -7,6 +7,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import duckdb
+
 from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.audiences.estimator import Estimator
 from milepost.catalog import Catalog
@@ -156,30 +158,45 @@ class Runtime:
 
     def _maintain(self) -> None:
         """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""
-        ticks = 0
-        while not self._stop.wait(60):
-            ticks += 1
-            try:
-                self.writer.run_exclusive(self.store.seal)
-            except Exception:
-                log.exception("sealing events failed")
-            if ticks % 60:
-                continue
-            try:
-                s = self.catalog.get_settings()
-                now = self.clock.now_ms()
-                request_before = now - s.request_dedupe_days * DAY_MS
-                message_before = now - s.message_dedupe_days * DAY_MS
-                self.writer.run_exclusive(
-                    functools.partial(self.store.purge_dedupe_keys, request_before, message_before)
-                )
-            except Exception:
-                log.exception("maintenance failed")
+        con = (
+            self.store.connect()
+        )  # a segment is written on it, beside the writer, and recorded on the writer
+        try:
+            ticks = 0
+            while not self._stop.wait(60):
+                ticks += 1
+                self._seal(con)
+                if ticks % 60 == 0:
+                    self._purge()
+        finally:
+            con.close()
+
+    def _seal(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            segment = self.store.write_segment(con)
+            if segment is not None and not self._stop.is_set():  # else left for the orphan sweep
+                self.writer.run_exclusive(functools.partial(self.store.record_segment, segment))
+        except Exception:
+            log.exception("sealing events failed")
+
+    def _purge(self) -> None:
+        try:
+            s = self.catalog.get_settings()
+            now = self.clock.now_ms()
+            request_before = now - s.request_dedupe_days * DAY_MS
+            message_before = now - s.message_dedupe_days * DAY_MS
+            self.writer.run_exclusive(
+                functools.partial(self.store.purge_dedupe_keys, request_before, message_before)
+            )
+        except Exception:
+            log.exception("maintenance failed")
 
     def close(self) -> None:
         if hasattr(self, "_stop"):
             self._stop.set()
             self._wake.set()
+            if hasattr(self, "_maintenance"):
+                self._maintenance.join(30)  # a segment being written is finished (left unrecorded) first
             self.writer.stop()
             if hasattr(self, "_evaluator"):
                 self._evaluator.join(30)

@@ -1,4 +1,5 @@
-"""The server checkpoints the store beside the writer, so no group commit has to."""
+"""Upkeep beside the writer: the server checkpoints the store and writes sealed segments on threads of
+its own, so no group commit waits for them."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ def test_commits_beside_checkpoints_are_all_kept(tmp_path: Path) -> None:
     assert any(ran)
     store.close()
     assert _events(tmp_path) == 200
+
+
+def test_events_committed_while_a_segment_is_written_stay_hot(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    con = store.connect()
+    for mpid in range(1, 6):
+        _ingest(store, mpid)
+    assert store.write_segment(con, min_rows=6) is None  # too few hot events: nothing written
+    segment = store.write_segment(con, min_rows=5)
+    assert segment is not None and segment.rows == 5
+    _ingest(store, 6)  # committed between the segment's file and its record
+    assert store.record_segment(segment) == 5
+    reader = store.reader()
+    assert reader.execute("SELECT count(*) FROM events_hot").fetchall() == [(1,)]
+    assert reader.execute("SELECT count(*), count(DISTINCT mpid) FROM events").fetchall() == [(6, 6)]
+    con.close()
+    store.close()
+    assert _events(tmp_path) == 6
+
+
+def test_a_segment_written_but_not_recorded_is_swept_at_the_next_open(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    con = store.connect()
+    _ingest(store, 1)
+    segment = store.write_segment(con, min_rows=1)
+    assert segment is not None and (tmp_path / segment.path).exists()
+    con.close()
+    store.close()  # a crash or a stop before the record
+    assert _events(tmp_path) == 1
+    assert not (tmp_path / segment.path).exists()
