@@ -1,0 +1,106 @@
+"""Upkeep beside the writer: the server checkpoints the store and writes sealed segments on threads of
+its own, so no group commit waits for them."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+from milepost.engines.duckdb import DuckDBStore
+from milepost.ingest.normalize import normalize_request
+from milepost.ingest.plan import DedupeWindows, build_plan
+from milepost.model.batch import IngestRequest
+
+T0 = 1_780_000_000_000
+WINDOWS = DedupeWindows(request_ms=86_400_000, message_ms=86_400_000)
+
+
+def _ingest(store: DuckDBStore, mpid: int) -> None:
+    body = [
+        {
+            "mpid": mpid,
+            "events": [
+                {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+            ],
+        }
+    ]
+    batches, _ = normalize_request(body, bulk=True, historical=False, received_at=T0 + mpid)
+    store.apply(build_plan([IngestRequest(1, T0 + mpid, batches)], store, WINDOWS, random.Random(mpid)))
+
+
+def _events(directory: Path) -> int:
+    store = DuckDBStore(directory)
+    try:
+        return int(store.reader().execute("SELECT count(*) FROM events").fetchall()[0][0])
+    finally:
+        store.close()
+
+
+def test_a_checkpoint_runs_only_once_the_wal_holds_enough(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    con = store.connect()
+    _ingest(store, 1)
+    before = store.wal_bytes()
+    assert before > 0
+    assert not store.checkpoint_ahead(con, at_bytes=before + 1)
+    assert store.wal_bytes() == before
+    assert store.checkpoint_ahead(con, at_bytes=before)
+    assert store.wal_bytes() < before
+    con.close()
+    store.close()
+    assert _events(tmp_path) == 1
+
+
+def test_commits_beside_checkpoints_are_all_kept(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    done = threading.Event()
+    ran: list[bool] = []
+
+    def checkpoints() -> None:
+        con = store.connect()
+        while not done.is_set():
+            ran.append(store.checkpoint_ahead(con, at_bytes=1))
+        con.close()
+
+    thread = threading.Thread(target=checkpoints)
+    thread.start()
+    try:
+        for mpid in range(1, 201):
+            _ingest(store, mpid)
+    finally:
+        done.set()
+        thread.join()
+    assert any(ran)
+    store.close()
+    assert _events(tmp_path) == 200
+
+
+def test_events_committed_while_a_segment_is_written_stay_hot(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    con = store.connect()
+    for mpid in range(1, 6):
+        _ingest(store, mpid)
+    assert store.write_segment(con, min_rows=6) is None  # too few hot events: nothing written
+    segment = store.write_segment(con, min_rows=5)
+    assert segment is not None and segment.rows == 5
+    _ingest(store, 6)  # committed between the segment's file and its record
+    assert store.record_segment(segment) == 5
+    reader = store.reader()
+    assert reader.execute("SELECT count(*) FROM events_hot").fetchall() == [(1,)]
+    assert reader.execute("SELECT count(*), count(DISTINCT mpid) FROM events").fetchall() == [(6, 6)]
+    con.close()
+    store.close()
+    assert _events(tmp_path) == 6
+
+
+def test_a_segment_written_but_not_recorded_is_swept_at_the_next_open(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    con = store.connect()
+    _ingest(store, 1)
+    segment = store.write_segment(con, min_rows=1)
+    assert segment is not None and (tmp_path / segment.path).exists()
+    con.close()
+    store.close()  # a crash or a stop before the record
+    assert _events(tmp_path) == 1
+    assert not (tmp_path / segment.path).exists()
