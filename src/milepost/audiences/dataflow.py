@@ -164,13 +164,13 @@ def group_steps(
             # One audience: its members are the rows passing its criteria, a filter DuckDB pushes
             # below the leaves' joins; filtering the CASE's result instead cost a fifth more CPU.
             only = regular[0].audience_id
-            kept = (only,) if plan.keeps(only) else ()
-            step_query = (
+            writes: tuple[int, ...] = (only,) if plan.keeps(only) else ()
+            members = (
                 exp.select(exp.convert(only).as_("audience_id"), exp.column("mpid"))
                 .from_(query.subquery("q", copy=False))
-                .where(exp.column("c0") if kept else "false")
+                .where(exp.column("c0") if writes else "false")
             )
-            return [Step(kept, step_query, group.parent_audience_id)]
+            return [Step(writes, members, group.parent_audience_id)]
         select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(
             query.subquery("q", copy=False)
         )
