@@ -62,7 +62,7 @@ def test_a_change_log_with_text_columns_is_converted_to_enums(tmp_path: Path) ->
         ).fetchall()
         assert types == [
             ("action", "ENUM('add', 'remove')"),
-            ("cause", "ENUM('ingest', 'timer', 'full', 'calculation', 'preview')"),
+            ("cause", "ENUM('ingest', 'timer', 'full', 'calculation', 'edit', 'preview')"),
         ]
         log = "SELECT seq, mpid, action, cause FROM membership_changes ORDER BY seq"
         assert con.execute(log).fetchall() == [(1, 1, "add", "ingest"), (2, 1, "remove", "timer")]
