@@ -186,6 +186,101 @@ def test_independent_groups_share_a_statement_and_log_in_step_order(world: World
     assert [world.engine.members(a) for a in (101, 102, 50)] == [[1, 2], [], [1, 2]]
 
 
+def test_change_log_numbers_each_evaluation_by_step_action_audience_and_user(world: World) -> None:
+    # Many users moving between tiers (removes and adds in several audiences of two steps), once
+    # scoped and once in a full calculation: seq follows (step, removes first, audience, user).
+    tree = journey(
+        ms(1, 101, attr("ltv", "greater_than", 1000), pos=0),
+        ms(2, 102, attr("ltv", "greater_than", 100), pos=1),
+        ms(3, 103, None, pos=2),
+        ms(4, 104, attr("email_ok", "equals", True), parent=3),
+    )
+    world.engine.configure([tree], {})
+    rng = random.Random(7)
+
+    def send_all() -> None:
+        world.send(
+            *(
+                {
+                    "mpid": i,
+                    "user_attributes": {"ltv": rng.choice([5, 500, 5000]), "email_ok": rng.random() < 0.5},
+                }
+                for i in range(1, 101)
+            )
+        )
+
+    send_all()
+    world.engine.catch_up()
+    world.clock.advance(1000)
+    send_all()
+    world.engine.full_calculation()
+    step = {101: 0, 102: 0, 103: 0, 104: 1}
+    rows = (
+        world.store.reader()
+        .execute("SELECT seq, changed_at, audience_id, mpid, action FROM membership_changes ORDER BY seq")
+        .fetchall()
+    )
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    for at in (T0, T0 + 1000):
+        logged = [(a, m, x) for _, t, a, m, x in rows if t == at]
+        assert logged == sorted(logged, key=lambda r: (step[r[0]], r[2] == "add", r[0], r[1]))
+        assert {x for _, _, x in logged} == ({"add"} if at == T0 else {"add", "remove"})
+        assert len({a for a, _, _ in logged}) == 4
+
+
+def test_a_one_audience_group_agrees_with_the_general_sibling_form(world: World) -> None:
+    # Journey 1's groups hold one audience each (filtered on the criterion itself); journey 2 asks
+    # the same with a remaining sibling (the CASE form). Same members, real time and full.
+    paid_or_rich = {"any": [attr("plan", "equals", "paid"), attr("ltv", "greater_than", 100)]}
+    j1 = journey(ms(1, 101, paid_or_rich), ms(2, 102, WATCHED_TWICE, parent=1))
+
+    def row(mid: int, audience: int, crit: Any, parent: int | None = None, pos: int = 0) -> MilestoneRow:
+        return MilestoneRow(mid, 2, parent, pos, f"k{mid}", audience, crit, crit is None)
+
+    j2 = JourneyRows(
+        2,
+        "k",
+        (1,),
+        (
+            row(3, 201, paid_or_rich),
+            row(4, 203, None, pos=1),
+            row(5, 202, WATCHED_TWICE, parent=3),
+            row(6, 204, None, parent=3, pos=1),
+        ),
+    )
+    world.engine.configure([j1, j2], {})
+    one = [
+        s.sql
+        for b in world.engine._compiled(world.engine._plan).batches
+        for s in b
+        if s.writes in ((101,), (102,))
+    ]
+    assert len(one) == 2 and all((sql or "").endswith(") AS q WHERE c0") for sql in one)
+    rng = random.Random(11)
+    for _ in range(3):
+        world.send(
+            *(
+                {
+                    "mpid": i,
+                    "user_attributes": {"plan": rng.choice(["paid", "free"]), "ltv": rng.choice([5, 500])},
+                    "events": [
+                        _watch(world.clock.now_ms() - rng.randrange(9 * DAY)) for _ in range(rng.randrange(4))
+                    ],
+                }
+                for i in range(1, 61)
+            )
+        )
+        world.engine.catch_up()
+        for full in (False, True):
+            if full:
+                world.engine.full_calculation()
+            members = {a: world.engine.members(a) for a in (101, 102, 201, 202, 203)}
+            assert members[101] == members[201] and members[102] == members[202]
+            assert 0 < len(members[102]) < len(members[101]) < 60
+            assert sorted(members[101] + members[203]) == list(range(1, 61))
+        world.clock.advance(2 * DAY)
+
+
 def _timers(world: World) -> list[tuple[int, int]]:
     rows = world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall()
     return [(int(m), int(d)) for m, d in rows]

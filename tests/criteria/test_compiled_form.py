@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 from sqlglot import exp
 
 from milepost.criteria import CompileContext, compile_many, parse_criteria, to_sql
+from milepost.criteria.dialect import DUCKDB
 from milepost.criteria.sqlvalues import FALSE, TRUE, and_, never_null, not_, or_, sure
 
 DAY = 86_400_000
@@ -85,3 +87,18 @@ def test_attribute_text_read_in_one_call() -> None:
     sql = to_sql(compile_many([parse_criteria(PLAN_PAID)], ctx()))
     assert "JSON_EXTRACT_STRING(u.attributes, '/plan')" in sql, sql
     assert "JSON_EXTRACT(" not in sql, sql
+
+
+def test_duckdb_list_has_any_agrees_with_the_builtin() -> None:
+    # The DuckDB form tests each value with `list_contains`; it answers as `list_has_any` does.
+    lists = [[], [1], [2], [1, 2], [3, 4, 1], None]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, inputs INTEGER[])").fetchall()
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(lists)))
+    for values in [(1,), (2,), (1, 2), (5,), (4, 5, 6)]:
+        ours = to_sql(DUCKDB.list_has_any(exp.column("inputs"), values))
+        assert "list_has_any" not in ours.lower()
+        rows = con.execute(
+            f"SELECT i, {ours}, list_has_any(inputs, {list(values)}::INTEGER[]) FROM t ORDER BY i"
+        ).fetchall()
+        assert [r[1] for r in rows] == [r[2] for r in rows], values

@@ -160,6 +160,17 @@ def group_steps(
             ],
             default=exp.convert(remaining) if remaining is not None else exp.Null(),
         )
+        if len(regular) == 1 and remaining is None:
+            # One audience: its members are the rows passing its criteria, a filter DuckDB pushes
+            # below the leaves' joins; filtering the CASE's result instead cost a fifth more CPU.
+            only = regular[0].audience_id
+            writes: tuple[int, ...] = (only,) if plan.keeps(only) else ()
+            members = (
+                exp.select(exp.convert(only).as_("audience_id"), exp.column("mpid"))
+                .from_(query.subquery("q", copy=False))
+                .where(exp.column("c0") if writes else "false")
+            )
+            return [Step(writes, members, group.parent_audience_id)]
         select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(
             query.subquery("q", copy=False)
         )

@@ -79,9 +79,13 @@ class Dialect:
         return exp.Exists(this=sub)
 
     def list_has_any(self, items: exp.Expr, values: Sequence[int]) -> exp.Expr:
-        """The integer list `items` shares an element with `values`."""
-        wanted = self.cast(exp.Array(expressions=[lit(int(v)) for v in values]), "INTEGER[]")
-        return call("list_has_any", items, wanted)
+        """The integer list `items` shares an element with `values`: one `list_contains` per value,
+        which DuckDB tests several times faster than `list_has_any` against a list constant (a
+        sixth of a full calculation's root filter over a million users)."""
+        if not values:
+            return exp.false()
+        tests = [call("list_contains", items.copy(), lit(int(v))) for v in values]
+        return tests[0] if len(tests) == 1 else exp.Paren(this=exp.or_(*tests))
 
     def unnest(self, values: exp.Expr, alias: str, column: str) -> exp.Expr:
         """`unnest(values) AS alias(column)` as a FROM item."""

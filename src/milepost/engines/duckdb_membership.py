@@ -14,15 +14,25 @@ import duckdb
 # a million rows about as much again as the insert, and its commit more.
 MEMBERSHIP_COLUMNS = "audience_id BIGINT NOT NULL, mpid BIGINT NOT NULL, entered_at BIGINT NOT NULL"
 
+# The change log's text columns hold a few known values: as ENUMs a full calculation writing a
+# million changes spent a fifth less on the log than with VARCHARs. Readers see the same strings.
+CHANGE_ACTIONS = ("add", "remove")
+CHANGE_CAUSES = ("ingest", "timer", "full", "calculation", "edit", "preview")
+
+
+def _enum(values: tuple[str, ...]) -> str:
+    return "ENUM(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
 MEMBERSHIP_DDL = [
     f"CREATE TABLE IF NOT EXISTS memberships ({MEMBERSHIP_COLUMNS})",
-    """CREATE TABLE IF NOT EXISTS membership_changes (
+    f"""CREATE TABLE IF NOT EXISTS membership_changes (
         seq BIGINT NOT NULL,
         audience_id BIGINT NOT NULL,
         mpid BIGINT NOT NULL,
-        action VARCHAR NOT NULL,
+        action {_enum(CHANGE_ACTIONS)} NOT NULL,
         changed_at BIGINT NOT NULL,
-        cause VARCHAR NOT NULL,
+        cause {_enum(CHANGE_CAUSES)} NOT NULL,
         recorded_at BIGINT NOT NULL)""",
     # One row per user (the engine deletes a user's row before writing it). No key: nothing looks
     # a user up by it, and a full calculation rewriting every row paid most of its timer time
@@ -42,6 +52,17 @@ MEMBERSHIP_UNKEY = [
     "ALTER TABLE memberships_unkeyed RENAME TO memberships",
 ]
 
+# A store whose change log was written with text columns: converted in place, rows kept.
+LOG_AS_TEXT = (
+    "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+    "AND schema_name = 'main' AND table_name = 'membership_changes' "
+    "AND column_name IN ('action', 'cause') AND data_type = 'VARCHAR'"
+)
+LOG_TO_ENUMS = [
+    f"ALTER TABLE membership_changes ALTER action TYPE {_enum(CHANGE_ACTIONS)}",
+    f"ALTER TABLE membership_changes ALTER cause TYPE {_enum(CHANGE_CAUSES)}",
+]
+
 
 # Scratch tables of one evaluation; TEMP, so they live in the engine's connection only.
 SCRATCH_DDL = [
@@ -50,13 +71,16 @@ SCRATCH_DDL = [
 
 
 def ensure_membership_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the engine's tables, and drop the key of a store's memberships written before."""
+    """Create the engine's tables, and bring a store's tables written before to today's form
+    (memberships without a key, the change log's ENUM columns)."""
     for ddl in MEMBERSHIP_DDL + SCRATCH_DDL:
         con.execute(ddl).fetchall()
-    if int(con.execute(MEMBERSHIP_KEYED).fetchall()[0][0]):
+    for check, statements in ((MEMBERSHIP_KEYED, MEMBERSHIP_UNKEY), (LOG_AS_TEXT, LOG_TO_ENUMS)):
+        if not int(con.execute(check).fetchall()[0][0]):
+            continue
         con.execute("BEGIN TRANSACTION").fetchall()
         try:
-            for statement in MEMBERSHIP_UNKEY:
+            for statement in statements:
                 con.execute(statement).fetchall()
             con.execute("COMMIT").fetchall()
         except BaseException:
