@@ -4,13 +4,10 @@ and an add with the new (SPEC §6)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from tests.outputs.inprocess import Local, drive
 from tests.outputs.partner import Partner
-
-from milepost.outputs.state import DeliveryStore
 
 pytestmark = pytest.mark.unit
 
@@ -22,9 +19,9 @@ def partner() -> Iterator[Partner]:
     p.close()
 
 
-def _hook(local: Local, partner: Partner, name: str = "hook", **kw: object) -> int:
+def _hook(local: Local, partner: Partner, **kw: object) -> int:
     settings = {"url": partner.url("/h"), "secret": "s"}
-    return local.runtime.catalog.create_output("webhook", name, settings, **kw).id  # type: ignore[arg-type]
+    return local.runtime.catalog.create_output("webhook", "hook", settings, **kw).id  # type: ignore[arg-type]
 
 
 def _seen(partner: Partner) -> list[tuple[int, str, dict[str, str]]]:
@@ -92,40 +89,5 @@ def test_losing_the_only_accepted_identity_sends_just_the_remove(local: Local, p
         local.clock.advance(3_000)
         drive(runner)
         assert _seen(partner) == [first]  # nothing changed for user 1
-    finally:
-        runner.close()
-
-
-def test_connections_scan_identities_only_after_one_was_written(
-    local: Local, partner: Partner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scans: list[int] = []
-    scan = DeliveryStore.identity_candidates
-
-    def counted(self: DeliveryStore, *args: Any) -> list[tuple[int, int]]:
-        scans.append(args[0])
-        return scan(self, *args)
-
-    monkeypatch.setattr(DeliveryStore, "identity_candidates", counted)
-    outs = [_hook(local, partner, name, accepted_identities=["customer_id"]) for name in ("a", "b")]
-    local.send(1, "gold", {"customer_id": "old-1"})
-    connections = [local.connect(out) for out in outs]
-    runner = local.runner()
-    try:
-        drive(runner)
-        local.clock.advance(3_000)
-        drive(runner)  # each connection scans past the identities written before its sync
-        assert sorted(set(scans)) == sorted(connections)
-        before = len(scans)
-        for _ in range(3):  # nothing written since: no connection scans
-            local.clock.advance(3_000)
-            drive(runner)
-        assert len(scans) == before
-        local.send(1, identities={"customer_id": "new-1"})
-        local.clock.advance(3_000)
-        drive(runner)
-        assert sorted(scans[before:]) == sorted(connections)
-        changed = [(1, "remove", {"customer_id": "old-1"}), (1, "add", {"customer_id": "new-1"})]
-        assert sorted(map(str, _seen(partner)[2:])) == sorted(map(str, changed * 2))  # one pair each
     finally:
         runner.close()

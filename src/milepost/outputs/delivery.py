@@ -84,9 +84,6 @@ class DeliveryRunner:
         self._outputs: dict[int, OutputRecord] | None = None  # as the supervisor last read them
         # The connections as last read, with the token they were read after (re-read when it changes).
         self._connections: tuple[tuple[Any, ...], dict[int, ConnectionRecord]] | None = None
-        # When an identity was last written, as read last (monotonic time of the read, clock ms).
-        self._identities_read: tuple[float, int | None] | None = None
-        self._identities_lock = threading.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -142,17 +139,6 @@ class DeliveryRunner:
             [self.head_seq],
         ).fetchall()
         return {int(a): int(s) for a, s in rows}
-
-    def identities_written_since(self, at: int, read: Callable[[], int | None]) -> bool:
-        """Whether an identity may have been written at or after `at` (clock ms). The latest write
-        is read once per half `identity_scan_s` for every connection (`read` runs on the asking
-        worker's own connection), so idle connections do not each scan the identities."""
-        with self._identities_lock:
-            now_s = time.monotonic()
-            cached = self._identities_read
-            if cached is None or now_s - cached[0] >= self.settings.identity_scan_s / 2:
-                cached = self._identities_read = (now_s, read())
-        return cached[1] is not None and cached[1] >= at
 
     def head_of(self, audience_id: int) -> int:
         """The greatest seq read of the audience's changes (0: none read)."""

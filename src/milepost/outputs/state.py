@@ -361,11 +361,6 @@ class DeliveryStore:
         ).fetchall()
         return {int(m): i for m, i in rows}
 
-    def identities_written_at(self) -> int | None:
-        """When an identity was last written (clock ms; None: never)."""
-        row = self.con.execute("SELECT max(updated_at) FROM identities").fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
     def identity_candidates(
         self, connection_id: int, audience_id: int, after: tuple[int, int], upto: int, limit: int
     ) -> list[tuple[int, int]]:

@@ -742,8 +742,6 @@ class ConnectionWorker:
         upto = now - IDENTITY_LAG_MS
         if upto <= after[0] and s.identities_at is not None:
             return []
-        if not self.runner.identities_written_since(after[0], self.store.identities_written_at):
-            return []  # nothing written since the mark, which stays: a later write is still found
         limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
         candidates = self.store.identity_candidates(self.id, conn.audience_id, after, upto, limit)
         mark = (candidates[-1][1], candidates[-1][0]) if len(candidates) == limit else (upto, MIN_MPID)
