@@ -158,9 +158,8 @@ class Runtime:
 
     def _maintain(self) -> None:
         """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""
-        con = (
-            self.store.connect()
-        )  # a segment is written on it, beside the writer, and recorded on the writer
+        # A segment is written on this connection, beside the writer, and recorded on the writer.
+        con = self.store.connect()
         try:
             ticks = 0
             while not self._stop.wait(60):
