@@ -26,7 +26,7 @@ from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB, call, lit
-from milepost.engines.duckdb_membership import ensure_membership_tables
+from milepost.engines.duckdb_membership import ensure_membership_tables, log_changes_sql
 
 WATERMARK_KEY = "evaluated_batch_seq"
 IDLE_WATERMARK_S = 1.0  # with nothing maintained, how often the read position is written down
@@ -468,17 +468,8 @@ class AudienceEngine:
             con.execute(
                 f"INSERT INTO {stored} SELECT audience_id, mpid, ? FROM eval_log WHERE added", [now]
             ).fetchall()
-        # Step by step; within a step removes first, then adds, each in (audience, user) order.
-        # Numbered per (step, action, audience) run after the runs before it: one window sorting
-        # every row took a third more CPU than these partitions sorting users alone.
         n = con.execute(
-            "INSERT INTO membership_changes WITH runs AS (SELECT step, added, audience_id, "
-            "sum(count(*)) OVER (ORDER BY step, added, audience_id) - count(*) AS before "
-            "FROM eval_log WHERE audience_id > 0 GROUP BY step, added, audience_id) "
-            "SELECT ? + runs.before + row_number() OVER (PARTITION BY step, added, audience_id ORDER BY mpid), "
-            f"audience_id, mpid, CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? "
-            "FROM eval_log JOIN runs USING (step, added, audience_id)",
-            [self._seq, now, *params, self.clock.now_ms()],
+            log_changes_sql("eval_log", cause_sql), [self._seq, now, *params, self.clock.now_ms()]
         ).fetchall()[0][0]
         self._seq += int(n)
 

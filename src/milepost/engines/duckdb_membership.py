@@ -52,6 +52,22 @@ MEMBERSHIP_UNKEY = [
     "ALTER TABLE memberships_unkeyed RENAME TO memberships",
 ]
 
+
+def log_changes_sql(changes: str, cause_sql: str) -> str:
+    """Append the `changes` table (step, added, audience_id, mpid) to the change log; parameters:
+    the seq before the first, changed_at, `cause_sql`'s, recorded_at. Step by step; within a step
+    removes first, then adds, each in (audience, user) order: numbered per (step, action, audience)
+    run after the runs before it, since one window sorting every row cost a third more CPU."""
+    return (
+        "INSERT INTO membership_changes WITH runs AS (SELECT step, added, audience_id, "
+        "sum(count(*)) OVER (ORDER BY step, added, audience_id) - count(*) AS before "
+        f"FROM {changes} WHERE audience_id > 0 GROUP BY step, added, audience_id) "
+        "SELECT ? + runs.before + row_number() OVER (PARTITION BY step, added, audience_id ORDER BY mpid), "
+        f"audience_id, mpid, CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? "
+        f"FROM {changes} JOIN runs USING (step, added, audience_id)"
+    )
+
+
 # A store whose change log was written with text columns: converted in place, rows kept.
 LOG_AS_TEXT = (
     "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
