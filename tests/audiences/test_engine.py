@@ -58,14 +58,18 @@ def ms(
     return MilestoneRow(mid, 1, parent, pos, f"m{mid}", audience, criteria, criteria is None)
 
 
-def test_exclusive_siblings_remaining_split_and_children(world: World) -> None:
-    tree = journey(
+def _tiers() -> JourneyRows:
+    """Exclusive siblings by lifetime value, a remaining split, and a child under it."""
+    return journey(
         ms(1, 101, attr("ltv", "greater_than", 1000), pos=0),
         ms(2, 102, attr("ltv", "greater_than", 100), pos=1),
         ms(3, 103, None, pos=2),
         ms(4, 104, attr("email_ok", "equals", True), parent=3),
     )
-    world.engine.configure([tree], {})
+
+
+def test_exclusive_siblings_remaining_split_and_children(world: World) -> None:
+    world.engine.configure([_tiers()], {})
     world.send(
         {"mpid": 1, "user_attributes": {"ltv": 5000}},
         {"mpid": 2, "user_attributes": {"ltv": 500}},
@@ -189,13 +193,7 @@ def test_independent_groups_share_a_statement_and_log_in_step_order(world: World
 def test_change_log_numbers_each_evaluation_by_step_action_audience_and_user(world: World) -> None:
     # Many users moving between tiers (removes and adds in several audiences of two steps), once
     # scoped and once in a full calculation: seq follows (step, removes first, audience, user).
-    tree = journey(
-        ms(1, 101, attr("ltv", "greater_than", 1000), pos=0),
-        ms(2, 102, attr("ltv", "greater_than", 100), pos=1),
-        ms(3, 103, None, pos=2),
-        ms(4, 104, attr("email_ok", "equals", True), parent=3),
-    )
-    world.engine.configure([tree], {})
+    world.engine.configure([_tiers()], {})
     rng = random.Random(7)
 
     def send_all() -> None:

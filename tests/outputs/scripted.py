@@ -12,17 +12,14 @@ from typing import Any
 
 import httpx
 import orjson
+from tests.outputs.inprocess import open_local
 
-from milepost.cli import _initialise
 from milepost.clock import ManualClock
-from milepost.config import Config
 from milepost.outputs.delivery import DeliveryRunner
 from milepost.outputs.policy import RetryPolicy
 from milepost.outputs.settings import DeliverySettings
 from milepost.runtime import Runtime
 
-T0 = 1_767_225_600_000  # 2026-01-01
-GOLD = {"type": "user_attribute", "attribute": "tier", "op": "equals", "value": "gold"}
 SETTINGS = DeliverySettings(allow_private=True, poll_s=0.01, policy=RetryPolicy(base_s=0.0001, max_s=0.0001))
 
 
@@ -105,22 +102,12 @@ def drive(runner: DeliveryRunner, until: Callable[[], bool] | None = None, steps
 
 
 def open_world(tmp_path: Path) -> Iterator[World]:
-    """The world of one test (the `world` fixture); closed when the generator ends."""
-    config = Config.from_env(tmp_path / "data")
-    _initialise(config)
-    clock = ManualClock(T0)
-    runtime = Runtime.open(config, clock)
-    runtime.start(background=False)
-    try:
-        inp = runtime.catalog.list_inputs()[0]
-        journey = runtime.journeys.create({"name": "j", "milestones": [{"name": "gold", "criteria": GOLD}]})
-        audience = runtime.catalog.milestones(journey)[0].audience_id
-        output = runtime.catalog.create_output(
+    """The world of one test (the `world` fixture): `open_local`'s, with a webhook output."""
+    for local in open_local(tmp_path):
+        output = local.runtime.catalog.create_output(
             "webhook", "hook", {"url": "http://partner.test/hook", "secret": "k", "batch_size": 2}
         )
-        yield World(runtime, clock, audience, inp.id, output.id)
-    finally:
-        runtime.close()
+        yield World(local.runtime, local.clock, local.audience, local.input_id, output.id)
 
 
 def connect(world: World, **kw: Any) -> int:

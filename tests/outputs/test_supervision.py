@@ -4,7 +4,8 @@ did not change is not woken), and the connections' records rebuilt only when the
 from __future__ import annotations
 
 import pytest
-from tests.outputs.scripted import GOLD, Script, World, connect, drive
+from tests.outputs.inprocess import GOLD
+from tests.outputs.scripted import Script, World, connect, drive
 
 pytestmark = pytest.mark.unit
 
