@@ -93,6 +93,9 @@ class Step:
     writes: tuple[int, ...]
     query: exp.Select | None  # rows (audience_id, mpid); None: the audiences end up empty
     parent: int | None = None  # set on a group's first step: fill `eval_parent` with these members
+    # The rows are every parent member's, with `tb` (their next event boundary, see
+    # `CompileContext.timer_durations`) and a NULL audience for those in none of `writes`.
+    bounds: bool = False
 
 
 def root_query(
@@ -130,14 +133,19 @@ def group_steps(
     lookback_ms: int,
     dialect: Dialect,
     now_sql: exp.Expr | None = None,
+    timer_durations: tuple[int, ...] = (),
 ) -> list[Step]:
     """A sibling group's steps: usually one; a child reading an earlier sibling's audience starts a
     new segment, so it sees that sibling's membership as this evaluation leaves it.
 
-    `now_sql`: the instant as an expression bound per evaluation, so the steps can be reused."""
+    `now_sql`: the instant as an expression bound per evaluation, so the steps can be reused.
+    `timer_durations`: a group of one segment under its journey's root whose leaves scan events
+    then gives a step with `bounds`."""
     regular = [c for c in group.children if c.criteria is not None]
     remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
     select = None
+    dense = group.parent_audience_id == root_audience_id(group.journey_id)
+    timers = timer_durations if dense and not group.segment_starts else ()
     if regular:
         ctx = CompileContext(
             now_ms=now,
@@ -149,9 +157,11 @@ def group_steps(
             dialect=dialect,
             now_sql=now_sql,
             # Under the root the parent is most users: filter the users, not every row a leaf reads.
-            candidates_dense=group.parent_audience_id == root_audience_id(group.journey_id),
+            candidates_dense=dense,
+            timer_durations=timers,
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
+        fused = "tb" in query.named_selects
         # The first sibling whose criteria pass wins; the rest go to `remaining` if there is one.
         pick: exp.Expr = exp.Case(
             ifs=[
@@ -160,6 +170,23 @@ def group_steps(
             ],
             default=exp.convert(remaining) if remaining is not None else exp.Null(),
         )
+        if fused:
+            # The first sibling whose criteria pass takes the user, kept or not (a NULL audience).
+            kept = tuple(c.audience_id for c in group.children if plan.keeps(c.audience_id))
+            audience = exp.Case(
+                ifs=[
+                    exp.If(
+                        this=exp.column(f"c{i}"),
+                        true=exp.convert(c.audience_id) if c.audience_id in kept else exp.Null(),
+                    )
+                    for i, c in enumerate(regular)
+                ],
+                default=exp.convert(remaining) if remaining is not None and remaining in kept else exp.Null(),
+            )
+            rows = exp.select(audience.as_("audience_id"), exp.column("mpid"), exp.column("tb")).from_(
+                query.subquery("q", copy=False)
+            )
+            return [Step(kept, rows, group.parent_audience_id, bounds=True)]
         if len(regular) == 1 and remaining is None:
             # One audience: its members are the rows passing its criteria, a filter DuckDB pushes
             # below the leaves' joins; filtering the CASE's result instead cost a fifth more CPU.

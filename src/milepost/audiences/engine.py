@@ -22,6 +22,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
+from milepost.audiences.timer_sql import timers_sql
 from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
@@ -62,6 +63,7 @@ class _SqlStep:
     sql: str | None  # None: the audiences end up empty
     parent: int | None  # the audience whose members the query reads (as `eval_parent`)
     number: int = 0  # its place in the plan's order, which orders the change log
+    bounds: bool = False  # rows carry `tb` and non-members (`Step.bounds`)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,8 @@ class AudienceEngine:
         self._lock = threading.RLock()
         self._plan = _Plan()
         self._cache: tuple[_Plan, EngineSettings, _Compiled] | None = None
+        self._fused: tuple[_Plan, EngineSettings, _Compiled] | None = None  # the same, full calculations'
+        self._bounded = False  # this evaluation's event boundaries are in `eval_bounds`
         self._step_no = 0  # steps of the running evaluation, ordering its change log
         self._logged = False  # whether the running evaluation's `eval_log` holds a row
         # Members per audience in the running evaluation's scope, kept up to date by each step's
@@ -406,7 +410,7 @@ class AudienceEngine:
         con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
         con.execute("DELETE FROM eval_candidates").fetchall()
         self._begin_log()
-        compiled = self._compiled(plan)
+        compiled = self._compiled(plan, fused=not scoped)
         if scoped:
             self._fill("eval_candidates", candidates or [])
             result.users = len(candidates or [])
@@ -435,6 +439,9 @@ class AudienceEngine:
         for batch in compiled.batches:
             self._run_batch(batch, now, scoped, cause, result)
         self._set_timers(plan, now, scoped)
+        if self._bounded:
+            con.execute("DROP TABLE IF EXISTS eval_bounds").fetchall()
+            self._bounded = False
         self._flush(now, scoped, cause, ingest)
         self._sizes = None
         if scoped:
@@ -443,6 +450,7 @@ class AudienceEngine:
     def _begin_log(self) -> None:
         self._step_no = 0
         self._logged = False
+        self._bounded = False
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
         ).fetchall()
@@ -473,10 +481,16 @@ class AudienceEngine:
         ).fetchall()[0][0]
         self._seq += int(n)
 
-    def _compiled(self, plan: _Plan) -> _Compiled:
+    def _compiled(self, plan: _Plan, fused: bool = False) -> _Compiled:
         """The plan's queries as SQL text, compiled once per plan and settings: every evaluation
-        binds its instant through `NOW_VARIABLE` instead of compiling again."""
-        cached = self._cache
+        binds its instant through `NOW_VARIABLE` instead of compiling again. `fused`: for a full
+        calculation of one journey, its root's children also give every member's next event
+        boundary (`Step.bounds`), which the timers then read instead of scanning the events again."""
+        b = plan.boundaries
+        timers: tuple[int, ...] = ()
+        if fused and b is not None and b.event_durations_ms and len(plan.journeys) == 1:
+            timers = tuple(sorted(int(d) for d in b.event_durations_ms))
+        cached = self._fused if timers else self._cache
         if cached is not None and cached[0] is plan and cached[1] == self.settings:
             return cached[2]
         lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
@@ -506,19 +520,22 @@ class AudienceEngine:
             inline = (
                 root_of.get(g.parent_audience_id) if g.parent_audience_id not in plan.stored_roots else None
             )
-            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL)):
+            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL, timers)):
                 number += 1
                 sql = None
                 if st.query is not None:
                     query = _with_parent(st.query, g, inline)
                     queries.append(query)
                     sql = to_sql(query)
-                step = _SqlStep(st.writes, sql, None if inline is not None else g.parent_audience_id, number)
+                parent = None if inline is not None else g.parent_audience_id
+                step = _SqlStep(st.writes, sql, parent, number, st.bounds and sql is not None)
                 batches.setdefault((level[id(g)], segment), []).append(step)
         compiled = _Compiled(
             root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
         )
-        if plan is self._plan:  # what-if plans are evaluated once
+        if plan is self._plan and timers:  # what-if plans are evaluated once
+            self._fused = (plan, self.settings, compiled)
+        elif plan is self._plan:
             self._cache = (plan, self.settings, compiled)
         return compiled
 
@@ -612,7 +629,11 @@ class AudienceEngine:
                 continue  # empty before and after
             writes += step.writes
             numbers.update((a, step.number) for a in step.writes)
-            if sql is not None:
+            if sql is not None and step.bounds:
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE eval_bounds AS {sql}").fetchall()
+                self._bounded = True
+                parts.append("SELECT audience_id, mpid FROM eval_bounds WHERE audience_id IS NOT NULL")
+            elif sql is not None:
                 parts.append(f"SELECT audience_id, mpid FROM ({sql})")
         if not writes:
             return
@@ -705,61 +726,13 @@ class AudienceEngine:
         )
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
-        """Each user's next instant of possible change: one grouped pass per source, no cross joins.
-        When scoped, `users`, `events` and `memberships` are the candidates' copies (`timers` is not)."""
-        con = self.con
-        b = plan.boundaries
-        con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
-        if b is None or not plan.journeys:
-            return
-        now = int(now)
-
-        def later(column: str, durations: list[int]) -> str:
-            return ", ".join(f"CASE WHEN {column} + {d} > {now} THEN {column} + {d} END" for d in durations)
-
-        # Each time source with only the durations that can flip a leaf reading it. Only users with
-        # a profile row can be members (the root reads `users`), so the grouped sources are joined
-        # to the profile's one row per user rather than unioned and grouped again.
-        seen = sorted(int(d) for d in b.seen_durations_ms)
-        own = [later("last_seen", seen), later("first_seen", seen)]
-        for attribute, duration in sorted(b.attribute_durations):
-            value = DUCKDB.json_get(exp.column("attributes"), attribute)
-            text = DUCKDB.json_text(value)
-            as_ms = exp.Coalesce(
-                this=DUCKDB.iso_epoch_ms(text),
-                expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
-            )
-            own.append(f"{to_sql(as_ms)} + {int(duration)}")
-        # Only a journey root's members can be in an audience, and time alone never brings a user
-        # into a root (it only ends their lifetime): users outside every root need no timer.
-        inputs = sorted({i for j in plan.journeys for i in j.input_ids})
-        if not inputs:
-            return
-        in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
-        users = (
-            f"SELECT mpid, least({', '.join(own)}) AS b FROM users "
-            f"WHERE last_seen > {now - int(self.settings.lifetime_ms)} AND {in_root}"
-        )
-        grouped: list[str] = []  # per-user minimums of the other sources
-        if b.event_durations_ms:
-            durations = sorted(int(d) for d in b.event_durations_ms)
-            # An event's next boundary is its time plus the shortest duration taking it past now
-            # (t + d grows with d): one CASE per row and one minimum, not one filtered minimum per d.
-            first = " ".join(f"WHEN ts > {now - d} THEN ts + {d}" for d in durations)
-            grouped.append(
-                f"SELECT mpid, min(CASE {first} END) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
-            )
-        if b.entry_durations_ms:
-            entry = sorted(int(d) for d in b.entry_durations_ms)
-            grouped.append(
-                f"SELECT mpid, min(least({later('entered_at', entry)})) AS b FROM memberships GROUP BY mpid"
-            )
-        joins = "".join(f" LEFT JOIN ({q}) g{i} USING (mpid)" for i, q in enumerate(grouped))
-        due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
-        con.execute(
-            f"INSERT INTO timers SELECT * FROM (SELECT mpid, least({due}) AS b FROM ({users}) u{joins}) "
-            f"WHERE b > {now}"
-        ).fetchall()
+        """Each user's next instant of possible change (`timer_sql`). When scoped, `users`, `events`
+        and `memberships` are the candidates' copies (`timers` is not)."""
+        self.con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
+        bounds = "eval_bounds" if self._bounded and not scoped else None
+        sql = timers_sql(plan, int(now), self.settings.lifetime_ms, bounds)
+        if sql is not None:
+            self.con.execute(sql).fetchall()
 
     def _batch_users(self, after: int, upto: int) -> list[int]:
         """The users of the real-time batches in (after, upto]: what evaluating them must cover."""

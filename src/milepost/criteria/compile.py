@@ -55,6 +55,11 @@ class CompileContext:
     # The candidates are most users with rows in the tables read (a journey's root): only the
     # users are filtered, as testing each row a leaf reads against them costs more than it saves.
     candidates_dense: bool = False
+    # Durations of the users' next timers (`audiences.boundaries`): when set, the scan of the leaves
+    # with relative windows reads every event dated after now minus the longest, each leaf
+    # filtering its own, and the query gains `tb`, each user's next event boundary, so that a full
+    # calculation's timers need no second pass over the events. Only for dense candidates.
+    timer_durations: tuple[int, ...] = ()
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -309,10 +314,18 @@ class Compiler:
             total = exp.Coalesce(this=v, expressions=[lit(0)])
         return test_value(NumberValue(self.d, total), n.test, self.now)
 
+    def timer_scan(self) -> str | None:
+        """The CTE carrying `tb` (the scan of leaves with relative windows), if timers are fused."""
+        if not self.ctx.timer_durations or not self.ctx.candidates_dense:
+            return None
+        return self.ctes.get((("events", "relative"), self.ctx.parent_audience_id))
+
     def scan_body(self, scan: EventScan) -> exp.Select:
         """One leaf: its rows grouped. Several: the rows of any, each aggregate over its own rows."""
         a = "e"
         leaves = list(scan.leaves.values())
+        if self.timer_scan() is not None and scan.ranges[0].kind in ("lookback", "rolling"):
+            return self.timer_scan_body(scan)
         if len(leaves) == 1:
             (column, (r, sel), (fn, arg)) = leaves[0]
             rows = and_(self.in_range(a, r), sel)
@@ -329,6 +342,32 @@ class Compiler:
             exp.select(col("mpid", a), *aggs)
             .from_(exp.to_table("events").as_(a))
             .where(and_(self.leaf_filter(col("mpid", a)), self.scope(a), rows))
+            .group_by(col("mpid", a))
+        )
+
+    def timer_scan_body(self, scan: EventScan) -> exp.Select:
+        """Every event the timers read (as `timer_sql.event_boundaries_sql` does), each leaf aggregating its own rows,
+        and `tb`: the earliest instant one of them enters or leaves a duration."""
+        a = "e"
+        ts = col("ts", a)
+        durations = sorted(self.ctx.timer_durations)
+        first = exp.Case(
+            ifs=[
+                exp.If(
+                    this=exp.GT(this=ts.copy(), expression=self.ago(d)),
+                    true=exp.Add(this=ts.copy(), expression=lit(d)),
+                )
+                for d in durations
+            ]
+        )
+        aggs = [
+            aggregate(fn, arg, and_(self.scope(a), self.in_range(a, r), sel)).as_(column)
+            for column, (r, sel), (fn, arg) in scan.leaves.values()
+        ]
+        return (
+            exp.select(col("mpid", a), *aggs, exp.Min(this=first).as_("tb"))
+            .from_(exp.to_table("events").as_(a))
+            .where(exp.GT(this=ts, expression=self.ago(durations[-1])))
             .group_by(col("mpid", a))
         )
 
@@ -404,6 +443,9 @@ class Compiler:
             c.table == USERS and c.name != "mpid" for e in read for c in e.find_all(exp.Column)
         ):
             source, users_filter = self.ctx.candidates, TRUE  # no user column read: no join to `users`
+        timers = self.timer_scan()
+        if timers is not None:
+            columns = [*columns, col("tb", timers).as_("tb")]
         q = exp.select(*columns).from_(exp.to_table(source).as_(USERS), copy=False)
         for _, name in sorted((n, n) for n in self.ctes.values()):
             on = eq(col("mpid", name), col("mpid", USERS))

@@ -1,0 +1,75 @@
+"""The statement writing each user's next timer: the earliest instant their truth can change
+(`audiences.boundaries`), one grouped pass per time source, no cross joins.
+
+A full calculation whose journey root's children scan events has those boundaries already (the
+`tb` column of `Step.bounds` rows, computed over the same events with the same durations); the
+events are then not read a second time.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from milepost.audiences.dataflow import Plan
+from milepost.criteria import to_sql
+from milepost.criteria.dialect import DUCKDB
+
+
+def _later(column: str, durations: list[int], now: int) -> str:
+    return ", ".join(f"CASE WHEN {column} + {d} > {now} THEN {column} + {d} END" for d in durations)
+
+
+def event_boundaries_sql(durations: list[int], now: int) -> str:
+    """Each user's next event boundary: an event's is its time plus the shortest duration taking it
+    past now (t + d grows with d), one CASE per row and one minimum, not one filtered minimum per d."""
+    first = " ".join(f"WHEN ts > {now - d} THEN ts + {d}" for d in sorted(durations))
+    return (
+        f"SELECT mpid, min(CASE {first} END) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
+    )
+
+
+def timers_sql(plan: Plan, now: int, lifetime_ms: int, bounds: str | None = None) -> str | None:
+    """`INSERT INTO timers` for the plan's users at `now` (None: no user needs one). `bounds`: a
+    table of `Step.bounds` rows covering every root member, read instead of the events."""
+    b = plan.boundaries
+    if b is None or not plan.journeys:
+        return None
+    # Each time source with only the durations that can flip a leaf reading it. Only users with
+    # a profile row can be members (the root reads `users`), so the grouped sources are joined
+    # to the profile's one row per user rather than unioned and grouped again.
+    seen = sorted(int(d) for d in b.seen_durations_ms)
+    own = [_later("last_seen", seen, now), _later("first_seen", seen, now)]
+    for attribute, duration in sorted(b.attribute_durations):
+        value = DUCKDB.json_get(exp.column("attributes"), attribute)
+        text = DUCKDB.json_text(value)
+        as_ms = exp.Coalesce(
+            this=DUCKDB.iso_epoch_ms(text),
+            expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
+        )
+        own.append(f"{to_sql(as_ms)} + {int(duration)}")
+    # Only a journey root's members can be in an audience, and time alone never brings a user
+    # into a root (it only ends their lifetime): users outside every root need no timer.
+    inputs = sorted({i for j in plan.journeys for i in j.input_ids})
+    if not inputs:
+        return None
+    in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
+    users = (
+        f"SELECT mpid, least({', '.join(own)}) AS b FROM users "
+        f"WHERE last_seen > {now - int(lifetime_ms)} AND {in_root}"
+    )
+    grouped: list[str] = []  # per-user minimums of the other sources
+    if b.event_durations_ms and bounds is not None:
+        grouped.append(f"SELECT mpid, tb AS b FROM {bounds}")
+    elif b.event_durations_ms:
+        grouped.append(event_boundaries_sql([int(d) for d in b.event_durations_ms], now))
+    if b.entry_durations_ms:
+        entry = sorted(int(d) for d in b.entry_durations_ms)
+        grouped.append(
+            f"SELECT mpid, min(least({_later('entered_at', entry, now)})) AS b FROM memberships GROUP BY mpid"
+        )
+    joins = "".join(f" LEFT JOIN ({q}) g{i} USING (mpid)" for i, q in enumerate(grouped))
+    due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
+    return (
+        f"INSERT INTO timers SELECT * FROM (SELECT mpid, least({due}) AS b FROM ({users}) u{joins}) "
+        f"WHERE b > {now}"
+    )
