@@ -40,6 +40,7 @@ from milepost.outputs.records import (
 from milepost.outputs.registry import JsonOutput, Output, SubscribingOutput, Subscription
 from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
 from milepost.outputs.sync_queue import JsonBatch
+from milepost.priority import run_in_background
 
 if TYPE_CHECKING:
     from milepost.outputs.delivery import DeliveryRunner
@@ -155,6 +156,7 @@ class ConnectionWorker:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        run_in_background()
         errors = 0
         try:
             while not self.runner.stopping.is_set() and not self.finished:
