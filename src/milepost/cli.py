@@ -30,7 +30,10 @@ DataDir = Annotated[
 
 
 def _config(data_dir: Path | None) -> Config:
-    return Config.from_env(data_dir)
+    try:
+        return Config.from_env(data_dir)
+    except MilepostError as exc:
+        raise _fail(exc.message) from None
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from milepost.errors import InvalidSetting
+
 DEFAULT_PORT = 8642
 
 
@@ -22,6 +24,7 @@ class Config:
     engine: str = "duckdb"  # where full calculations run: "duckdb" (embedded) or "spark"
     spark_master: str = "local[2]"
     spark_storage: Path | None = None  # Parquet snapshots Spark reads; default <data dir>/spark
+    store_threads: int | None = None  # DuckDB's worker threads; default DuckDB's (one per core)
 
     @property
     def store_dir(self) -> Path:
@@ -49,4 +52,15 @@ class Config:
             spark_storage=Path(os.environ["MILEPOST_SPARK_STORAGE"]).resolve()
             if os.environ.get("MILEPOST_SPARK_STORAGE")
             else None,
+            store_threads=_positive_int("MILEPOST_STORE_THREADS"),
         )
+
+
+def _positive_int(name: str) -> int | None:
+    """An optional whole-number setting of at least 1 from the environment."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidSetting(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)

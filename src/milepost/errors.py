@@ -13,6 +13,12 @@ class MilepostError(Exception):
         self.message = message
 
 
+class InvalidSetting(MilepostError):
+    """A setting from the environment is malformed."""
+
+    code = "INVALID_SETTING"
+
+
 class InvalidRequest(MilepostError):
     """Input a user sent is malformed or breaks a rule; nothing was changed."""
 

@@ -53,7 +53,7 @@ class Runtime:
         use_key_file(config.data_dir)  # output credentials are encrypted with the data directory's key
         catalog = Catalog(config.catalog_url, clock)
         try:
-            store = DuckDBStore(config.store_dir)
+            store = DuckDBStore(config.store_dir, config.store_threads)
         except BaseException:
             catalog.close()
             raise

@@ -480,3 +480,18 @@ def test_second_serve_on_the_same_dir_is_refused(tmp_path: Path) -> None:
         # The first server is untouched and still the one the CLI finds.
         assert httpx.get(f"{server.url}/readyz").status_code == 200
         assert (data_dir / "server.json").read_text() == info_before
+
+
+def test_a_malformed_setting_fails_clearly(tmp_path: Path) -> None:
+    env = {**os.environ, **CLI_ENV, "MILEPOST_STORE_THREADS": "two"}
+    result = subprocess.run(
+        [*MILEPOST, "init", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "MILEPOST_STORE_THREADS must be a whole number" in result.stderr
+    assert not (tmp_path / "data").exists()

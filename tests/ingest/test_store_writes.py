@@ -9,9 +9,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
+import pytest
 
+from milepost.config import Config
 from milepost.engines.duckdb import DuckDBStore
+from milepost.errors import InvalidSetting
 from milepost.ingest.normalize import normalize_request
 from milepost.ingest.plan import DedupeWindows, build_plan
 from milepost.ingest.state import input_mask
@@ -180,3 +184,26 @@ def test_users_only_seen_again_get_the_same_rows_as_the_upsert(tmp_path: Path) -
     finally:
         scalar.close()
         upsert.close()
+
+
+def test_the_store_runs_the_duckdb_threads_it_is_given(tmp_path: Path) -> None:
+    def threads(store: DuckDBStore) -> int:
+        try:
+            return int(store.reader().execute("SELECT current_setting('threads')").fetchall()[0][0])
+        finally:
+            store.close()
+
+    default = int(duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0])
+    assert threads(DuckDBStore(tmp_path / "default")) == default
+    assert threads(DuckDBStore(tmp_path / "one", threads=1)) == 1
+
+
+def test_store_threads_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MILEPOST_STORE_THREADS", "1")
+    assert Config.from_env(tmp_path).store_threads == 1
+    monkeypatch.delenv("MILEPOST_STORE_THREADS")
+    assert Config.from_env(tmp_path).store_threads is None
+    for bad in ("two", "0", "-1", "1.5"):
+        monkeypatch.setenv("MILEPOST_STORE_THREADS", bad)
+        with pytest.raises(InvalidSetting, match="MILEPOST_STORE_THREADS"):
+            Config.from_env(tmp_path)

@@ -73,13 +73,14 @@ class Segment:
 class DuckDBStore:
     """One writer connection (the ingest thread) and a cursor per reader."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, threads: int | None = None) -> None:
+        """`threads`: DuckDB's worker threads for this store (default: DuckDB's, one per core)."""
         self.directory = directory
         self.segment_dir = directory / "events"
         self.segment_dir.mkdir(parents=True, exist_ok=True)
         self.path = directory / "store.duckdb"
         try:
-            self._con = duckdb.connect(str(self.path))
+            self._con = duckdb.connect(str(self.path), config={"threads": threads} if threads else {})
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(
