@@ -8,6 +8,7 @@ import pytest
 
 from milepost.outputs import state as st
 from milepost.outputs.state import DeliveryState, DeliveryStore
+from milepost.outputs.worker import MIN_MPID
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +72,44 @@ def test_a_synchronisation_batch_is_recorded_over_users_already_recorded(
     given = '[{"email":"e%d"},[]]'
     assert _delivered(con, 4) == {m: given % m for m in (1, 2, 3)}
     assert store.load(4) == s
+
+
+# The scan as one statement (what `identities_touched` + `identity_candidates` replace): the users
+# the partner has or that are members, whose identities were written in the window, in order.
+_JOINED_SCAN = (
+    "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
+    "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
+    "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
+    "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
+    "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
+    "ORDER BY t.u, t.mpid"
+)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 1000])
+def test_the_identity_scan_in_pages_finds_what_one_joined_statement_finds(
+    con: duckdb.DuckDBPyConnection, limit: int
+) -> None:
+    # Users 0..59 with one or two identities written at times 0..9; the partner has every third,
+    # every fifth is a member of audience 7, and user 1 is a member of another audience only.
+    con.execute(
+        "INSERT INTO identities SELECT t, 'e' || m, m, 'e' || m, false, (m * 7) % 10 FROM unnest(range(60)) r(m), "
+        "unnest(['email', 'customerid']) s(t) WHERE t = 'email' OR m % 4 = 0"
+    ).fetchall()
+    con.execute("UPDATE identities SET updated_at = 9 WHERE identity_type = 'customerid' AND mpid % 8 = 0")
+    con.execute("INSERT INTO memberships SELECT 7, m, 0 FROM range(0, 60, 5) r(m)").fetchall()
+    con.execute("INSERT INTO memberships VALUES (8, 1, 0)").fetchall()
+    store = DeliveryStore(con)
+    store.commit(DeliveryState(4, phase=st.STREAM), added={m: None for m in range(0, 60, 3)}, now_ms=1)
+    for at, mpid, upto in [(0, MIN_MPID, 9), (2, 30, 8), (5, MIN_MPID, 5), (9, 59, 9)]:
+        expected = con.execute(_JOINED_SCAN, {"at": at, "m": mpid, "upto": upto, "c": 4, "aud": 7}).fetchall()
+        found: list[tuple[int, int]] = []
+        after = (at, mpid)
+        while True:  # pages as the worker reads them: the next one after the last user found
+            touched = store.identities_touched(after, upto, limit)
+            found += store.identity_candidates(4, 7, touched)
+            if len(touched) < limit:
+                break
+            after = (touched[-1][1], touched[-1][0])
+        assert found == [(int(m), int(u)) for m, u in expected]
+        assert found or (at, mpid) == (9, 59)

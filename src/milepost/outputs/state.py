@@ -361,23 +361,29 @@ class DeliveryStore:
         ).fetchall()
         return {int(m): i for m, i in rows}
 
-    def identity_candidates(
-        self, connection_id: int, audience_id: int, after: tuple[int, int], upto: int, limit: int
-    ) -> list[tuple[int, int]]:
-        """(mpid, updated_at) of users the partner has, or members, whose identities were written
-        after `after` = (updated_at, mpid) and up to `upto`, in that order: those whose identities
-        the partner may hold out of date."""
+    def identities_touched(self, after: tuple[int, int], upto: int, limit: int) -> list[tuple[int, int]]:
+        """(mpid, updated_at) of users whose identities were written after `after` = (updated_at, mpid)
+        and up to `upto`, in that order. Whether the partner has them or they are members is asked of
+        the few found (`identity_candidates`): joining here would read the connection's delivered
+        users and the audience's members on every scan, mostly to find nothing."""
         at, mpid = after
         rows = self.con.execute(
-            "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
-            "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
-            "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
-            "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
-            "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
-            "ORDER BY t.u, t.mpid LIMIT $n",
-            {"at": at, "m": mpid, "upto": upto, "c": connection_id, "aud": audience_id, "n": limit},
+            "SELECT mpid, max(updated_at) AS u FROM identities WHERE updated_at >= $at AND updated_at <= $upto "
+            "GROUP BY mpid HAVING u > $at OR mpid > $m ORDER BY u, mpid LIMIT $n",
+            {"at": at, "m": mpid, "upto": upto, "n": limit},
         ).fetchall()
         return [(int(m), int(u)) for m, u in rows]
+
+    def identity_candidates(
+        self, connection_id: int, audience_id: int, touched: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Those of `touched` (from `identities_touched`) the partner has or that are members: whose
+        identities the partner may hold out of date."""
+        mpids = [m for m, _ in touched]
+        if not mpids:
+            return []
+        keep = self.delivered_among(connection_id, mpids) | self.members_among(audience_id, mpids)
+        return [(m, u) for m, u in touched if m in keep]
 
     def members_among(self, audience_id: int, mpids: Sequence[int]) -> set[int]:
         if not mpids:

@@ -743,8 +743,10 @@ class ConnectionWorker:
         if upto <= after[0] and s.identities_at is not None:
             return []
         limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
-        candidates = self.store.identity_candidates(self.id, conn.audience_id, after, upto, limit)
-        mark = (candidates[-1][1], candidates[-1][0]) if len(candidates) == limit else (upto, MIN_MPID)
+        touched = self.store.identities_touched(after, upto, limit)
+        full = len(touched) == limit  # more may follow the last one found: look again at once
+        mark = (touched[-1][1], touched[-1][0]) if full else (upto, MIN_MPID)
+        candidates = self.store.identity_candidates(self.id, conn.audience_id, touched)
         mpids = [m for m, _ in candidates]
         accepted = self._accepted(output)
         current = {m: ids.only(accepted, output.hashing) for m, ids in self.store.identities(mpids).items()}
@@ -763,7 +765,7 @@ class ConnectionWorker:
             s.identities_at, s.identities_mpid = mark
             if candidates:  # else kept in memory: the next commit stores it (a crash only re-scans)
                 self.store.save(s)
-            return None if len(candidates) == limit else []
+            return None if full else []
         self._identity_mark = mark
         return changes
 
