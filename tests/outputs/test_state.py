@@ -3,6 +3,8 @@ recorded whether its users are new to `delivered` or already there (an identity 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 
@@ -113,3 +115,56 @@ def test_the_identity_scan_in_pages_finds_what_one_joined_statement_finds(
             after = (touched[-1][1], touched[-1][0])
         assert found == [(int(m), int(u)) for m, u in expected]
         assert found or (at, mpid) == (9, 59)
+
+
+def test_deferred_acknowledgements_are_written_with_the_next_write_as_immediate_ones_would_be(
+    tmp_path: Path,
+) -> None:
+    # The same acknowledgements (a user removed then added again, one added then removed, identity
+    # forms replaced) written one by one, and deferred then written with the next save.
+    steps: list[tuple[dict[int, str | None], list[int]]] = [
+        ({1: "a1", 2: "a2", 3: "a3"}, []),
+        ({4: "a4"}, [1, 2]),
+        ({1: "b1", 5: "a5"}, [4]),
+        ({2: "b2", 3: "b3"}, [5]),
+    ]
+    written = []
+    for deferred in (False, True):
+        con = duckdb.connect(str(tmp_path / f"{deferred}.duckdb"))
+        DeliveryStore.create_tables(con)
+        store = DeliveryStore(con)
+        s = DeliveryState(4, phase=st.STREAM)
+        store.commit(s, added={9: None}, now_ms=1)
+        assert store.delivered_among(4, [1, 9]) == {9}  # read once, then kept in memory
+        has = {9}
+        for n, (added, removed) in enumerate(steps, 1):
+            s.cursor_seq, s.sent = n * 10, s.sent + len(added) + len(removed)
+            store.commit(s, added=added, removed=removed, now_ms=n, defer=deferred)
+            has = (has - set(removed)) | set(added)
+            assert store.delivered_among(4, list(range(10))) == has  # in memory at once either way
+        if deferred:
+            assert store.pending_since() is not None
+            assert _delivered(con, 4) == {9: None} and store.load(4).cursor_seq == 0  # not written yet
+            s.inflight_to = 50  # the next batch's mark: one transaction with the acknowledgements
+            store.save(s)
+            assert store.pending_since() is None
+        else:
+            s.inflight_to = 50
+            store.save(s)
+        written.append((_delivered(con, 4), store.load(4), store.delivered_among(4, list(range(10)))))
+        con.close()
+    assert written[0] == written[1]
+    assert written[1][0] == {9: None, 1: "b1", 2: "b2", 3: "b3"} and written[1][1].cursor_seq == 40
+
+
+def test_reading_what_the_partner_has_writes_the_deferred_acknowledgements_first(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    store = DeliveryStore(con)
+    s = DeliveryState(4, phase=st.STREAM)
+    store.commit(s, added={1: "a1"}, now_ms=1, defer=True)
+    assert store.delivered_identities(4, [1]) == {1: "a1"}
+    assert store.pending_since() is None
+    store.commit(s, removed=[1], now_ms=2, defer=True)
+    store.discard_pending(4)  # a failure: the batch goes again, what the store has stands
+    assert store.delivered_among(4, [1]) == {1} and store.pending_since() is None

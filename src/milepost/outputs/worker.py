@@ -160,6 +160,11 @@ class ConnectionWorker:
             while not self.runner.stopping.is_set() and not self.finished:
                 try:
                     wait = self.step()
+                    since = self.store.pending_since()
+                    if since is not None:  # wake to write the acknowledgement if no batch follows
+                        wait = min(
+                            wait, max(0.0, since + self.runner.settings.ack_delay_s - time.monotonic())
+                        )
                     errors = 0
                 except Exception as error:
                     errors += 1
@@ -169,12 +174,17 @@ class ConnectionWorker:
                     self._parts.clear()
                     self._identity_mark = None
                     self._ahead = None
+                    self.store.discard_pending(self.id)  # sent again, as after a crash
                     self.state = self._reload()
                     wait = min(30.0, self.runner.settings.poll_s * 2**errors)
                 if wait > 0 and not self.finished:
                     self.wake.wait(wait)
                     self.wake.clear()
         finally:
+            try:
+                self.store.flush()
+            except Exception:
+                log.exception("recording the last acknowledgement of connection %s failed", self.id)
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             self.store.close()
@@ -192,6 +202,9 @@ class ConnectionWorker:
         with self._lock:
             assignment = self._assignment
             resumed, self._resumed = self._resumed, False
+        since = self.store.pending_since()
+        if since is not None and time.monotonic() - since >= self.runner.settings.ack_delay_s:
+            self.store.flush()  # no batch followed in time: the acknowledgement is written alone
         poll = self.runner.settings.poll_s
         if assignment is None:
             return poll
@@ -584,7 +597,9 @@ class ConnectionWorker:
             if self._identity_mark is not None:
                 s.identities_at, s.identities_mpid = self._identity_mark
                 self._identity_mark = None
-        self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now)
+        # While streaming, written with the next batch's in-flight mark (see `DeliveryStore.commit`).
+        defer = s.phase == st.STREAM and self.runner.settings.ack_delay_s > 0
+        self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now, defer=defer)
         self._parts.pop(0)
 
     def _retry(self, decision: Decision, failures: int, now: int) -> float:
