@@ -160,11 +160,9 @@ class ConnectionWorker:
             while not self.runner.stopping.is_set() and not self.finished:
                 try:
                     wait = self.step()
-                    since = self.store.pending_since()
+                    since, delay = self.store.pending_since(), self.runner.settings.ack_delay_s
                     if since is not None:  # wake to write the acknowledgement if no batch follows
-                        wait = min(
-                            wait, max(0.0, since + self.runner.settings.ack_delay_s - time.monotonic())
-                        )
+                        wait = min(wait, max(0.0, since + delay - time.monotonic()))
                     errors = 0
                 except Exception as error:
                     errors += 1
@@ -597,8 +595,7 @@ class ConnectionWorker:
             if self._identity_mark is not None:
                 s.identities_at, s.identities_mpid = self._identity_mark
                 self._identity_mark = None
-        # While streaming, written with the next batch's in-flight mark (see `DeliveryStore.commit`).
-        defer = s.phase == st.STREAM and self.runner.settings.ack_delay_s > 0
+        defer = s.phase == st.STREAM and self.runner.settings.ack_delay_s > 0  # see DeliveryStore.commit
         self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now, defer=defer)
         self._parts.pop(0)
 
