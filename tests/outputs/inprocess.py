@@ -22,8 +22,14 @@ from milepost.runtime import Runtime
 
 T0 = 1_767_225_600_000  # 2026-01-01
 GOLD = {"type": "user_attribute", "attribute": "tier", "op": "equals", "value": "gold"}
+# Stepped by hand, no time passes: every acknowledgement is written at once (see test_state for the
+# deferred ones).
 SETTINGS = DeliverySettings(
-    allow_private=True, poll_s=0.01, policy=RetryPolicy(base_s=0.0001, max_s=0.0001), identity_scan_s=0.0
+    allow_private=True,
+    poll_s=0.01,
+    policy=RetryPolicy(base_s=0.0001, max_s=0.0001),
+    identity_scan_s=0.0,
+    ack_delay_s=0.0,
 )
 
 

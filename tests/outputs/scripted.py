@@ -20,7 +20,10 @@ from milepost.outputs.policy import RetryPolicy
 from milepost.outputs.settings import DeliverySettings
 from milepost.runtime import Runtime
 
-SETTINGS = DeliverySettings(allow_private=True, poll_s=0.01, policy=RetryPolicy(base_s=0.0001, max_s=0.0001))
+# Stepped by hand: every acknowledgement is written at once (see test_state for the deferred ones).
+SETTINGS = DeliverySettings(
+    allow_private=True, poll_s=0.01, policy=RetryPolicy(base_s=0.0001, max_s=0.0001), ack_delay_s=0.0
+)
 
 
 @dataclass

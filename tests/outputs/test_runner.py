@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import httpx
 import pytest
 from tests.outputs.scripted import SETTINGS, Script, World, connect, drive
@@ -179,5 +182,42 @@ def test_resume_sends_with_the_output_as_it_is_now(world: World) -> None:
         assert urls[-1] == "http://partner.test/fixed"
         assert runner.stats(cid, world.audience)["sent"] == 1
         assert world.runtime.catalog.get_connection(cid).health == "ok"
+    finally:
+        runner.close()
+
+
+def test_a_streamed_acknowledgement_is_written_with_the_next_batch_or_alone_after_the_delay(
+    world: World,
+) -> None:
+    for m in (1, 2, 3):
+        world.send(m, "gold")
+    cid = connect(world)
+    script = Script()
+    runner = world.runner(script, replace(SETTINGS, ack_delay_s=60.0))
+    try:
+        drive(runner)  # the synchronisation's acknowledgements are written at once
+        assert runner.stats(cid, world.audience)["sent"] == 3
+        world.send(4, "gold")
+        drive(runner)
+        assert script.accepted()[3:] == [(4, "add")]
+        assert runner.stats(cid, world.audience)["sent"] == 3  # not written yet
+        world.send(5, "gold")
+        drive(runner)
+        assert script.accepted()[4:] == [(5, "add")]
+        stats = runner.stats(cid, world.audience)  # written with the next batch's in-flight mark
+        assert stats["sent"] == 4 and stats["pending"] == 1
+    finally:
+        runner.close()  # stepped by hand, as a crash: the last acknowledgement is not written
+
+    again = Script()
+    runner = world.runner(again, replace(SETTINGS, ack_delay_s=0.01))
+    try:
+        drive(runner)
+        assert again.seen[0][1:] == script.seen[-1][1:]  # the same batch: ids, changes, key
+        assert again.accepted() == [(5, "add")]
+        time.sleep(0.02)
+        runner.workers[cid].step()  # no batch followed within the delay: written alone
+        stats = runner.stats(cid, world.audience)
+        assert stats["sent"] == 5 and stats["pending"] == 0
     finally:
         runner.close()

@@ -3,11 +3,14 @@ recorded whether its users are new to `delivered` or already there (an identity 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pytest
 
 from milepost.outputs import state as st
 from milepost.outputs.state import DeliveryState, DeliveryStore
+from milepost.outputs.worker import MIN_MPID
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +74,97 @@ def test_a_synchronisation_batch_is_recorded_over_users_already_recorded(
     given = '[{"email":"e%d"},[]]'
     assert _delivered(con, 4) == {m: given % m for m in (1, 2, 3)}
     assert store.load(4) == s
+
+
+# The scan as one statement (what `identities_touched` + `identity_candidates` replace): the users
+# the partner has or that are members, whose identities were written in the window, in order.
+_JOINED_SCAN = (
+    "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
+    "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
+    "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
+    "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
+    "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
+    "ORDER BY t.u, t.mpid"
+)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 1000])
+def test_the_identity_scan_in_pages_finds_what_one_joined_statement_finds(
+    con: duckdb.DuckDBPyConnection, limit: int
+) -> None:
+    # Users 0..59 with one or two identities written at times 0..9; the partner has every third,
+    # every fifth is a member of audience 7, and user 1 is a member of another audience only.
+    con.execute(
+        "INSERT INTO identities SELECT t, 'e' || m, m, 'e' || m, false, (m * 7) % 10 FROM unnest(range(60)) r(m), "
+        "unnest(['email', 'customerid']) s(t) WHERE t = 'email' OR m % 4 = 0"
+    ).fetchall()
+    con.execute("UPDATE identities SET updated_at = 9 WHERE identity_type = 'customerid' AND mpid % 8 = 0")
+    con.execute("INSERT INTO memberships SELECT 7, m, 0 FROM range(0, 60, 5) r(m)").fetchall()
+    con.execute("INSERT INTO memberships VALUES (8, 1, 0)").fetchall()
+    store = DeliveryStore(con)
+    store.commit(DeliveryState(4, phase=st.STREAM), added={m: None for m in range(0, 60, 3)}, now_ms=1)
+    for at, mpid, upto in [(0, MIN_MPID, 9), (2, 30, 8), (5, MIN_MPID, 5), (9, 59, 9)]:
+        expected = con.execute(_JOINED_SCAN, {"at": at, "m": mpid, "upto": upto, "c": 4, "aud": 7}).fetchall()
+        found: list[tuple[int, int]] = []
+        after = (at, mpid)
+        while True:  # pages as the worker reads them: the next one after the last user found
+            touched = store.identities_touched(after, upto, limit)
+            found += store.identity_candidates(4, 7, touched)
+            if len(touched) < limit:
+                break
+            after = (touched[-1][1], touched[-1][0])
+        assert found == [(int(m), int(u)) for m, u in expected]
+        assert found or (at, mpid) == (9, 59)
+
+
+def test_deferred_acknowledgements_are_written_with_the_next_write_as_immediate_ones_would_be(
+    tmp_path: Path,
+) -> None:
+    # The same acknowledgements (a user removed then added again, one added then removed, identity
+    # forms replaced) written one by one, and deferred then written with the next save.
+    steps: list[tuple[dict[int, str | None], list[int]]] = [
+        ({1: "a1", 2: "a2", 3: "a3"}, []),
+        ({4: "a4"}, [1, 2]),
+        ({1: "b1", 5: "a5"}, [4]),
+        ({2: "b2", 3: "b3"}, [5]),
+    ]
+    written = []
+    for deferred in (False, True):
+        con = duckdb.connect(str(tmp_path / f"{deferred}.duckdb"))
+        DeliveryStore.create_tables(con)
+        store = DeliveryStore(con)
+        s = DeliveryState(4, phase=st.STREAM)
+        store.commit(s, added={9: None}, now_ms=1)
+        assert store.delivered_among(4, [1, 9]) == {9}  # read once, then kept in memory
+        has = {9}
+        for n, (added, removed) in enumerate(steps, 1):
+            s.cursor_seq, s.sent = n * 10, s.sent + len(added) + len(removed)
+            store.commit(s, added=added, removed=removed, now_ms=n, defer=deferred)
+            has = (has - set(removed)) | set(added)
+            assert store.delivered_among(4, list(range(10))) == has  # in memory at once either way
+        if deferred:
+            assert store.pending_since() is not None
+            assert _delivered(con, 4) == {9: None} and store.load(4).cursor_seq == 0  # not written yet
+            s.inflight_to = 50  # the next batch's mark: one transaction with the acknowledgements
+            store.save(s)
+            assert store.pending_since() is None
+        else:
+            s.inflight_to = 50
+            store.save(s)
+        written.append((_delivered(con, 4), store.load(4), store.delivered_among(4, list(range(10)))))
+        con.close()
+    assert written[0] == written[1]
+    assert written[1][0] == {9: None, 1: "b1", 2: "b2", 3: "b3"} and written[1][1].cursor_seq == 40
+
+
+def test_reading_what_the_partner_has_writes_the_deferred_acknowledgements_first(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    store = DeliveryStore(con)
+    s = DeliveryState(4, phase=st.STREAM)
+    store.commit(s, added={1: "a1"}, now_ms=1, defer=True)
+    assert store.delivered_identities(4, [1]) == {1: "a1"}
+    assert store.pending_since() is None
+    store.commit(s, removed=[1], now_ms=2, defer=True)
+    store.discard_pending(4)  # a failure: the batch goes again, what the store has stands
+    assert store.delivered_among(4, [1]) == {1} and store.pending_since() is None

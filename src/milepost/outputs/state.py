@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import duckdb
@@ -119,6 +119,25 @@ class DeadLetter:
     body: str
 
 
+@dataclass
+class _Pending:
+    """Acknowledged changes not written yet: what the partner now has, net of their order."""
+
+    state: DeliveryState  # the worker's state object, written as it is when the changes are
+    now_ms: int
+    since: float = field(default_factory=time.monotonic)
+    added: dict[int, str | None] = field(default_factory=dict)
+    removed: set[int] = field(default_factory=set)
+
+    def merge(self, added: Mapping[int, str | None], removed: Iterable[int]) -> None:
+        for m in removed:
+            self.added.pop(m, None)
+            self.removed.add(m)
+        for m, form in added.items():
+            self.removed.discard(m)
+            self.added[m] = form
+
+
 def _retrying(work: Callable[[], T], attempts: int = 20) -> T:
     """Run a write transaction again when a concurrent writer touched the same rows."""
     for n in range(attempts):
@@ -139,6 +158,7 @@ class DeliveryStore:
         self.sync = SyncQueue(con)
         # Per connection, what the partner has (read once, then kept by `commit`): see `delivered`.
         self._delivered: dict[int, DeliveredSet] = {}
+        self._pending: _Pending | None = None  # an acknowledgement not written yet (`commit(defer=True)`)
 
     @staticmethod
     def create_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -160,6 +180,9 @@ class DeliveryStore:
         return DeliveryState(*rows[0])
 
     def save(self, state: DeliveryState) -> None:
+        if self._pending is not None:
+            self.commit(state, now_ms=self._pending.now_ms)  # with the acknowledgement not written yet
+            return
         _retrying(lambda: self._write_state(state))
 
     def _write_state(self, state: DeliveryState) -> None:
@@ -177,14 +200,30 @@ class DeliveryStore:
         dead: Sequence[DeadLetter] = (),
         synced: JsonBatch | None = None,
         now_ms: int,
+        defer: bool = False,
     ) -> None:
         """Record an acknowledged batch: the new cursor and counters, what the partner now has, and
         the records it refused, in one transaction. `added` maps each added MPID to the identities
         it was sent with (see `records.identities_json`); `synced` is a batch of synchronisation
-        adds sent as JSON, whose members the partner now has."""
-        added = added or {}
-        adds = sorted(added)
-        removes = sorted(set(removed) - set(added))
+        adds sent as JSON, whose members the partner now has.
+
+        With `defer`, the batch is recorded with the store's next write of the connection (`save`,
+        `commit`, `flush`): a streaming connection's next batch is then marked as in flight in the
+        same transaction. Until then the partner's set is kept in memory; a crash before it only
+        sends the acknowledged batch again, as a crash before this commit would."""
+        own_adds = sorted(added or {})
+        own_removes = sorted(set(removed) - set(added or {}))
+        pending = self._pending or _Pending(state, now_ms)
+        pending.merge(added or {}, own_removes)
+        if defer and synced is None and not dead:
+            self._pending = pending
+            has = self._delivered.get(state.connection_id)
+            if has is not None:
+                has.apply(own_adds, own_removes)
+            return
+        self._pending = None
+        adds = sorted(pending.added)
+        removes = sorted(pending.removed)
 
         def work(replace: bool) -> None:
             con = self.con
@@ -201,7 +240,7 @@ class DeliveryStore:
                     con.execute(
                         f"INSERT {'OR REPLACE ' if replace else ''}INTO delivered (connection_id, mpid, identities) "
                         "SELECT ?, unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
-                        [state.connection_id, adds, [added[m] for m in adds]],
+                        [state.connection_id, adds, [pending.added[m] for m in adds]],
                     ).fetchall()
                 if synced is not None:
                     self.sync.deliver(state.connection_id, synced, replace=replace)
@@ -231,14 +270,30 @@ class DeliveryStore:
             raise
         has = self._delivered.get(cid)
         if has is not None:
-            if synced is None:
-                has.apply(adds, removes)
+            if synced is None:  # (a deferred part is in memory already)
+                has.apply(own_adds, own_removes)
             else:  # written by the store from the queue: read it again when needed
                 del self._delivered[cid]
+
+    def pending_since(self) -> float | None:
+        """The monotonic time of the oldest acknowledgement not written yet (None: none)."""
+        return None if self._pending is None else self._pending.since
+
+    def flush(self) -> None:
+        """Write the acknowledgements not written yet, with the connection's state as it is now."""
+        if self._pending is not None:
+            self.commit(self._pending.state, now_ms=self._pending.now_ms)
+
+    def discard_pending(self, connection_id: int) -> None:
+        """Forget the acknowledgements not written yet (after a failure: the batch goes again)."""
+        if self._pending is not None:
+            self._pending = None
+            self._delivered.pop(connection_id, None)
 
     def forget(self, connection_id: int) -> None:
         """Drop everything kept for a deleted connection."""
         self._delivered.pop(connection_id, None)
+        self._pending = None
 
         def work() -> None:
             con = self.con
@@ -275,6 +330,7 @@ class DeliveryStore:
         self, connection_id: int, audience_id: int, after: int | None, limit: int, upto: int | None = None
     ) -> list[int]:
         """Delivered MPIDs (after `after`, up to `upto`) that are no longer members of the audience."""
+        self.flush()  # the acknowledgements not written yet are read too
         rows = self.con.execute(
             "SELECT d.mpid FROM delivered d WHERE d.connection_id = $c AND ($a IS NULL OR d.mpid > $a) "
             "AND ($u IS NULL OR d.mpid <= $u) "
@@ -288,6 +344,7 @@ class DeliveryStore:
         self, connection_id: int, audience_id: int, after: int | None, limit: int, upto: int | None = None
     ) -> list[tuple[int, int]]:
         """(mpid, entered_at) of members (after `after`, up to `upto`) the partner does not have yet."""
+        self.flush()  # the acknowledgements not written yet are read too
         rows = self.con.execute(
             "SELECT m.mpid, m.entered_at FROM memberships m WHERE m.audience_id = $aud "
             "AND ($a IS NULL OR m.mpid > $a) AND ($u IS NULL OR m.mpid <= $u) AND NOT EXISTS "
@@ -299,6 +356,7 @@ class DeliveryStore:
 
     def queue_sync(self, connection_id: int, audience_id: int, epoch: int) -> None:
         """Take the members the partner does not have yet, with their identities, to add them in batches."""
+        self.flush()  # the acknowledgements not written yet are read too
 
         def work() -> None:
             con = self.con
@@ -328,6 +386,7 @@ class DeliveryStore:
     def delivered_after(
         self, connection_id: int, after: int | None, limit: int, upto: int | None = None
     ) -> list[int]:
+        self.flush()  # the acknowledgements not written yet are read too
         rows = self.con.execute(
             "SELECT mpid FROM delivered WHERE connection_id = $c AND ($a IS NULL OR mpid > $a) "
             "AND ($u IS NULL OR mpid <= $u) ORDER BY mpid LIMIT $n",
@@ -346,12 +405,14 @@ class DeliveryStore:
 
     def delivered_mpids(self, connection_id: int) -> Any:
         """Every MPID the partner has, as an array."""
+        self.flush()  # the acknowledgements not written yet are read too
         return self.con.execute(
             "SELECT mpid FROM delivered WHERE connection_id = ?", [connection_id]
         ).fetchnumpy()["mpid"]
 
     def delivered_identities(self, connection_id: int, mpids: Sequence[int]) -> dict[int, str | None]:
         """What the partner was given of these users' identities, for those it has."""
+        self.flush()  # the acknowledgements not written yet are read too
         if not mpids:
             return {}
         rows = self.con.execute(
@@ -361,23 +422,29 @@ class DeliveryStore:
         ).fetchall()
         return {int(m): i for m, i in rows}
 
-    def identity_candidates(
-        self, connection_id: int, audience_id: int, after: tuple[int, int], upto: int, limit: int
-    ) -> list[tuple[int, int]]:
-        """(mpid, updated_at) of users the partner has, or members, whose identities were written
-        after `after` = (updated_at, mpid) and up to `upto`, in that order: those whose identities
-        the partner may hold out of date."""
+    def identities_touched(self, after: tuple[int, int], upto: int, limit: int) -> list[tuple[int, int]]:
+        """(mpid, updated_at) of users whose identities were written after `after` = (updated_at, mpid)
+        and up to `upto`, in that order. Whether the partner has them or they are members is asked of
+        the few found (`identity_candidates`): joining here would read the connection's delivered
+        users and the audience's members on every scan, mostly to find nothing."""
         at, mpid = after
         rows = self.con.execute(
-            "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
-            "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
-            "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
-            "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
-            "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
-            "ORDER BY t.u, t.mpid LIMIT $n",
-            {"at": at, "m": mpid, "upto": upto, "c": connection_id, "aud": audience_id, "n": limit},
+            "SELECT mpid, max(updated_at) AS u FROM identities WHERE updated_at >= $at AND updated_at <= $upto "
+            "GROUP BY mpid HAVING u > $at OR mpid > $m ORDER BY u, mpid LIMIT $n",
+            {"at": at, "m": mpid, "upto": upto, "n": limit},
         ).fetchall()
         return [(int(m), int(u)) for m, u in rows]
+
+    def identity_candidates(
+        self, connection_id: int, audience_id: int, touched: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """Those of `touched` (from `identities_touched`) the partner has or that are members: whose
+        identities the partner may hold out of date."""
+        mpids = [m for m, _ in touched]
+        if not mpids:
+            return []
+        keep = self.delivered_among(connection_id, mpids) | self.members_among(audience_id, mpids)
+        return [(m, u) for m, u in touched if m in keep]
 
     def members_among(self, audience_id: int, mpids: Sequence[int]) -> set[int]:
         if not mpids:

@@ -162,6 +162,9 @@ class ConnectionWorker:
             while not self.runner.stopping.is_set() and not self.finished:
                 try:
                     wait = self.step()
+                    since, delay = self.store.pending_since(), self.runner.settings.ack_delay_s
+                    if since is not None:  # wake to write the acknowledgement if no batch follows
+                        wait = min(wait, max(0.0, since + delay - time.monotonic()))
                     errors = 0
                 except Exception as error:
                     errors += 1
@@ -171,12 +174,17 @@ class ConnectionWorker:
                     self._parts.clear()
                     self._identity_mark = None
                     self._ahead = None
+                    self.store.discard_pending(self.id)  # sent again, as after a crash
                     self.state = self._reload()
                     wait = min(30.0, self.runner.settings.poll_s * 2**errors)
                 if wait > 0 and not self.finished:
                     self.wake.wait(wait)
                     self.wake.clear()
         finally:
+            try:
+                self.store.flush()
+            except Exception:
+                log.exception("recording the last acknowledgement of connection %s failed", self.id)
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
             self.store.close()
@@ -194,6 +202,9 @@ class ConnectionWorker:
         with self._lock:
             assignment = self._assignment
             resumed, self._resumed = self._resumed, False
+        since = self.store.pending_since()
+        if since is not None and time.monotonic() - since >= self.runner.settings.ack_delay_s:
+            self.store.flush()  # no batch followed in time: the acknowledgement is written alone
         poll = self.runner.settings.poll_s
         if assignment is None:
             return poll
@@ -586,7 +597,8 @@ class ConnectionWorker:
             if self._identity_mark is not None:
                 s.identities_at, s.identities_mpid = self._identity_mark
                 self._identity_mark = None
-        self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now)
+        defer = s.phase == st.STREAM and self.runner.settings.ack_delay_s > 0  # see DeliveryStore.commit
+        self.store.commit(s, added=added, removed=removed, dead=[d for _, d in dead], now_ms=now, defer=defer)
         self._parts.pop(0)
 
     def _retry(self, decision: Decision, failures: int, now: int) -> float:
@@ -745,8 +757,10 @@ class ConnectionWorker:
         if upto <= after[0] and s.identities_at is not None:
             return []
         limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
-        candidates = self.store.identity_candidates(self.id, conn.audience_id, after, upto, limit)
-        mark = (candidates[-1][1], candidates[-1][0]) if len(candidates) == limit else (upto, MIN_MPID)
+        touched = self.store.identities_touched(after, upto, limit)
+        full = len(touched) == limit  # more may follow the last one found: look again at once
+        mark = (touched[-1][1], touched[-1][0]) if full else (upto, MIN_MPID)
+        candidates = self.store.identity_candidates(self.id, conn.audience_id, touched)
         mpids = [m for m, _ in candidates]
         accepted = self._accepted(output)
         current = {m: ids.only(accepted, output.hashing) for m, ids in self.store.identities(mpids).items()}
@@ -765,7 +779,7 @@ class ConnectionWorker:
             s.identities_at, s.identities_mpid = mark
             if candidates:  # else kept in memory: the next commit stores it (a crash only re-scans)
                 self.store.save(s)
-            return None if len(candidates) == limit else []
+            return None if full else []
         self._identity_mark = mark
         return changes
 
