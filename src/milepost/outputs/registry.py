@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import httpx
 
@@ -172,3 +172,24 @@ def register(kind: OutputType) -> None:
         assert _types is not None
         _types[kind.name] = kind
         allow_output_types(_types)
+
+
+# Whether an output implements a protocol, found once per class (its instances have the same
+# members): a check against a runtime-checkable protocol inspects every member, on every step.
+_IMPLEMENTS: dict[tuple[type, type], bool] = {}
+
+
+def _implements(sender: object, protocol: type) -> bool:
+    key = (type(sender), protocol)
+    found = _IMPLEMENTS.get(key)
+    if found is None:
+        found = _IMPLEMENTS[key] = isinstance(sender, protocol)
+    return found
+
+
+def takes_json(sender: Output | None) -> TypeGuard[JsonOutput]:
+    return sender is not None and _implements(sender, JsonOutput)
+
+
+def subscribes(sender: Output | None) -> TypeGuard[SubscribingOutput]:
+    return sender is not None and _implements(sender, SubscribingOutput)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -37,7 +37,14 @@ from milepost.outputs.records import (
     outbox_change_id,
     sync_change_id,
 )
-from milepost.outputs.registry import JsonOutput, Output, SubscribingOutput, Subscription
+from milepost.outputs.registry import (
+    JsonOutput,
+    Output,
+    SubscribingOutput,
+    Subscription,
+    subscribes,
+    takes_json,
+)
 from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
 from milepost.outputs.sync_queue import JsonBatch
 from milepost.priority import run_in_background
@@ -58,27 +65,6 @@ def _sent_form(ids: Identities) -> str:
     return identities_json(
         {"identities": dict(ids.user), "device_identities": [{"type": t, "value": v} for t, v in ids.devices]}
     )
-
-
-# Whether an output implements a protocol, found once per class (its instances have the same
-# members): a check against a runtime-checkable protocol inspects every member, on every step.
-_IMPLEMENTS: dict[tuple[type, type], bool] = {}
-
-
-def _implements(sender: object, protocol: type) -> bool:
-    key = (type(sender), protocol)
-    found = _IMPLEMENTS.get(key)
-    if found is None:
-        found = _IMPLEMENTS[key] = isinstance(sender, protocol)
-    return found
-
-
-def _takes_json(sender: Output | None) -> TypeGuard[JsonOutput]:
-    return sender is not None and _implements(sender, JsonOutput)
-
-
-def _subscribes(sender: Output | None) -> TypeGuard[SubscribingOutput]:
-    return sender is not None and _implements(sender, SubscribingOutput)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +339,7 @@ class ConnectionWorker:
             sender = self._sender_for(assignment)
         except MilepostError:
             sender = None
-        if hashing is None and _takes_json(sender):
+        if hashing is None and takes_json(sender):
             ahead, self._ahead = self._ahead, None
             if ahead is not None and (ahead.epoch, ahead.after, ahead.limit, ahead.accepted) == (
                 s.epoch,
@@ -426,7 +412,7 @@ class ConnectionWorker:
             return poll
         head = self._parts[0]
         if isinstance(head, JsonBatch):
-            if output.hashing is None and _takes_json(sender):
+            if output.hashing is None and takes_json(sender):
                 return self._send_json(assignment, sender, head)
             head = self._parts[0] = self._as_changes(head, assignment)  # the output changed
         part = head
@@ -667,7 +653,7 @@ class ConnectionWorker:
 
     def _subscribing(self, assignment: Assignment) -> SubscribingOutput | None:
         sender = self._sender_for(assignment)
-        return sender if _subscribes(sender) else None
+        return sender if subscribes(sender) else None
 
     def _subscription_step(self, assignment: Assignment) -> float | None:
         """Tell a subscribing partner about the connection (add) or a change to it (update: its
