@@ -136,8 +136,8 @@ class AudienceEngine:
         self.calculator = calculator  # None: full calculations run here too
         self._lock = threading.RLock()
         self._plan = _Plan()
-        self._cache: tuple[_Plan, EngineSettings, _Compiled] | None = None
-        self._fused: tuple[_Plan, EngineSettings, _Compiled] | None = None  # the same, full calculations'
+        # The current plan compiled, per form: scoped (False) and full calculations' fused (True).
+        self._cache: dict[bool, tuple[_Plan, EngineSettings, _Compiled]] = {}
         self._bounded = False  # this evaluation's event boundaries are in `eval_bounds`
         self._step_no = 0  # steps of the running evaluation, ordering its change log
         self._logged = False  # whether the running evaluation's `eval_log` holds a row
@@ -490,7 +490,7 @@ class AudienceEngine:
         timers: tuple[int, ...] = ()
         if fused and b is not None and b.event_durations_ms and len(plan.journeys) == 1:
             timers = tuple(sorted(int(d) for d in b.event_durations_ms))
-        cached = self._fused if timers else self._cache
+        cached = self._cache.get(bool(timers))
         if cached is not None and cached[0] is plan and cached[1] == self.settings:
             return cached[2]
         lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
@@ -533,10 +533,8 @@ class AudienceEngine:
         compiled = _Compiled(
             root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
         )
-        if plan is self._plan and timers:  # what-if plans are evaluated once
-            self._fused = (plan, self.settings, compiled)
-        elif plan is self._plan:
-            self._cache = (plan, self.settings, compiled)
+        if plan is self._plan:  # what-if plans are evaluated once
+            self._cache[bool(timers)] = (plan, self.settings, compiled)
         return compiled
 
     def _event_columns(self, plan: _Plan) -> str:

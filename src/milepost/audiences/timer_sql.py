@@ -12,7 +12,8 @@ from sqlglot import exp
 
 from milepost.audiences.dataflow import Plan
 from milepost.criteria import to_sql
-from milepost.criteria.dialect import DUCKDB
+from milepost.criteria.dialect import DUCKDB, lit
+from milepost.criteria.sqlvalues import next_boundary
 
 
 def _later(column: str, durations: list[int], now: int) -> str:
@@ -20,12 +21,15 @@ def _later(column: str, durations: list[int], now: int) -> str:
 
 
 def event_boundaries_sql(durations: list[int], now: int) -> str:
-    """Each user's next event boundary: an event's is its time plus the shortest duration taking it
-    past now (t + d grows with d), one CASE per row and one minimum, not one filtered minimum per d."""
-    first = " ".join(f"WHEN ts > {now - d} THEN ts + {d}" for d in sorted(durations))
-    return (
-        f"SELECT mpid, min(CASE {first} END) AS b FROM events WHERE ts > {now - max(durations)} GROUP BY mpid"
+    """Each user's next event boundary (`sqlvalues.next_boundary`), over the events that can have one."""
+    ts = exp.column("ts")
+    query = (
+        exp.select("mpid", exp.Min(this=next_boundary(ts, durations, now)).as_("b"))
+        .from_("events")
+        .where(exp.GT(this=ts.copy(), expression=lit(now - max(durations))))
+        .group_by("mpid")
     )
+    return to_sql(query)
 
 
 def timers_sql(plan: Plan, now: int, lifetime_ms: int, bounds: str | None = None) -> str | None:

@@ -27,6 +27,7 @@ from milepost.criteria.sqlvalues import (
     StringValue,
     and_,
     before,
+    next_boundary,
     not_,
     or_,
     sure,
@@ -346,26 +347,17 @@ class Compiler:
         )
 
     def timer_scan_body(self, scan: EventScan) -> exp.Select:
-        """Every event the timers read (as `timer_sql.event_boundaries_sql` does), each leaf aggregating its own rows,
-        and `tb`: the earliest instant one of them enters or leaves a duration."""
+        """Every event the timers read (as `timer_sql.event_boundaries_sql` does), each leaf aggregating
+        its own rows, and `tb`: the earliest instant one of them crosses a duration."""
         a = "e"
         ts = col("ts", a)
         durations = sorted(self.ctx.timer_durations)
-        first = exp.Case(
-            ifs=[
-                exp.If(
-                    this=exp.GT(this=ts.copy(), expression=self.ago(d)),
-                    true=exp.Add(this=ts.copy(), expression=lit(d)),
-                )
-                for d in durations
-            ]
-        )
         aggs = [
             aggregate(fn, arg, and_(self.scope(a), self.in_range(a, r), sel)).as_(column)
             for column, (r, sel), (fn, arg) in scan.leaves.values()
         ]
         return (
-            exp.select(col("mpid", a), *aggs, exp.Min(this=first).as_("tb"))
+            exp.select(col("mpid", a), *aggs, exp.Min(this=next_boundary(ts, durations, self.now)).as_("tb"))
             .from_(exp.to_table("events").as_(a))
             .where(exp.GT(this=ts, expression=self.ago(durations[-1])))
             .group_by(col("mpid", a))

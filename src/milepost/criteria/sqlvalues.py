@@ -351,6 +351,21 @@ def before(now: Instant, ms: int = 0) -> exp.Expr:
     return exp.Paren(this=exp.Sub(this=now.copy(), expression=lit(ms)))
 
 
+def next_boundary(ts: exp.Expr, durations: list[int], now: Instant) -> exp.Expr:
+    """The next instant after `now` at which an event at `ts` crosses one of `durations`: its time
+    plus the shortest duration taking it past now (t + d grows with d); NULL when none does. One
+    CASE per row, so that a user's next boundary is one minimum, not one filtered minimum per d."""
+    return exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.GT(this=ts.copy(), expression=before(now, d)),
+                true=exp.Add(this=ts.copy(), expression=lit(d)),
+            )
+            for d in sorted(durations)
+        ]
+    )
+
+
 def _date(op: str, v: SqlValue, cond: Condition, now_ms: Instant) -> exp.Expr:
     ms = v.epoch_ms()
     if op in ops.RELATIVE:
