@@ -29,6 +29,8 @@ def last(days: int) -> dict[str, Any]:
     return {"last": {"amount": days, "unit": "days"}}
 
 
+DAYS_3 = {"amount": 3, "unit": "days"}
+DAYS_10 = {"amount": 10, "unit": "days"}
 FEWER = {"not": ev("watch", 2, last(3))}  # true as events leave the window
 JOURNEYS: dict[str, JourneyRows] = {
     "one leaf": journey(ms(1, 101, ev("watch", 2, last(7)))),
@@ -57,6 +59,23 @@ JOURNEYS: dict[str, JourneyRows] = {
             pos=1,
         ),
     ),
+    "a rolling date attribute and last seen": journey(
+        ms(1, 101, {"all": [ev("watch", 1, last(5)), attr("signup", "within_last", DAYS_10)]}, pos=0),
+        ms(2, 102, {"type": "last_seen", "op": "within_last", "value": DAYS_3}, pos=1),
+    ),
+    # A child of the root reading its entry time: the root is stored, not read inline.
+    "a stored root": journey(
+        ms(
+            1,
+            101,
+            {
+                "all": [
+                    ev("watch", 1, last(7)),
+                    {"type": "parent_entry", "op": "more_than_ago", "value": DAYS_3},
+                ]
+            },
+        ),
+    ),
 }
 
 
@@ -70,7 +89,7 @@ def _send(world: World, rng: random.Random) -> None:
             name = rng.choice(["watch", "buy", "open", "other"])
             data = {"event_name": name, "custom_event_type": "other", "timestamp_unixtime_ms": ts}
             events.append({"event_type": "custom_event", "data": data})
-        attributes = {"plan": rng.choice(["paid", "free"])}
+        attributes = {"plan": rng.choice(["paid", "free"]), "signup": T0 - rng.randint(-DAY, 20 * DAY)}
         batches.append({"mpid": mpid, "events": events, "user_attributes": attributes})
     world.send(*batches)
 
@@ -111,3 +130,14 @@ def test_a_plan_of_two_journeys_scans_for_its_timers(world: World) -> None:
     world.engine.configure([JOURNEYS["one leaf"], other], {})
     fused = world.engine._compiled(world.engine._plan, fused=True)
     assert not any(s.bounds for batch in fused.batches for s in batch)
+
+
+def test_the_users_own_boundary_rides_with_the_fused_scan_when_the_root_is_read_inline(world: World) -> None:
+    for name, own in (
+        ("one leaf", True),
+        ("a rolling date attribute and last seen", True),
+        ("a stored root", False),
+    ):
+        world.engine.configure([JOURNEYS[name]], {})
+        fused = world.engine._compiled(world.engine._plan, fused=True)
+        assert [s.bounds_own for batch in fused.batches for s in batch if s.bounds] == [own], name

@@ -134,13 +134,14 @@ def group_steps(
     dialect: Dialect,
     now_sql: exp.Expr | None = None,
     timer_durations: tuple[int, ...] = (),
+    timer_own: exp.Expr | None = None,
 ) -> list[Step]:
     """A sibling group's steps: usually one; a child reading an earlier sibling's audience starts a
     new segment, so it sees that sibling's membership as this evaluation leaves it.
 
     `now_sql`: the instant as an expression bound per evaluation, so the steps can be reused.
     `timer_durations`: a group of one segment under its journey's root whose leaves scan events
-    then gives a step with `bounds`."""
+    then gives a step with `bounds`; `timer_own` (`CompileContext.timer_own`) is then in its `tb`."""
     regular = [c for c in group.children if c.criteria is not None]
     remaining = next((c.audience_id for c in group.children if c.criteria is None), None)
     select = None
@@ -159,6 +160,7 @@ def group_steps(
             # Under the root the parent is most users: filter the users, not every row a leaf reads.
             candidates_dense=dense,
             timer_durations=timers,
+            timer_own=timer_own if timers else None,
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
         fused = "tb" in query.named_selects

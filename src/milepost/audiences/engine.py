@@ -22,7 +22,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
-from milepost.audiences.timer_sql import timers_sql
+from milepost.audiences.timer_sql import own_boundary, timers_sql
 from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
@@ -64,6 +64,7 @@ class _SqlStep:
     parent: int | None  # the audience whose members the query reads (as `eval_parent`)
     number: int = 0  # its place in the plan's order, which orders the change log
     bounds: bool = False  # rows carry `tb` and non-members (`Step.bounds`)
+    bounds_own: bool = False  # `tb` covers the users' own boundary too (`timer_sql.own_boundary`)
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,15 @@ def _columns(queries: Sequence[exp.Expr]) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _with_parent(query: exp.Select, group: SiblingGroup, root: exp.Select | None = None) -> exp.Select:
+def _with_parent(
+    query: exp.Select, group: SiblingGroup, root: exp.Select | None = None, own: exp.Expr | None = None
+) -> exp.Select:
     """The query reading its parent's members inline from the (scoped) memberships, or from `root`
-    (a journey root's query) when the parent is a root whose membership is not stored."""
+    (a journey root's query) when the parent is a root whose membership is not stored; `own`: the
+    root's users' own timer boundary, carried as `ub` (`CompileContext.timer_own`)."""
     if root is not None:
         parent = root.copy()
-        parent.set("expressions", [exp.column("mpid")])
+        parent.set("expressions", [exp.column("mpid"), *([own.copy().as_("ub")] if own is not None else [])])
     else:
         parent = (
             exp.select("mpid")
@@ -139,6 +143,7 @@ class AudienceEngine:
         # The current plan compiled, per form: scoped (False) and full calculations' fused (True).
         self._cache: dict[bool, tuple[_Plan, EngineSettings, _Compiled]] = {}
         self._bounded = False  # this evaluation's event boundaries are in `eval_bounds`
+        self._bounded_own = False  # and its users' own boundaries (`_SqlStep.bounds_own`)
         self._step_no = 0  # steps of the running evaluation, ordering its change log
         self._logged = False  # whether the running evaluation's `eval_log` holds a row
         # Members per audience in the running evaluation's scope, kept up to date by each step's
@@ -520,15 +525,17 @@ class AudienceEngine:
             inline = (
                 root_of.get(g.parent_audience_id) if g.parent_audience_id not in plan.stored_roots else None
             )
-            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL, timers)):
+            own = own_boundary(b, NOW_SQL) if timers and b is not None and inline is not None else None
+            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL, timers, own)):
                 number += 1
                 sql = None
                 if st.query is not None:
-                    query = _with_parent(st.query, g, inline)
+                    query = _with_parent(st.query, g, inline, own if st.bounds else None)
                     queries.append(query)
                     sql = to_sql(query)
                 parent = None if inline is not None else g.parent_audience_id
-                step = _SqlStep(st.writes, sql, parent, number, st.bounds and sql is not None)
+                bounds = st.bounds and sql is not None
+                step = _SqlStep(st.writes, sql, parent, number, bounds, bounds and own is not None)
                 batches.setdefault((level[id(g)], segment), []).append(step)
         compiled = _Compiled(
             root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
@@ -630,6 +637,7 @@ class AudienceEngine:
             if sql is not None and step.bounds:
                 self.con.execute(f"CREATE OR REPLACE TEMP TABLE eval_bounds AS {sql}").fetchall()
                 self._bounded = True
+                self._bounded_own = step.bounds_own
                 parts.append("SELECT audience_id, mpid FROM eval_bounds WHERE audience_id IS NOT NULL")
             elif sql is not None:
                 parts.append(f"SELECT audience_id, mpid FROM ({sql})")
@@ -728,7 +736,7 @@ class AudienceEngine:
         and `memberships` are the candidates' copies (`timers` is not)."""
         self.con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
         bounds = "eval_bounds" if self._bounded and not scoped else None
-        sql = timers_sql(plan, int(now), self.settings.lifetime_ms, bounds)
+        sql = timers_sql(plan, int(now), self.settings.lifetime_ms, bounds, self._bounded_own)
         if sql is not None:
             self.con.execute(sql).fetchall()
 

@@ -3,21 +3,45 @@
 
 A full calculation whose journey root's children scan events has those boundaries already (the
 `tb` column of `Step.bounds` rows, computed over the same events with the same durations); the
-events are then not read a second time.
+events are then not read a second time. When the root is read inline, `tb` also holds the users'
+own boundary (`own_boundary`, computed where the root reads `users`), so the profiles are not read
+a second time either.
 """
 
 from __future__ import annotations
 
 from sqlglot import exp
 
+from milepost.audiences.boundaries import Boundaries
 from milepost.audiences.dataflow import Plan
 from milepost.criteria import to_sql
-from milepost.criteria.dialect import DUCKDB, lit
-from milepost.criteria.sqlvalues import next_boundary
+from milepost.criteria.dialect import DUCKDB, call, lit
+from milepost.criteria.sqlvalues import Instant, before, next_boundary
 
 
-def _later(column: str, durations: list[int], now: int) -> str:
-    return ", ".join(f"CASE WHEN {column} + {d} > {now} THEN {column} + {d} END" for d in durations)
+def _later(column: str, durations: list[int], now: Instant) -> list[exp.Expr]:
+    """`column + d` for each duration that takes it past now (NULL for the others)."""
+    out: list[exp.Expr] = []
+    for d in durations:
+        at = exp.Add(this=exp.column(column), expression=lit(d))
+        out.append(exp.Case(ifs=[exp.If(this=exp.GT(this=at, expression=before(now)), true=at.copy())]))
+    return out
+
+
+def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
+    """Each user's next boundary from their profile row alone (`users` columns): seen times plus
+    the lifetime and first/last-seen durations, date attributes plus their rolling durations."""
+    seen = sorted(int(d) for d in b.seen_durations_ms)
+    own = [*_later("last_seen", seen, now), *_later("first_seen", seen, now)]
+    for attribute, duration in sorted(b.attribute_durations):
+        value = DUCKDB.json_get(exp.column("attributes"), attribute)
+        text = DUCKDB.json_text(value)
+        as_ms = exp.Coalesce(
+            this=DUCKDB.iso_epoch_ms(text),
+            expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
+        )
+        own.append(exp.Add(this=as_ms, expression=lit(int(duration))))
+    return call("least", *own)  # NULLs skipped, as LEAST does in DuckDB
 
 
 def event_boundaries_sql(durations: list[int], now: int) -> str:
@@ -32,45 +56,40 @@ def event_boundaries_sql(durations: list[int], now: int) -> str:
     return to_sql(query)
 
 
-def timers_sql(plan: Plan, now: int, lifetime_ms: int, bounds: str | None = None) -> str | None:
+def timers_sql(
+    plan: Plan, now: int, lifetime_ms: int, bounds: str | None = None, bounds_own: bool = False
+) -> str | None:
     """`INSERT INTO timers` for the plan's users at `now` (None: no user needs one). `bounds`: a
-    table of `Step.bounds` rows covering every root member, read instead of the events."""
+    table of `Step.bounds` rows covering every root member, read instead of the events;
+    `bounds_own`: its `tb` holds the users' own boundary too, and its rows are the root's members."""
     b = plan.boundaries
     if b is None or not plan.journeys:
         return None
-    # Each time source with only the durations that can flip a leaf reading it. Only users with
-    # a profile row can be members (the root reads `users`), so the grouped sources are joined
-    # to the profile's one row per user rather than unioned and grouped again.
-    seen = sorted(int(d) for d in b.seen_durations_ms)
-    own = [_later("last_seen", seen, now), _later("first_seen", seen, now)]
-    for attribute, duration in sorted(b.attribute_durations):
-        value = DUCKDB.json_get(exp.column("attributes"), attribute)
-        text = DUCKDB.json_text(value)
-        as_ms = exp.Coalesce(
-            this=DUCKDB.iso_epoch_ms(text),
-            expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
-        )
-        own.append(f"{to_sql(as_ms)} + {int(duration)}")
     # Only a journey root's members can be in an audience, and time alone never brings a user
     # into a root (it only ends their lifetime): users outside every root need no timer.
     inputs = sorted({i for j in plan.journeys for i in j.input_ids})
     if not inputs:
         return None
-    in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
-    users = (
-        f"SELECT mpid, least({', '.join(own)}) AS b FROM users "
-        f"WHERE last_seen > {now - int(lifetime_ms)} AND {in_root}"
-    )
     grouped: list[str] = []  # per-user minimums of the other sources
-    if b.event_durations_ms and bounds is not None:
-        grouped.append(f"SELECT mpid, tb AS b FROM {bounds}")
-    elif b.event_durations_ms:
-        grouped.append(event_boundaries_sql([int(d) for d in b.event_durations_ms], now))
+    if bounds is not None and bounds_own:
+        users = f"SELECT mpid, tb AS b FROM {bounds}"
+    else:
+        # Each time source with only the durations that can flip a leaf reading it. Only users
+        # with a profile row can be members (the root reads `users`), so the grouped sources are
+        # joined to the profile's one row per user rather than unioned and grouped again.
+        in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
+        users = (
+            f"SELECT mpid, {to_sql(own_boundary(b, now))} AS b FROM users "
+            f"WHERE last_seen > {now - int(lifetime_ms)} AND {in_root}"
+        )
+        if b.event_durations_ms and bounds is not None:
+            grouped.append(f"SELECT mpid, tb AS b FROM {bounds}")
+        elif b.event_durations_ms:
+            grouped.append(event_boundaries_sql([int(d) for d in b.event_durations_ms], now))
     if b.entry_durations_ms:
         entry = sorted(int(d) for d in b.entry_durations_ms)
-        grouped.append(
-            f"SELECT mpid, min(least({_later('entered_at', entry, now)})) AS b FROM memberships GROUP BY mpid"
-        )
+        later = ", ".join(to_sql(e) for e in _later("entered_at", entry, now))
+        grouped.append(f"SELECT mpid, min(least({later})) AS b FROM memberships GROUP BY mpid")
     joins = "".join(f" LEFT JOIN ({q}) g{i} USING (mpid)" for i, q in enumerate(grouped))
     due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
     return (

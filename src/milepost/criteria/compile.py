@@ -15,7 +15,7 @@ from sqlglot import exp
 
 from milepost.criteria import core
 from milepost.criteria.aggregates import calc_cte, event_value_sql
-from milepost.criteria.dialect import DUCKDB, Dialect, lit
+from milepost.criteria.dialect import DUCKDB, Dialect, call, lit
 from milepost.criteria.model import CalculatedAttribute, Condition, Criteria
 from milepost.criteria.sqlvalues import (
     FALSE,
@@ -35,6 +35,7 @@ from milepost.criteria.sqlvalues import (
 )
 
 USERS = "u"
+USERS_TABLE = "users"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class CompileContext:
     # filtering its own, and the query gains `tb`, each user's next event boundary, so that a full
     # calculation's timers need no second pass over the events. Only for dense candidates.
     timer_durations: tuple[int, ...] = ()
+    # With `timer_durations`: each user's own next boundary, over columns of `users`; `tb` then
+    # covers it too. A query starting from the candidates table reads it there, as `ub`.
+    timer_own: exp.Expr | None = None
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -429,7 +433,7 @@ class Compiler:
     # -- query ---------------------------------------------------------------------------
     def select(self, columns: list[exp.Expr], where: exp.Expr | None) -> exp.Select:
         # Built in place (copy=False): `q` is new here, and copying it per join or CTE is quadratic.
-        source, users_filter = "users", self.candidate_filter(col("mpid", USERS))
+        source, users_filter = USERS_TABLE, self.candidate_filter(col("mpid", USERS))
         read = [e for e in (*columns, where) if e is not None]
         if isinstance(self.ctx.candidates, str) and not any(
             c.table == USERS and c.name != "mpid" for e in read for c in e.find_all(exp.Column)
@@ -437,7 +441,17 @@ class Compiler:
             source, users_filter = self.ctx.candidates, TRUE  # no user column read: no join to `users`
         timers = self.timer_scan()
         if timers is not None:
-            columns = [*columns, col("tb", timers).as_("tb")]
+            tb: exp.Expr = col("tb", timers)
+            own = self.ctx.timer_own
+            if own is not None:
+                if source == USERS_TABLE:
+                    own = own.copy()
+                    for c in own.find_all(exp.Column):
+                        c.set("table", exp.to_identifier(USERS))
+                else:
+                    own = col("ub", USERS)
+                tb = call("least", own, tb)  # NULLs skipped: a user without events keeps their own
+            columns = [*columns, tb.as_("tb")]
         q = exp.select(*columns).from_(exp.to_table(source).as_(USERS), copy=False)
         for _, name in sorted((n, n) for n in self.ctes.values()):
             on = eq(col("mpid", name), col("mpid", USERS))
