@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlglot import parse_one
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings, _columns
@@ -409,3 +410,22 @@ def test_scoped_evaluation_of_scattered_users_in_a_sealed_segment_agrees_with_a_
     assert world.engine.members(101) == sorted([*expected, *touched])
     check = world.engine.full_calculation()
     assert (check.adds, check.removes) == (0, 0)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_date_attribute_long_past_leaves_the_other_boundaries_their_timer(world: World, full: bool) -> None:
+    # signup + 10 days is long past: it bounds nothing, and must not hide the watch leaving its window.
+    recent = {**WATCHED_TWICE, "having": {"fn": "count", "op": "greater_or_equal", "value": 1}}
+    recent["window"] = {"last": {"amount": 5, "unit": "days"}}
+    signed_up = attr("signup", "within_last", {"amount": 10, "unit": "days"})
+    world.engine.configure([journey(ms(1, 101, {"any": [recent, signed_up]}))], {})
+    world.send({"mpid": 1, "events": [_watch(T0 - DAY)], "user_attributes": {"signup": T0 - 20 * DAY}})
+    if full:
+        world.engine.full_calculation()
+    else:
+        world.engine.catch_up()
+    assert world.engine.members(101) == [1]
+    assert _timers(world) == [(1, T0 + 4 * DAY)]
+    world.clock.advance(4 * DAY + 1)
+    world.engine.advance()
+    assert world.engine.members(101) == []

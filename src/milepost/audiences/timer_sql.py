@@ -19,13 +19,14 @@ from milepost.criteria.dialect import DUCKDB, call, lit
 from milepost.criteria.sqlvalues import Instant, before, next_boundary
 
 
+def _future(at: exp.Expr, now: Instant) -> exp.Expr:
+    """`at` when it is after now, else NULL (which LEAST skips): a past instant is no timer."""
+    return exp.Case(ifs=[exp.If(this=exp.GT(this=at, expression=before(now)), true=at.copy())])
+
+
 def _later(column: str, durations: list[int], now: Instant) -> list[exp.Expr]:
     """`column + d` for each duration that takes it past now (NULL for the others)."""
-    out: list[exp.Expr] = []
-    for d in durations:
-        at = exp.Add(this=exp.column(column), expression=lit(d))
-        out.append(exp.Case(ifs=[exp.If(this=exp.GT(this=at, expression=before(now)), true=at.copy())]))
-    return out
+    return [_future(exp.Add(this=exp.column(column), expression=lit(d)), now) for d in durations]
 
 
 def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
@@ -40,7 +41,7 @@ def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
             this=DUCKDB.iso_epoch_ms(text),
             expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
         )
-        own.append(exp.Add(this=as_ms, expression=lit(int(duration))))
+        own.append(_future(exp.Add(this=as_ms, expression=lit(int(duration))), now))
     return call("least", *own)  # NULLs skipped, as LEAST does in DuckDB
 
 
