@@ -37,8 +37,8 @@ def store(tmp_path: Path) -> Iterator[DuckDBStore]:
     s.close()
 
 
-def _writer(store: DuckDBStore, catch_up_s: float) -> IngestWriter:
-    writer = IngestWriter(store, lambda: WINDOWS, catch_up_s=catch_up_s, seed=1)
+def _writer(store: DuckDBStore, catch_up_s: float, regroup_s: float = 0.0) -> IngestWriter:
+    writer = IngestWriter(store, lambda: WINDOWS, catch_up_s=catch_up_s, regroup_s=regroup_s, seed=1)
     writer.start()
     return writer
 
@@ -100,3 +100,46 @@ def test_a_request_without_a_running_loop_commits(store: DuckDBStore, closed: bo
         writer.stop()
     assert outcome.stored_events == 1
     assert elapsed < 10.0
+
+
+async def _submit(writer: IngestWriter, i: int) -> IngestOutcome:
+    return await asyncio.wrap_future(writer.submit(_request(i), asyncio.get_running_loop()))
+
+
+def test_a_group_smaller_than_the_last_waits_for_more(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=5.0, regroup_s=20.0)
+
+    async def main() -> tuple[list[IngestOutcome], float]:
+        await asyncio.gather(*(_submit(writer, i) for i in range(3)))  # one commit of three
+        start = time.monotonic()
+        first = asyncio.ensure_future(_submit(writer, 3))
+        await asyncio.sleep(0.3)  # the clients of the last commit come back later
+        rest = await asyncio.gather(_submit(writer, 4), _submit(writer, 5))
+        return [await first, *rest], time.monotonic() - start
+
+    try:
+        outcomes, elapsed = asyncio.run(main())
+    finally:
+        writer.stop()
+    assert [o.mpids for o in outcomes] == [(1003,), (1004,), (1005,)]
+    assert writer.commits == 2  # the three late requests joined one commit
+    assert 0.3 <= elapsed < 10.0  # it waited for them, not for the limit
+    rows = store.reader().execute("SELECT count(*) FROM events_hot").fetchall()
+    assert rows == [(6,)]
+
+
+def test_a_lone_request_after_a_lone_request_does_not_wait(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=5.0, regroup_s=30.0)
+
+    async def main() -> float:
+        await _submit(writer, 0)
+        start = time.monotonic()
+        await _submit(writer, 1)
+        return time.monotonic() - start
+
+    try:
+        elapsed = asyncio.run(main())
+    finally:
+        writer.stop()
+    assert writer.commits == 2
+    assert elapsed < 10.0  # far below the regroup limit

@@ -34,6 +34,13 @@ SWITCH_INTERVAL_S = 0.0005
 WINDOWS_TTL_S = 1.0
 # How long a commit may wait for the requests its submitters' event loop is still preparing.
 CATCH_UP_S = 0.005
+# How long a commit smaller than the last may wait for more requests. Under steady load the clients
+# answered by one commit send their next requests while the next runs, and the groups settled into
+# pairs like 15 + 1 of 16 connections: a commit's fixed cost for a single request. Waiting for the
+# answered clients to come back makes one group of them (measured for 100-event requests over 16
+# connections: 9 -> 15 requests per commit, a quarter less server CPU per event). A lone request
+# after a lone request does not wait; the first one after a burst waits at most this once.
+REGROUP_S = 0.015
 
 
 @dataclass
@@ -59,12 +66,14 @@ class IngestWriter:
         *,
         max_group_batches: int = 5_000,
         catch_up_s: float = CATCH_UP_S,
+        regroup_s: float = REGROUP_S,
         seed: int | None = None,
     ) -> None:
         self.store = store
         self.windows = windows
         self.max_group_batches = max_group_batches
         self.catch_up_s = catch_up_s
+        self.regroup_s = regroup_s
         self.listeners: list[CommitListener] = []
         self._queue: queue.Queue[_Item | _Task | None] = queue.Queue()
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
@@ -72,6 +81,7 @@ class IngestWriter:
         self._closing = False
         self._windows: tuple[float, DedupeWindows] | None = None
         self.commits = 0
+        self._last_group = 0  # requests in the last commit
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -121,7 +131,7 @@ class IngestWriter:
                 continue
             group = [first]
             size = len(first.request.batches)
-            deadline = None
+            deadline = regroup_deadline = None
             stop = False
             while size < self.max_group_batches:
                 try:
@@ -135,9 +145,16 @@ class IngestWriter:
                         break
                     if deadline is None:
                         deadline = time.monotonic() + self.catch_up_s
-                    if not _catch_up(loop, deadline) or self._queue.empty():
+                    if time.monotonic() < deadline and _catch_up(loop, deadline) and not self._queue.empty():
+                        continue
+                    if len(group) >= self._last_group or self.regroup_s <= 0:
+                        break  # as large as the last: commit now
+                    if regroup_deadline is None:
+                        regroup_deadline = time.monotonic() + self.regroup_s
+                    try:
+                        nxt = self._queue.get(timeout=max(0.0, regroup_deadline - time.monotonic()))
+                    except queue.Empty:
                         break
-                    continue
                 if nxt is None:
                     stop = True
                     break
@@ -148,6 +165,7 @@ class IngestWriter:
                     continue
                 group.append(nxt)
                 size += len(nxt.request.batches)
+            self._last_group = len(group)
             if group:
                 self._commit(group)
             if stop:
