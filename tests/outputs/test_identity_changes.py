@@ -4,9 +4,10 @@ and an add with the new (SPEC §6)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
-from tests.outputs.inprocess import Local, drive
+from tests.outputs.inprocess import SETTINGS, Local, drive
 from tests.outputs.partner import Partner
 
 pytestmark = pytest.mark.unit
@@ -89,5 +90,37 @@ def test_losing_the_only_accepted_identity_sends_just_the_remove(local: Local, p
         local.clock.advance(3_000)
         drive(runner)
         assert _seen(partner) == [first]  # nothing changed for user 1
+    finally:
+        runner.close()
+
+
+def test_a_scan_that_finds_nothing_to_send_leaves_a_deferred_acknowledgement_for_the_next_batch(
+    local: Local, partner: Partner
+) -> None:
+    """The scan's new mark waits for the connection's next write instead of writing the streamed
+    batch's acknowledgement on its own; both are written once the next batch is marked in flight."""
+    out = _hook(local, partner, accepted_identities=["customer_id"])
+    local.send(1, "gold", {"customer_id": "c1"})
+    cid = local.connect(out)
+    runner = local.runner(replace(SETTINGS, ack_delay_s=60.0))
+    try:
+        drive(runner)  # the synchronisation: written at once
+        local.clock.advance(1_000)
+        local.send(2, "gold", {"customer_id": "c2"})
+        drive(runner)  # streamed: its acknowledgement waits for the next write
+        assert _seen(partner)[1:] == [(2, "add", {"customer_id": "c2"})]
+        store = runner.workers[cid].store
+        assert store.pending_since() is not None
+        local.send(1, identities={"customer_id": "c1", "email": "e1@example.com"})  # not accepted
+        local.clock.advance(3_000)
+        drive(runner)  # the scan finds member 1, with nothing to send
+        assert len(partner.accepted("/h")) == 2
+        assert store.pending_since() is not None and runner.stats(cid, local.audience)["sent"] == 1
+        mark = runner.workers[cid].state.identities_at
+        local.send(3, "gold", {"customer_id": "c3"})
+        drive(runner)
+        assert _seen(partner)[2:] == [(3, "add", {"customer_id": "c3"})]
+        stored = store.load(cid)
+        assert stored.sent == 2 and stored.identities_at is not None and stored.identities_at >= mark
     finally:
         runner.close()

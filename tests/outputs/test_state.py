@@ -163,8 +163,28 @@ def test_reading_what_the_partner_has_writes_the_deferred_acknowledgements_first
     store = DeliveryStore(con)
     s = DeliveryState(4, phase=st.STREAM)
     store.commit(s, added={1: "a1"}, now_ms=1, defer=True)
-    assert store.delivered_identities(4, [1]) == {1: "a1"}
+    assert list(store.delivered_mpids(4)) == [1]
     assert store.pending_since() is None
     store.commit(s, removed=[1], now_ms=2, defer=True)
     store.discard_pending(4)  # a failure: the batch goes again, what the store has stands
     assert store.delivered_among(4, [1]) == {1} and store.pending_since() is None
+
+
+def test_the_identities_the_partner_was_given_include_the_deferred_acknowledgements_unwritten(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """The identity scan asks every second: it sees the acknowledgements not written yet without
+    writing them, and answers as it would once they are written."""
+    store = DeliveryStore(con)
+    s = DeliveryState(4, phase=st.STREAM)
+    store.commit(s, added={1: "a1", 2: "a2", 3: "a3"}, now_ms=1)
+    other = DeliveryState(5, phase=st.STREAM)
+    store.commit(other, added={1: "x1"}, now_ms=1)
+    store.commit(s, added={2: "b2", 4: "b4"}, removed=[1], now_ms=2, defer=True)
+    store.commit(s, added={1: "c1"}, removed=[4], now_ms=3, defer=True)
+    deferred = store.delivered_identities(4, [1, 2, 3, 4, 9])
+    assert deferred == {1: "c1", 2: "b2", 3: "a3"}
+    assert store.delivered_identities(5, [1, 2]) == {1: "x1"}  # another connection's rows as stored
+    assert store.pending_since() is not None and _delivered(con, 4) == {1: "a1", 2: "a2", 3: "a3"}
+    store.flush()
+    assert _delivered(con, 4) == deferred == store.delivered_identities(4, [1, 2, 3, 4, 9])

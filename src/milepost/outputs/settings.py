@@ -31,8 +31,9 @@ class DeliverySettings:
     identity_scan_s: float = 1.0  # how often a streaming connection looks for changed identities
     head_poll_s: float = 0.05  # how often the outbox head is read when no commit was notified
     # How long a streamed batch's acknowledgement may wait to be written with the next batch (one
-    # transaction for both instead of two) before it is written alone; 0: at once.
-    ack_delay_s: float = 0.5
+    # transaction for both instead of two) before it is written alone; 0: at once. Longer than
+    # the time between two evaluations under load, so the next batch usually carries it.
+    ack_delay_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DeliverySettings:

@@ -412,7 +412,6 @@ class DeliveryStore:
 
     def delivered_identities(self, connection_id: int, mpids: Sequence[int]) -> dict[int, str | None]:
         """What the partner was given of these users' identities, for those it has."""
-        self.flush()  # the acknowledgements not written yet are read too
         if not mpids:
             return {}
         rows = self.con.execute(
@@ -420,7 +419,17 @@ class DeliveryStore:
             "AND mpid IN (SELECT unnest(?::BIGINT[]))",
             [connection_id, sorted(set(mpids))],
         ).fetchall()
-        return {int(m): i for m, i in rows}
+        found = {int(m): i for m, i in rows}
+        # The acknowledgements not written yet count too: laid over the rows rather than written
+        # first, which would cost the identity scan a transaction of its own every second.
+        pending = self._pending
+        if pending is not None and pending.state.connection_id == connection_id:
+            for m in mpids:
+                if m in pending.removed:
+                    found.pop(m, None)
+                elif m in pending.added:
+                    found[m] = pending.added[m]
+        return found
 
     def identities_touched(self, after: tuple[int, int], upto: int, limit: int) -> list[tuple[int, int]]:
         """(mpid, updated_at) of users whose identities were written after `after` = (updated_at, mpid)

@@ -763,8 +763,8 @@ class ConnectionWorker:
         )
         if not changes:
             s.identities_at, s.identities_mpid = mark
-            if candidates:  # else kept in memory: the next commit stores it (a crash only re-scans)
-                self.store.save(s)
+            if candidates and self.store.pending_since() is None:  # else the next commit stores it
+                self.store.save(s)  # (a crash only re-scans)
             return None if full else []
         self._identity_mark = mark
         return changes
