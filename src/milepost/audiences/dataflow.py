@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from milepost.audiences.boundaries import Boundaries, boundaries
 from milepost.audiences.tree import (
+    Child,
     JourneyRows,
     SiblingGroup,
     all_criteria,
@@ -126,6 +127,21 @@ def root_query(
     )
 
 
+def _first_passing(
+    regular: list[Child], remaining: int | None, kept: tuple[int, ...] | None = None
+) -> exp.Expr:
+    """The audience of the first sibling whose criteria pass (`c0`, `c1`, ...), else `remaining`;
+    with `kept`, NULL in place of an audience not in it."""
+
+    def audience(a: int | None) -> exp.Expr:
+        return exp.convert(a) if a is not None and (kept is None or a in kept) else exp.Null()
+
+    return exp.Case(
+        ifs=[exp.If(this=exp.column(f"c{i}"), true=audience(c.audience_id)) for i, c in enumerate(regular)],
+        default=audience(remaining),
+    )
+
+
 def group_steps(
     group: SiblingGroup,
     plan: Plan,
@@ -163,28 +179,11 @@ def group_steps(
             timer_own=timer_own if timers else None,
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
-        fused = "tb" in query.named_selects
-        # The first sibling whose criteria pass wins; the rest go to `remaining` if there is one.
-        pick: exp.Expr = exp.Case(
-            ifs=[
-                exp.If(this=exp.column(f"c{i}"), true=exp.convert(c.audience_id))
-                for i, c in enumerate(regular)
-            ],
-            default=exp.convert(remaining) if remaining is not None else exp.Null(),
-        )
-        if fused:
-            # The first sibling whose criteria pass takes the user, kept or not (a NULL audience).
+        if "tb" in query.named_selects:
+            # Every parent member's row: the user is taken by the first sibling whose criteria pass,
+            # kept or not (a NULL audience).
             kept = tuple(c.audience_id for c in group.children if plan.keeps(c.audience_id))
-            audience = exp.Case(
-                ifs=[
-                    exp.If(
-                        this=exp.column(f"c{i}"),
-                        true=exp.convert(c.audience_id) if c.audience_id in kept else exp.Null(),
-                    )
-                    for i, c in enumerate(regular)
-                ],
-                default=exp.convert(remaining) if remaining is not None and remaining in kept else exp.Null(),
-            )
+            audience = _first_passing(regular, remaining, kept)
             rows = exp.select(audience.as_("audience_id"), exp.column("mpid"), exp.column("tb")).from_(
                 query.subquery("q", copy=False)
             )
@@ -200,7 +199,7 @@ def group_steps(
                 .where(exp.column("c0") if writes else "false")
             )
             return [Step(writes, members, group.parent_audience_id)]
-        select = exp.select(pick.as_("audience_id"), exp.column("mpid")).from_(
+        select = exp.select(_first_passing(regular, remaining).as_("audience_id"), exp.column("mpid")).from_(
             query.subquery("q", copy=False)
         )
     steps: list[Step] = []

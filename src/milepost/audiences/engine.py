@@ -142,8 +142,7 @@ class AudienceEngine:
         self._plan = _Plan()
         # The current plan compiled, per form: scoped (False) and full calculations' fused (True).
         self._cache: dict[bool, tuple[_Plan, EngineSettings, _Compiled]] = {}
-        self._bounded = False  # this evaluation's event boundaries are in `eval_bounds`
-        self._bounded_own = False  # and its users' own boundaries (`_SqlStep.bounds_own`)
+        self._bounds: _SqlStep | None = None  # the step whose rows this evaluation put in `eval_bounds`
         self._step_no = 0  # steps of the running evaluation, ordering its change log
         self._logged = False  # whether the running evaluation's `eval_log` holds a row
         # Members per audience in the running evaluation's scope, kept up to date by each step's
@@ -444,9 +443,9 @@ class AudienceEngine:
         for batch in compiled.batches:
             self._run_batch(batch, now, scoped, cause, result)
         self._set_timers(plan, now, scoped)
-        if self._bounded:
+        if self._bounds is not None:
             con.execute("DROP TABLE IF EXISTS eval_bounds").fetchall()
-            self._bounded = False
+            self._bounds = None
         self._flush(now, scoped, cause, ingest)
         self._sizes = None
         if scoped:
@@ -455,7 +454,7 @@ class AudienceEngine:
     def _begin_log(self) -> None:
         self._step_no = 0
         self._logged = False
-        self._bounded = False
+        self._bounds = None
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
         ).fetchall()
@@ -636,8 +635,7 @@ class AudienceEngine:
             numbers.update((a, step.number) for a in step.writes)
             if sql is not None and step.bounds:
                 self.con.execute(f"CREATE OR REPLACE TEMP TABLE eval_bounds AS {sql}").fetchall()
-                self._bounded = True
-                self._bounded_own = step.bounds_own
+                self._bounds = step
                 parts.append("SELECT audience_id, mpid FROM eval_bounds WHERE audience_id IS NOT NULL")
             elif sql is not None:
                 parts.append(f"SELECT audience_id, mpid FROM ({sql})")
@@ -735,8 +733,11 @@ class AudienceEngine:
         """Each user's next instant of possible change (`timer_sql`). When scoped, `users`, `events`
         and `memberships` are the candidates' copies (`timers` is not)."""
         self.con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
-        bounds = "eval_bounds" if self._bounded and not scoped else None
-        sql = timers_sql(plan, int(now), self.settings.lifetime_ms, bounds, self._bounded_own)
+        step = None if scoped else self._bounds
+        bounds = "eval_bounds" if step is not None else None
+        sql = timers_sql(
+            plan, int(now), self.settings.lifetime_ms, bounds, step is not None and step.bounds_own
+        )
         if sql is not None:
             self.con.execute(sql).fetchall()
 
