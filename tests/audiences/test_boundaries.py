@@ -71,3 +71,43 @@ def test_the_lookback_bounds_only_event_leaves_without_a_window() -> None:
     assert boundaries([parse_criteria(windowed)], [], LOOKBACK, LIFETIME).event_durations_ms == {0, 3 * DAY}
     both = parse_criteria({"all": [windowed, sequence]})
     assert boundaries([both], [], LOOKBACK, LIFETIME).event_durations_ms == {0, DAY, 3 * DAY, LOOKBACK}
+
+
+def test_only_the_kinds_of_event_a_leaf_reads_have_boundaries() -> None:
+    crit = parse_criteria(
+        {
+            "any": [
+                {
+                    "type": "event",
+                    "event": {"event_type": "commerce_event", "action": "purchase"},
+                    "where": [{"attribute": "total_amount", "op": "greater_than", "value": 10}],
+                },
+                {
+                    "type": "sequence",
+                    "first": {"event_type": "custom_event", "name": "Watch"},
+                    "then": {"event_type": "install"},
+                    "within": days(1),
+                },
+            ]
+        }
+    )
+    kinds = boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds
+    assert kinds is not None
+    # Conditions on attributes are dropped (a wider set of events); names compare lower-cased.
+    assert [(k.event_type, k.name_lc, k.action_lc, k.flag, k.where) for k in kinds] == [
+        (None, None, None, "is_install", ()),
+        ("commerce_event", None, "purchase", None, ()),
+        ("custom_event", "watch", None, None, ()),
+    ]
+
+
+def test_a_calculated_attribute_leaf_keeps_every_event() -> None:
+    crit = parse_criteria(
+        {
+            "all": [
+                {"type": "event", "event": {"event_type": "custom_event", "name": "watch"}},
+                {"type": "calculated_attribute", "name": "spend", "op": "greater_than", "value": 1},
+            ]
+        }
+    )
+    assert boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds is None
