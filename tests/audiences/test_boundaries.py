@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from milepost.audiences.boundaries import boundaries
+from milepost.audiences.boundaries import MAX_KINDS, boundaries
 from milepost.criteria import parse_criteria
 
 DAY = 86_400_000
@@ -79,8 +79,8 @@ def test_only_the_kinds_of_event_a_leaf_reads_have_boundaries() -> None:
             "any": [
                 {
                     "type": "event",
-                    "event": {"event_type": "commerce_event", "action": "purchase"},
-                    "where": [{"attribute": "total_amount", "op": "greater_than", "value": 10}],
+                    "event": {"event_type": "custom_event", "name": "watch"},
+                    "where": [{"attribute": "duration", "op": "greater_than", "value": 10}],
                 },
                 {
                     "type": "sequence",
@@ -93,10 +93,10 @@ def test_only_the_kinds_of_event_a_leaf_reads_have_boundaries() -> None:
     )
     kinds = boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds
     assert kinds is not None
-    # Conditions on attributes are dropped (a wider set of events); names compare lower-cased.
+    # Conditions on attributes are dropped (a wider set of events, here the same as the sequence's
+    # first step, names compared lower-cased); the sequence's steps both count.
     assert [(k.event_type, k.name_lc, k.action_lc, k.flag, k.where) for k in kinds] == [
         (None, None, None, "is_install", ()),
-        ("commerce_event", None, "purchase", None, ()),
         ("custom_event", "watch", None, None, ()),
     ]
 
@@ -111,3 +111,14 @@ def test_a_calculated_attribute_leaf_keeps_every_event() -> None:
         }
     )
     assert boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds is None
+
+
+def test_more_kinds_than_are_worth_testing_keep_every_event() -> None:
+    leaves = [
+        {"type": "event", "event": {"event_type": "custom_event", "name": name}}
+        for name in ("a", "b", "c")[: MAX_KINDS + 1]
+    ]
+    assert len(leaves) == MAX_KINDS + 1
+    assert boundaries([parse_criteria({"any": leaves})], [], LOOKBACK, LIFETIME).event_kinds is None
+    kept = boundaries([parse_criteria({"any": leaves[:MAX_KINDS]})], [], LOOKBACK, LIFETIME).event_kinds
+    assert kept is not None and len(kept) == MAX_KINDS
