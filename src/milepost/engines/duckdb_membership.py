@@ -57,8 +57,8 @@ def log_changes_sql(changes: str, cause_sql: str) -> str:
     """Append the `changes` table (step, added, audience_id, mpid) to the change log; parameters:
     the seq before the first, changed_at, `cause_sql`'s, recorded_at. Step by step; within a step
     removes first, then adds, each in (audience, user) order: the rows sorted once, then numbered
-    by `row_number() OVER ()`, which keeps its input's order. A window sorting by those columns
-    (one, or one per step, action and audience) cost twice the CPU of sorting and then numbering."""
+    by `row_number() OVER ()`, which keeps its input's order. Numbering in a window per (step,
+    action, audience) ordered by user cost 1.2x the CPU on rows already in user order, 2x otherwise."""
     return (
         "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, action, "
         "changed_at, cause, recorded_at FROM (SELECT audience_id, mpid, "
