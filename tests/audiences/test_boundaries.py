@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from milepost.audiences.boundaries import boundaries
+from milepost.audiences.boundaries import MAX_KINDS, boundaries
 from milepost.criteria import parse_criteria
 
 DAY = 86_400_000
@@ -71,3 +71,54 @@ def test_the_lookback_bounds_only_event_leaves_without_a_window() -> None:
     assert boundaries([parse_criteria(windowed)], [], LOOKBACK, LIFETIME).event_durations_ms == {0, 3 * DAY}
     both = parse_criteria({"all": [windowed, sequence]})
     assert boundaries([both], [], LOOKBACK, LIFETIME).event_durations_ms == {0, DAY, 3 * DAY, LOOKBACK}
+
+
+def test_only_the_kinds_of_event_a_leaf_reads_have_boundaries() -> None:
+    crit = parse_criteria(
+        {
+            "any": [
+                {
+                    "type": "event",
+                    "event": {"event_type": "custom_event", "name": "watch"},
+                    "where": [{"attribute": "duration", "op": "greater_than", "value": 10}],
+                },
+                {
+                    "type": "sequence",
+                    "first": {"event_type": "custom_event", "name": "Watch"},
+                    "then": {"event_type": "install"},
+                    "within": days(1),
+                },
+            ]
+        }
+    )
+    kinds = boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds
+    assert kinds is not None
+    # Conditions on attributes are dropped (a wider set of events, here the same as the sequence's
+    # first step, names compared lower-cased); the sequence's steps both count.
+    assert [(k.event_type, k.name_lc, k.action_lc, k.flag, k.where) for k in kinds] == [
+        (None, None, None, "is_install", ()),
+        ("custom_event", "watch", None, None, ()),
+    ]
+
+
+def test_a_calculated_attribute_leaf_keeps_every_event() -> None:
+    crit = parse_criteria(
+        {
+            "all": [
+                {"type": "event", "event": {"event_type": "custom_event", "name": "watch"}},
+                {"type": "calculated_attribute", "name": "spend", "op": "greater_than", "value": 1},
+            ]
+        }
+    )
+    assert boundaries([crit], [], LOOKBACK, LIFETIME).event_kinds is None
+
+
+def test_more_kinds_than_are_worth_testing_keep_every_event() -> None:
+    leaves = [
+        {"type": "event", "event": {"event_type": "custom_event", "name": name}}
+        for name in ("a", "b", "c")[: MAX_KINDS + 1]
+    ]
+    assert len(leaves) == MAX_KINDS + 1
+    assert boundaries([parse_criteria({"any": leaves})], [], LOOKBACK, LIFETIME).event_kinds is None
+    kept = boundaries([parse_criteria({"any": leaves[:MAX_KINDS]})], [], LOOKBACK, LIFETIME).event_kinds
+    assert kept is not None and len(kept) == MAX_KINDS

@@ -141,3 +141,22 @@ def test_the_users_own_boundary_rides_with_the_fused_scan_when_the_root_is_read_
         world.engine.configure([JOURNEYS[name]], {})
         fused = world.engine._compiled(world.engine._plan, fused=True)
         assert [s.bounds_own for batch in fused.batches for s in batch if s.bounds] == [own], name
+
+
+def test_an_event_no_leaf_reads_sets_no_timer(world: World) -> None:
+    """A user whose only event is of a kind no leaf reads gets no timer from its time, on both paths;
+    the same event of a kind a leaf reads does."""
+    world.engine.configure([JOURNEYS["one leaf"]], {})
+    ts = T0 - DAY
+    for mpid, name in ((1, "other"), (2, "watch")):
+        data = {"event_name": name, "custom_event_type": "other", "timestamp_unixtime_ms": ts}
+        world.send({"mpid": mpid, "events": [{"event_type": "custom_event", "data": data}]})
+    for evaluate in (
+        lambda: world.engine.full_calculation(T0),
+        lambda: world.engine.evaluate(T0, [1, 2], "full"),
+    ):
+        _reset(world)
+        evaluate()
+        due = dict(world.engine.con.execute("SELECT mpid, due_at FROM timers").fetchall())
+        assert due[2] == ts + 7 * DAY  # the watch event leaves the 7-day window
+        assert due[1] > ts + 7 * DAY  # the other event's leaving it flips nothing

@@ -5,8 +5,9 @@ duration the event-reading leaves use (windows, `between_ago` bounds, sequence `
 lookback of leaves without a window, calculated-attribute windows; none when no leaf reads events), their seen times plus the
 profile lifetime and the first/last-seen leaves' durations, their memberships' entry times plus
 `parent_entry` / `member_for` durations, and their date-valued attributes plus the rolling durations
-applied to them. This over-approximates the instants at which a leaf can flip; re-evaluating at a
-non-flip instant changes nothing.
+applied to them. Only events of a kind some leaf reads count (`event_kinds`): another event's
+time flips nothing. This over-approximates the instants at which a leaf can flip; re-evaluating
+at a non-flip instant changes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from milepost.criteria import CalculatedAttribute, Criteria
+from milepost.criteria import CalculatedAttribute, Criteria, core
 from milepost.criteria.model import (
     UNIT_MS,
     AudienceLeaf,
@@ -33,6 +34,10 @@ from milepost.criteria.model import (
 )
 
 ROLLING_OPS = frozenset({"within_last", "more_than_ago"})
+# Beyond this many kinds of event, testing each event's kind costs more than grouping the events
+# it leaves out saves (a million users: three kinds, 77% of the events, cost a full calculation's
+# scan 0.08 s more CPU; one kind, 17% of them, saved it 0.14 s).
+MAX_KINDS = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class Boundaries:
     event_durations_ms: frozenset[int] = frozenset()
     seen_durations_ms: frozenset[int] = frozenset()
     entry_durations_ms: frozenset[int] = frozenset()
+    # The kinds of event whose times count (their `where` conditions dropped, which only widens
+    # them), in a fixed order; None: every event (a calculated attribute reads events, or more
+    # than `MAX_KINDS` kinds are read).
+    event_kinds: tuple[core.Selector, ...] | None = None
 
 
 def walk(node: object) -> Iterator[object]:
@@ -82,6 +91,7 @@ def boundaries(
     seen = {0, lifetime_ms}
     entry: set[int] = set()
     attribute_durations: set[tuple[str, int]] = set()
+    kinds: set[core.Selector] | None = set()
     for node in walk([*criteria, *calculated]):
         if isinstance(node, Duration | BetweenAgo):
             durations |= _durations(node)
@@ -94,6 +104,12 @@ def boundaries(
         if isinstance(node, EventLeaf | SequenceLeaf | CalculatedAttributeLeaf):
             reads_events = True
             events |= _durations(node)
+            if isinstance(node, EventLeaf) and kinds is not None:
+                kinds.add(core.selector(node.event, ()))
+            elif isinstance(node, SequenceLeaf) and kinds is not None:
+                kinds |= {core.selector(node.first, ()), core.selector(node.then, ())}
+            else:
+                kinds = None
             if isinstance(node, EventLeaf | SequenceLeaf) and node.window is None:
                 events.add(lookback_ms)  # counts events within the lookback
         elif isinstance(node, FirstSeenLeaf | LastSeenLeaf):
@@ -111,4 +127,9 @@ def boundaries(
         frozenset(events),
         frozenset(seen),
         frozenset(entry),
+        None if kinds is None or len(kinds) > MAX_KINDS else tuple(sorted(kinds, key=_kind_order)),
     )
+
+
+def _kind_order(k: core.Selector) -> tuple[str, ...]:
+    return tuple(v or "" for v in (k.event_type, k.name_lc, k.custom_event_type_lc, k.action_lc, k.flag))

@@ -177,6 +177,7 @@ def group_steps(
             candidates_dense=dense,
             timer_durations=timers,
             timer_own=timer_own if timers else None,
+            timer_kinds=plan.boundaries.event_kinds if timers and plan.boundaries else None,
         )
         query = compile_many([c.criteria for c in regular if c.criteria is not None], ctx)
         if "tb" in query.named_selects:

@@ -15,8 +15,10 @@ from sqlglot import exp
 from milepost.audiences.boundaries import Boundaries
 from milepost.audiences.dataflow import Plan
 from milepost.criteria import to_sql
+from milepost.criteria.compile import any_kind, paren
+from milepost.criteria.core import Selector
 from milepost.criteria.dialect import DUCKDB, call, lit
-from milepost.criteria.sqlvalues import Instant, before, next_boundary
+from milepost.criteria.sqlvalues import Instant, and_, before, next_boundary
 
 
 def _future(at: exp.Expr, now: Instant) -> exp.Expr:
@@ -45,14 +47,20 @@ def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
     return call("least", *own)  # NULLs skipped, as LEAST does in DuckDB
 
 
-def event_boundaries_sql(durations: list[int], now: int) -> str:
-    """Each user's next event boundary (`sqlvalues.next_boundary`), over the events that can have one."""
-    ts = exp.column("ts")
+def event_boundaries_sql(durations: list[int], now: int, kinds: tuple[Selector, ...] | None) -> str:
+    """Each user's next event boundary (`sqlvalues.next_boundary`), over the events that can have
+    one: dated late enough, of a kind a leaf reads (`Boundaries.event_kinds`)."""
+    ts = exp.column("ts", table="e")
     query = (
-        exp.select("mpid", exp.Min(this=next_boundary(ts, durations, now)).as_("b"))
-        .from_("events")
-        .where(exp.GT(this=ts.copy(), expression=lit(now - max(durations))))
-        .group_by("mpid")
+        exp.select(exp.column("mpid", table="e"), exp.Min(this=next_boundary(ts, durations, now)).as_("b"))
+        .from_(exp.to_table("events").as_("e"))
+        .where(
+            and_(
+                exp.GT(this=ts.copy(), expression=lit(now - max(durations))),
+                paren(any_kind(DUCKDB, "e", kinds)),
+            )
+        )
+        .group_by(exp.column("mpid", table="e"))
     )
     return to_sql(query)
 
@@ -86,7 +94,8 @@ def timers_sql(
         if b.event_durations_ms and bounds is not None:
             grouped.append(f"SELECT mpid, tb AS b FROM {bounds}")
         elif b.event_durations_ms:
-            grouped.append(event_boundaries_sql([int(d) for d in b.event_durations_ms], now))
+            durations = [int(d) for d in b.event_durations_ms]
+            grouped.append(event_boundaries_sql(durations, now, b.event_kinds))
     if b.entry_durations_ms:
         entry = sorted(int(d) for d in b.entry_durations_ms)
         later = ", ".join(to_sql(e) for e in _later("entered_at", entry, now))

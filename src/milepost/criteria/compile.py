@@ -65,6 +65,9 @@ class CompileContext:
     # With `timer_durations`: each user's own next boundary, over columns of `users`; `tb` then
     # covers it too. A query starting from the candidates table reads it there, as `ub`.
     timer_own: exp.Expr | None = None
+    # With `timer_durations`: the kinds of event whose times can flip a leaf (`Boundaries.event_kinds`;
+    # None: every event). The scan carrying `tb` reads only those.
+    timer_kinds: tuple[core.Selector, ...] | None = None
 
 
 def col(name: str, table: str) -> exp.Column:
@@ -99,6 +102,30 @@ def scan_group(r: core.TimeRange) -> object | None:
     if r.kind == "all":
         return "all"
     return None
+
+
+def event_kind(d: Dialect, a: str, sel: core.Selector) -> exp.Expr:
+    """Events of the selector's kind (type, name, custom type, action, install/upgrade flag); its
+    conditions on attributes (`where`) aside."""
+    parts: list[exp.Expr] = []
+    if sel.flag is not None:
+        parts.append(sure(col(sel.flag, a)))
+    if sel.event_type is not None:
+        parts.append(eq(col("event_type", a), lit(sel.event_type)))
+    if sel.name_lc is not None:
+        parts.append(eq(col("name_lc", a), lit(sel.name_lc)))
+    if sel.custom_event_type_lc is not None:
+        parts.append(eq(d.lower(col("custom_event_type", a)), lit(sel.custom_event_type_lc)))
+    if sel.action_lc is not None:
+        parts.append(eq(col("action", a), lit(sel.action_lc)))
+    return and_(*parts)
+
+
+def any_kind(d: Dialect, a: str, kinds: Sequence[core.Selector] | None) -> exp.Expr:
+    """Events of any of these kinds (None: every event)."""
+    if kinds is None:
+        return TRUE
+    return or_(*(paren(event_kind(d, a, k)) for k in kinds)) if kinds else FALSE
 
 
 class Compiler:
@@ -184,19 +211,7 @@ class Compiler:
         return and_(*parts)
 
     def selects(self, a: str, sel: core.Selector) -> exp.Expr:
-        parts: list[exp.Expr] = []
-        if sel.flag is not None:
-            parts.append(sure(col(sel.flag, a)))
-        if sel.event_type is not None:
-            parts.append(eq(col("event_type", a), lit(sel.event_type)))
-        if sel.name_lc is not None:
-            parts.append(eq(col("name_lc", a), lit(sel.name_lc)))
-        if sel.custom_event_type_lc is not None:
-            parts.append(eq(self.d.lower(col("custom_event_type", a)), lit(sel.custom_event_type_lc)))
-        if sel.action_lc is not None:
-            parts.append(eq(col("action", a), lit(sel.action_lc)))
-        parts.extend(self.where(a, c) for c in sel.where)
-        return and_(*parts)
+        return and_(event_kind(self.d, a, sel), *(self.where(a, c) for c in sel.where))
 
     def where(self, a: str, cond: Condition) -> exp.Expr:
         assert cond.attribute is not None
@@ -363,7 +378,12 @@ class Compiler:
         return (
             exp.select(col("mpid", a), *aggs, exp.Min(this=next_boundary(ts, durations, self.now)).as_("tb"))
             .from_(exp.to_table("events").as_(a))
-            .where(exp.GT(this=ts, expression=self.ago(durations[-1])))
+            .where(
+                and_(
+                    exp.GT(this=ts, expression=self.ago(durations[-1])),
+                    paren(any_kind(self.d, a, self.ctx.timer_kinds)),
+                )
+            )
             .group_by(col("mpid", a))
         )
 

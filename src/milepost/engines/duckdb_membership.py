@@ -56,15 +56,14 @@ MEMBERSHIP_UNKEY = [
 def log_changes_sql(changes: str, cause_sql: str) -> str:
     """Append the `changes` table (step, added, audience_id, mpid) to the change log; parameters:
     the seq before the first, changed_at, `cause_sql`'s, recorded_at. Step by step; within a step
-    removes first, then adds, each in (audience, user) order: numbered per (step, action, audience)
-    run after the runs before it, since one window sorting every row cost a third more CPU."""
+    removes first, then adds, each in (audience, user) order: the rows sorted once, then numbered
+    by `row_number() OVER ()`, which keeps its input's order. Numbering in a window per (step,
+    action, audience) ordered by user cost 1.2x the CPU on rows already in user order, 2x otherwise."""
     return (
-        "INSERT INTO membership_changes WITH runs AS (SELECT step, added, audience_id, "
-        "sum(count(*)) OVER (ORDER BY step, added, audience_id) - count(*) AS before "
-        f"FROM {changes} WHERE audience_id > 0 GROUP BY step, added, audience_id) "
-        "SELECT ? + runs.before + row_number() OVER (PARTITION BY step, added, audience_id ORDER BY mpid), "
-        f"audience_id, mpid, CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? "
-        f"FROM {changes} JOIN runs USING (step, added, audience_id)"
+        "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, action, "
+        "changed_at, cause, recorded_at FROM (SELECT audience_id, mpid, "
+        f"CASE WHEN added THEN 'add' ELSE 'remove' END AS action, ? AS changed_at, {cause_sql} AS cause, "
+        f"? AS recorded_at FROM {changes} WHERE audience_id > 0 ORDER BY step, added, audience_id, mpid)"
     )
 
 
