@@ -32,6 +32,7 @@ from milepost.clock import Clock
 from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import NotFound
 from milepost.outputs import state as st
+from milepost.outputs.ack_writer import AckWriter
 from milepost.outputs.live import prometheus
 from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
@@ -74,6 +75,7 @@ class DeliveryRunner:
         self.head_seq = 0  # the outbox head: the greatest seq read
         self.heads: dict[int, int] = {}  # per audience, the greatest seq of its changes read
         self.workers: dict[int, ConnectionWorker] = {}
+        self.acks = AckWriter()  # the workers' acknowledgements, written together when they coincide
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None

@@ -82,7 +82,7 @@ class ConnectionWorker:
     def __init__(self, runner: DeliveryRunner, connection_id: int, con: duckdb.DuckDBPyConnection) -> None:
         self.runner = runner
         self.id = connection_id
-        self.store = DeliveryStore(con)
+        self.store = DeliveryStore(con, runner.acks)
         self.sync = self.store.sync
         self.state: DeliveryState = self.store.load(connection_id)
         self.wake = threading.Event()
