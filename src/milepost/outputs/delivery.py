@@ -34,6 +34,7 @@ from milepost.errors import NotFound
 from milepost.outputs import state as st
 from milepost.outputs.ack_writer import AckWriter
 from milepost.outputs.live import prometheus
+from milepost.outputs.outbox_tail import MAX_READ, OutboxTail, passed
 from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeliveryStore
@@ -75,6 +76,7 @@ class DeliveryRunner:
         self.head_seq = 0  # the outbox head: the greatest seq read
         self.heads: dict[int, int] = {}  # per audience, the greatest seq of its changes read
         self.workers: dict[int, ConnectionWorker] = {}
+        self.tail = OutboxTail()  # the changes read with the head, for the workers
         self.acks = AckWriter()  # the workers' acknowledgements, written together when they coincide
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,12 +137,33 @@ class DeliveryRunner:
         return max(s.head_poll_s, s.poll_s) if self._notified else s.head_poll_s
 
     def _head(self, con: duckdb.DuckDBPyConnection) -> dict[int, int]:
-        """Per audience, the greatest seq of its changes after the head read last."""
+        """Per audience, the greatest seq of its changes after the head read last; the changes
+        themselves are kept for the workers (`outbox`) unless there are too many."""
+        after = self.head_seq
+        rows = con.execute(
+            "SELECT seq, audience_id, mpid, action, changed_at FROM membership_changes WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            [after, MAX_READ + 1],
+        ).fetchall()
+        if len(rows) <= MAX_READ:
+            changes = [(int(q), int(a), int(m), str(c), int(t)) for q, a, m, c, t in rows]
+            self.tail.add(after, changes)
+            return {a: q for q, a, _, _, _ in changes}  # (in seq order: the last is the greatest)
         rows = con.execute(
             "SELECT audience_id, max(seq) FROM membership_changes WHERE seq > ? GROUP BY audience_id",
-            [self.head_seq],
+            [after],
         ).fetchall()
-        return {int(a): int(s) for a, s in rows}
+        heads = {int(a): int(s) for a, s in rows}
+        self.tail.skip(max(heads.values()))
+        return heads
+
+    def outbox(
+        self, store: DeliveryStore, audience_id: int, after_seq: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, int, str, int]]:
+        """The audience's changes after `after_seq` (see `DeliveryStore.outbox`): from the changes
+        read with the head when they are all kept, else from the store."""
+        kept = self.tail.read(audience_id, after_seq, limit, upto)
+        return store.outbox(audience_id, after_seq, limit, upto) if kept is None else kept
 
     def head_of(self, audience_id: int) -> int:
         """The greatest seq read of the audience's changes (0: none read)."""
@@ -155,10 +178,12 @@ class DeliveryRunner:
                 return False
             self.heads.update(moved)
             self.head_seq = max(self.head_seq, *moved.values())
-        for worker in list(self.workers.values()):
+        workers = list(self.workers.values())
+        for worker in workers:
             audience = worker.audience_id()
             if audience is None or moved.get(audience, 0) > worker.state.cursor_seq:
                 worker.wake.set()
+        self.tail.drop(passed([(w.audience_id(), w.state.cursor_seq) for w in workers]))
         return True
 
     def close(self) -> None:

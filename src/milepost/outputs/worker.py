@@ -279,7 +279,7 @@ class ConnectionWorker:
         s.inflight_to = None
         if s.phase == st.STREAM:
             rows = (
-                self.store.outbox(aid, s.cursor_seq, size, upto)
+                self.runner.outbox(self.store, aid, s.cursor_seq, size, upto)
                 if self.runner.head_of(aid) > s.cursor_seq
                 else []
             )
