@@ -33,6 +33,7 @@ from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import NotFound
 from milepost.outputs import state as st
 from milepost.outputs.ack_writer import AckWriter
+from milepost.outputs.identity_scan import IdentityScans
 from milepost.outputs.live import prometheus
 from milepost.outputs.outbox_tail import MAX_READ, OutboxTail, passed
 from milepost.outputs.registry import OutputContext
@@ -77,6 +78,7 @@ class DeliveryRunner:
         self.heads: dict[int, int] = {}  # per audience, the greatest seq of its changes read
         self.workers: dict[int, ConnectionWorker] = {}
         self.tail = OutboxTail()  # the changes read with the head, for the workers
+        self.scans = IdentityScans(self.settings.identity_scan_s)  # shared by the workers
         self.acks = AckWriter()  # the workers' acknowledgements, written together when they coincide
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None

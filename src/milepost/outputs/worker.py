@@ -26,6 +26,7 @@ from milepost.errors import MilepostError, NotFound
 from milepost.outputs import registry
 from milepost.outputs import state as st
 from milepost.outputs.identity_changes import identity_changes
+from milepost.outputs.identity_scan import IDENTITY_LAG_MS
 from milepost.outputs.live import LiveLog
 from milepost.outputs.policy import Attempt, Decision, Verdict, decide, split
 from milepost.outputs.records import (
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME_TTL_S = 5.0
-IDENTITY_LAG_MS = 2_000  # identities written less than this ago are left for the next scan (commit order)
 IDENTITY_SCAN_LIMIT = 2_000
 MIN_MPID = -(2**63)
 
@@ -739,11 +739,11 @@ class ConnectionWorker:
             s.identities_at if s.identities_at is not None else now - IDENTITY_LAG_MS,
             s.identities_mpid if s.identities_mpid is not None else MIN_MPID,
         )
-        upto = now - IDENTITY_LAG_MS
+        upto = self.runner.scans.upto(now)
         if upto <= after[0] and s.identities_at is not None:
             return []
         limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
-        touched = self.store.identities_touched(after, upto, limit)
+        touched = self.runner.scans.touched(self.store, after, upto, limit)
         full = len(touched) == limit  # more may follow the last one found: look again at once
         mark = (touched[-1][1], touched[-1][0]) if full else (upto, MIN_MPID)
         candidates = self.store.identity_candidates(self.id, conn.audience_id, touched)
