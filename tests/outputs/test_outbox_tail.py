@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from milepost.outputs.outbox_tail import OutboxTail, passed
+from milepost.outputs.records import Identities
 from milepost.outputs.state import DeliveryStore
 
 pytestmark = pytest.mark.unit
@@ -76,3 +77,20 @@ def test_connections_read_their_audience_from_the_tail_once_it_began(con: duckdb
     assert tail.read(7, 2, 10) is None  # its change 3 was dropped
     assert tail.read(7, 3, 10) == [(5, 10, "remove", 3)]
     assert tail.read(8, 2, 10) is None
+
+
+def test_identities_are_given_only_when_read_after_the_change() -> None:
+    tail = OutboxTail(max_kept=3)
+    tail.add(0, [(1, 7, 10, "add", 1), (2, 7, 11, "add", 1)])
+    old, new = Identities({"email": "old@x"}), Identities({"email": "new@x"})
+    tail.remember(2, {10: old, 11: new})
+    assert tail.identities([(10, 1), (11, 2)]) == {10: old, 11: new}
+    assert tail.identities([(10, 3)]) is None  # a later change of user 10: read again
+    tail.remember(3, {10: new})
+    assert tail.identities([(10, 3), (11, 2)]) == {10: new, 11: new}
+    assert tail.identities([(12, 1)]) is None
+    tail.remember(4, {12: old, 13: old})  # more than it keeps: forgotten, then these
+    assert tail.identities([(10, 3)]) is None
+    assert tail.identities([(12, 4), (13, 4)]) == {12: old, 13: old}
+    tail.skip(9)
+    assert tail.identities([(12, 4)]) is None

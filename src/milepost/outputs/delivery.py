@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -36,6 +36,7 @@ from milepost.outputs.ack_writer import AckWriter
 from milepost.outputs.identity_scan import IdentityScans
 from milepost.outputs.live import prometheus
 from milepost.outputs.outbox_tail import MAX_READ, OutboxTail, passed
+from milepost.outputs.records import Change, Identities, outbox_change_id
 from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeliveryStore
@@ -150,6 +151,9 @@ class DeliveryRunner:
         if len(rows) <= MAX_READ:
             changes = [(int(q), int(a), int(m), str(c), int(t)) for q, a, m, c, t in rows]
             self.tail.add(after, changes)
+            if changes and self.workers:  # their identities, for every connection's batches at once
+                users = sorted({m for _, _, m, _, _ in changes})
+                self.tail.remember(changes[-1][0], DeliveryStore(con).identities(users))
             return {a: q for q, a, _, _, _ in changes}  # (in seq order: the last is the greatest)
         rows = con.execute(
             "SELECT audience_id, max(seq) FROM membership_changes WHERE seq > ? GROUP BY audience_id",
@@ -158,6 +162,19 @@ class DeliveryRunner:
         heads = {int(a): int(s) for a, s in rows}
         self.tail.skip(max(heads.values()))
         return heads
+
+    def identities(self, store: DeliveryStore, changes: Sequence[Change]) -> dict[int, Identities]:
+        """The current identities of the users of changes without theirs: for changes read from the
+        outbox, as read with the head after them (the identity scan follows later changes), else
+        from the store."""
+        unknown = [c for c in changes if c.identities is None]
+        if not unknown:
+            return {}
+        if all(c.id == outbox_change_id(c.position) for c in unknown):
+            kept = self.tail.identities([(c.mpid, c.position) for c in unknown])
+            if kept is not None:
+                return kept
+        return store.identities([c.mpid for c in unknown])
 
     def outbox(
         self, store: DeliveryStore, audience_id: int, after_seq: int, limit: int, upto: int | None = None

@@ -13,6 +13,8 @@ import bisect
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
+from milepost.outputs.records import Identities
+
 Row = tuple[int, int, str, int]  # (seq, mpid, action, changed_at), as `DeliveryStore.outbox` returns
 
 MAX_READ = 20_000  # a read with more changes than this (a first calculation) is not kept
@@ -31,6 +33,8 @@ class OutboxTail:
         self._rows: dict[int, list[Row]] = {}
         self._floors: dict[int, int] = {}  # per audience, changes up to this were dropped
         self._kept = 0
+        # Per user of the changes read, their identities and the head they were read at.
+        self._identities: dict[int, tuple[Identities, int]] = {}
 
     def add(self, after: int, rows: Iterable[tuple[int, int, int, str, int]]) -> None:
         """Every change (seq, audience_id, mpid, action, changed_at) after `after`, in seq order."""
@@ -56,6 +60,27 @@ class OutboxTail:
         self._rows.clear()
         self._floors.clear()
         self._kept = 0
+        self._identities.clear()
+
+    def remember(self, head: int, identities: Mapping[int, Identities]) -> None:
+        """The identities of the users of the changes up to `head`, read after those were."""
+        with self._lock:
+            if len(self._identities) + len(identities) > self.max_kept:
+                self._identities.clear()
+            for mpid, ids in identities.items():
+                self._identities[mpid] = (ids, head)
+
+    def identities(self, changes: Iterable[tuple[int, int]]) -> dict[int, Identities] | None:
+        """The identities of the users of these changes (mpid, seq), each read after its change;
+        None when one of them is not kept."""
+        found: dict[int, Identities] = {}
+        with self._lock:
+            for mpid, seq in changes:
+                kept = self._identities.get(mpid)
+                if kept is None or kept[1] < seq:
+                    return None
+                found[mpid] = kept[0]
+        return found
 
     def read(self, audience_id: int, after: int, limit: int, upto: int | None = None) -> list[Row] | None:
         """The audience's changes after `after` (up to `upto`), at most `limit`, in seq order; None

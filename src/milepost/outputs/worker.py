@@ -417,8 +417,7 @@ class ConnectionWorker:
             head = self._parts[0] = self._as_changes(head, assignment)  # the output changed
         part = head
         accepted = self._accepted(output)
-        unknown = [c.mpid for c in part if c.identities is None]
-        identities = self.store.identities(unknown) if unknown else {}
+        identities = self.runner.identities(self.store, part)
         audience_name, external_name = self._names_of(conn.audience_id)
         # While streaming, a change the partner already reflects (an add of a user it has, a
         # remove of one it does not) is redundant: a synchronisation sent the same state already.
