@@ -80,7 +80,7 @@ def test_connections_read_their_audience_from_the_tail_once_it_began(con: duckdb
 
 
 def test_identities_are_given_only_when_read_after_the_change() -> None:
-    tail = OutboxTail(max_kept=3)
+    tail = OutboxTail(max_users=3)
     tail.add(0, [(1, 7, 10, "add", 1), (2, 7, 11, "add", 1)])
     old, new = Identities({"email": "old@x"}), Identities({"email": "new@x"})
     tail.remember(2, {10: old, 11: new})

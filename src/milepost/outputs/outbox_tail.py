@@ -18,15 +18,17 @@ from milepost.outputs.records import Identities
 Row = tuple[int, int, str, int]  # (seq, mpid, action, changed_at), as `DeliveryStore.outbox` returns
 
 MAX_READ = 20_000  # a read with more changes than this (a first calculation) is not kept
-MAX_KEPT = 200_000  # nor more changes than this in all
+MAX_KEPT = 100_000  # nor more changes than this in all (about 10 MB)
+MAX_USERS = 20_000  # nor the identities of more users than this
 
 
 class OutboxTail:
     """Per audience, every change with seq in (floor, head]; `floor` is where keeping began for the
     audience, or the last change dropped once its connections had passed it."""
 
-    def __init__(self, max_kept: int = MAX_KEPT) -> None:
+    def __init__(self, max_kept: int = MAX_KEPT, max_users: int = MAX_USERS) -> None:
         self.max_kept = max_kept
+        self.max_users = max_users
         self._lock = threading.Lock()
         self._head: int | None = None  # None: nothing kept yet
         self._start = 0  # every change after this and up to `_head` was added
@@ -65,7 +67,7 @@ class OutboxTail:
     def remember(self, head: int, identities: Mapping[int, Identities]) -> None:
         """The identities of the users of the changes up to `head`, read after those were."""
         with self._lock:
-            if len(self._identities) + len(identities) > self.max_kept:
+            if len(self._identities) + len(identities) > self.max_users:
                 self._identities.clear()
             for mpid, ids in identities.items():
                 self._identities[mpid] = (ids, head)
