@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -32,7 +32,11 @@ from milepost.clock import Clock
 from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import NotFound
 from milepost.outputs import state as st
+from milepost.outputs.ack_writer import AckWriter
+from milepost.outputs.identity_scan import IdentityScans
 from milepost.outputs.live import prometheus
+from milepost.outputs.outbox_tail import MAX_READ, OutboxTail, passed
+from milepost.outputs.records import Change, Identities, outbox_change_id
 from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeliveryStore
@@ -74,6 +78,9 @@ class DeliveryRunner:
         self.head_seq = 0  # the outbox head: the greatest seq read
         self.heads: dict[int, int] = {}  # per audience, the greatest seq of its changes read
         self.workers: dict[int, ConnectionWorker] = {}
+        self.tail = OutboxTail()  # the changes read with the head, for the workers
+        self.scans = IdentityScans(self.settings.identity_scan_s)  # shared by the workers
+        self.acks = AckWriter()  # the workers' acknowledgements, written together when they coincide
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
@@ -133,12 +140,49 @@ class DeliveryRunner:
         return max(s.head_poll_s, s.poll_s) if self._notified else s.head_poll_s
 
     def _head(self, con: duckdb.DuckDBPyConnection) -> dict[int, int]:
-        """Per audience, the greatest seq of its changes after the head read last."""
+        """Per audience, the greatest seq of its changes after the head read last; the changes
+        themselves are kept for the workers (`outbox`) unless there are too many."""
+        after = self.head_seq
+        rows = con.execute(
+            "SELECT seq, audience_id, mpid, action, changed_at FROM membership_changes WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            [after, MAX_READ + 1],
+        ).fetchall()
+        if len(rows) <= MAX_READ:
+            changes = [(int(q), int(a), int(m), str(c), int(t)) for q, a, m, c, t in rows]
+            self.tail.add(after, changes)
+            if changes and self.workers:  # their identities, for every connection's batches at once
+                users = sorted({m for _, _, m, _, _ in changes})
+                self.tail.remember(changes[-1][0], DeliveryStore(con).identities(users))
+            return {a: q for q, a, _, _, _ in changes}  # (in seq order: the last is the greatest)
         rows = con.execute(
             "SELECT audience_id, max(seq) FROM membership_changes WHERE seq > ? GROUP BY audience_id",
-            [self.head_seq],
+            [after],
         ).fetchall()
-        return {int(a): int(s) for a, s in rows}
+        heads = {int(a): int(s) for a, s in rows}
+        self.tail.skip(max(heads.values()))
+        return heads
+
+    def identities(self, store: DeliveryStore, changes: Sequence[Change]) -> dict[int, Identities]:
+        """The current identities of the users of changes without theirs: for changes read from the
+        outbox, as read with the head after them (the identity scan follows later changes), else
+        from the store."""
+        unknown = [c for c in changes if c.identities is None]
+        if not unknown:
+            return {}
+        if all(c.id == outbox_change_id(c.position) for c in unknown):
+            kept = self.tail.identities([(c.mpid, c.position) for c in unknown])
+            if kept is not None:
+                return kept
+        return store.identities([c.mpid for c in unknown])
+
+    def outbox(
+        self, store: DeliveryStore, audience_id: int, after_seq: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, int, str, int]]:
+        """The audience's changes after `after_seq` (see `DeliveryStore.outbox`): from the changes
+        read with the head when they are all kept, else from the store."""
+        kept = self.tail.read(audience_id, after_seq, limit, upto)
+        return store.outbox(audience_id, after_seq, limit, upto) if kept is None else kept
 
     def head_of(self, audience_id: int) -> int:
         """The greatest seq read of the audience's changes (0: none read)."""
@@ -153,10 +197,12 @@ class DeliveryRunner:
                 return False
             self.heads.update(moved)
             self.head_seq = max(self.head_seq, *moved.values())
-        for worker in list(self.workers.values()):
+        workers = list(self.workers.values())
+        for worker in workers:
             audience = worker.audience_id()
             if audience is None or moved.get(audience, 0) > worker.state.cursor_seq:
                 worker.wake.set()
+        self.tail.drop(passed([(w.audience_id(), w.state.cursor_seq) for w in workers]))
         return True
 
     def close(self) -> None:

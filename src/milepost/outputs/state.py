@@ -10,18 +10,25 @@ a crash re-sends at most the unacknowledged batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
 import orjson
 
+from milepost.outputs.ack_writer import (
+    STATE_COLUMNS,
+    Ack,
+    AckWriter,
+    retrying,
+    transaction,
+    write_acks,
+    write_state,
+)
 from milepost.outputs.delivered import DeliveredSet
 from milepost.outputs.records import Identities
 from milepost.outputs.sync_queue import JsonBatch, SyncQueue
-
-T = TypeVar("T")
 
 DELIVERY_DDL = [
     """CREATE TABLE IF NOT EXISTS delivery_state (
@@ -74,20 +81,6 @@ STREAM = "stream"  # every change of the outbox after `cursor_seq`
 DRAIN = "drain"  # on_deactivate remove_members: removes for everyone delivered, then inactive
 SYNC_PHASES = (SYNC_REMOVE, SYNC_ADD, DRAIN)
 
-_STATE_COLUMNS = (
-    "connection_id, phase, epoch, cursor_seq, sync_after, sent, failed, ineligible, last_error, "
-    "last_attempt_at, last_success_at, failing_since, subscribed, identities_at, identities_mpid, inflight_to"
-)
-_STATE_FIELDS = [c.strip() for c in _STATE_COLUMNS.split(",")]
-# A connection's row is updated in place: an upsert (delete and insert on the key) costs several
-# times more, and the row exists after the first write.
-_UPDATE_STATE = (
-    f"UPDATE delivery_state SET {', '.join(f'{c} = ?' for c in _STATE_FIELDS[1:])} WHERE connection_id = ?"
-)
-_INSERT_STATE = (
-    f"INSERT INTO delivery_state ({_STATE_COLUMNS}) VALUES ({', '.join('?' * len(_STATE_FIELDS))})"
-)
-
 
 @dataclass
 class DeliveryState:
@@ -138,23 +131,12 @@ class _Pending:
             self.added[m] = form
 
 
-def _retrying(work: Callable[[], T], attempts: int = 20) -> T:
-    """Run a write transaction again when a concurrent writer touched the same rows."""
-    for n in range(attempts):
-        try:
-            return work()
-        except duckdb.TransactionException:
-            if n == attempts - 1:
-                raise
-            time.sleep(0.01 * (n + 1))
-    raise AssertionError("unreachable")
-
-
 class DeliveryStore:
     """One connection to the store per worker (DuckDB connections are not shared across threads)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, acks: AckWriter | None = None) -> None:
         self.con = con
+        self.acks = acks  # writes plain acknowledgements with other connections' (else alone)
         self.sync = SyncQueue(con)
         # Per connection, what the partner has (read once, then kept by `commit`): see `delivered`.
         self._delivered: dict[int, DeliveredSet] = {}
@@ -173,7 +155,7 @@ class DeliveryStore:
 
     def load(self, connection_id: int) -> DeliveryState:
         rows = self.con.execute(
-            f"SELECT {_STATE_COLUMNS} FROM delivery_state WHERE connection_id = ?", [connection_id]
+            f"SELECT {STATE_COLUMNS} FROM delivery_state WHERE connection_id = ?", [connection_id]
         ).fetchall()
         if not rows:
             return DeliveryState(connection_id)
@@ -183,13 +165,10 @@ class DeliveryStore:
         if self._pending is not None:
             self.commit(state, now_ms=self._pending.now_ms)  # with the acknowledgement not written yet
             return
-        _retrying(lambda: self._write_state(state))
+        retrying(lambda: self._write_state(state))
 
     def _write_state(self, state: DeliveryState) -> None:
-        row = state.row()
-        updated = self.con.execute(_UPDATE_STATE, [*row[1:], row[0]]).fetchall()
-        if not updated or not updated[0][0]:
-            self.con.execute(_INSERT_STATE, row).fetchall()
+        write_state(self.con, state.row())
 
     def commit(
         self,
@@ -225,46 +204,35 @@ class DeliveryStore:
         adds = sorted(pending.added)
         removes = sorted(pending.removed)
 
+        ack = Ack(state.row(), removes, adds, [pending.added[m] for m in adds])
+
         def work(replace: bool) -> None:
-            con = self.con
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
-                self._write_state(state)
-                if removes:
-                    con.execute(
-                        "DELETE FROM delivered WHERE connection_id = ? "
-                        "AND mpid IN (SELECT unnest(?::BIGINT[]))",
-                        [state.connection_id, removes],
-                    ).fetchall()
-                if adds:
-                    con.execute(
-                        f"INSERT {'OR REPLACE ' if replace else ''}INTO delivered (connection_id, mpid, identities) "
-                        "SELECT ?, unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
-                        [state.connection_id, adds, [pending.added[m] for m in adds]],
-                    ).fetchall()
-                if synced is not None:
-                    self.sync.deliver(state.connection_id, synced, replace=replace)
-                for d in dead:
-                    con.execute(
-                        "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?)",
-                        [state.connection_id, orjson.dumps(d.record).decode(), d.status, d.body, now_ms],
-                    ).fetchall()
-                con.execute("COMMIT").fetchall()
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
+            write_acks(self.con, [ack], replace=replace)
+            if synced is not None:
+                self.sync.deliver(state.connection_id, synced, replace=replace)
+            for d in dead:
+                self.con.execute(
+                    "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                    [state.connection_id, orjson.dumps(d.record).decode(), d.status, d.body, now_ms],
+                ).fetchall()
 
         def attempt() -> None:
             # Users are mostly new to `delivered` (a plain insert costs less than an upsert); an
             # identity change re-adds one it has, and that batch is then written again, replacing.
             try:
-                work(replace=False)
+                transaction(self.con, lambda: work(False))
             except duckdb.ConstraintException:
-                work(replace=True)
+                transaction(self.con, lambda: work(True))
+
+        def write() -> None:
+            if self.acks is not None and synced is None and not dead:
+                self.acks.write(self.con, ack)  # with the acknowledgements of other connections
+            else:
+                retrying(attempt)
 
         cid = state.connection_id
         try:
-            _retrying(attempt)
+            write()
         except BaseException:
             self._delivered.pop(cid, None)  # whether it committed is not known: read it again
             raise
@@ -306,7 +274,7 @@ class DeliveryStore:
                 con.execute("ROLLBACK").fetchall()
                 raise
 
-        _retrying(work)
+        retrying(work)
 
     # ---- what to send ----------------------------------------------------------------------------
 
@@ -368,7 +336,7 @@ class DeliveryStore:
                 con.execute("ROLLBACK").fetchall()
                 raise
 
-        _retrying(work)
+        retrying(work)
 
     def unqueue(self, connection_id: int) -> None:
         def work() -> None:
@@ -381,7 +349,7 @@ class DeliveryStore:
                 con.execute("ROLLBACK").fetchall()
                 raise
 
-        _retrying(work)
+        retrying(work)
 
     def delivered_after(
         self, connection_id: int, after: int | None, limit: int, upto: int | None = None

@@ -26,6 +26,7 @@ from milepost.errors import MilepostError, NotFound
 from milepost.outputs import registry
 from milepost.outputs import state as st
 from milepost.outputs.identity_changes import identity_changes
+from milepost.outputs.identity_scan import IDENTITY_LAG_MS
 from milepost.outputs.live import LiveLog
 from milepost.outputs.policy import Attempt, Decision, Verdict, decide, split
 from milepost.outputs.records import (
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME_TTL_S = 5.0
-IDENTITY_LAG_MS = 2_000  # identities written less than this ago are left for the next scan (commit order)
 IDENTITY_SCAN_LIMIT = 2_000
 MIN_MPID = -(2**63)
 
@@ -82,7 +82,7 @@ class ConnectionWorker:
     def __init__(self, runner: DeliveryRunner, connection_id: int, con: duckdb.DuckDBPyConnection) -> None:
         self.runner = runner
         self.id = connection_id
-        self.store = DeliveryStore(con)
+        self.store = DeliveryStore(con, runner.acks)
         self.sync = self.store.sync
         self.state: DeliveryState = self.store.load(connection_id)
         self.wake = threading.Event()
@@ -279,7 +279,7 @@ class ConnectionWorker:
         s.inflight_to = None
         if s.phase == st.STREAM:
             rows = (
-                self.store.outbox(aid, s.cursor_seq, size, upto)
+                self.runner.outbox(self.store, aid, s.cursor_seq, size, upto)
                 if self.runner.head_of(aid) > s.cursor_seq
                 else []
             )
@@ -417,8 +417,7 @@ class ConnectionWorker:
             head = self._parts[0] = self._as_changes(head, assignment)  # the output changed
         part = head
         accepted = self._accepted(output)
-        unknown = [c.mpid for c in part if c.identities is None]
-        identities = self.store.identities(unknown) if unknown else {}
+        identities = self.runner.identities(self.store, part)
         audience_name, external_name = self._names_of(conn.audience_id)
         # While streaming, a change the partner already reflects (an add of a user it has, a
         # remove of one it does not) is redundant: a synchronisation sent the same state already.
@@ -739,11 +738,11 @@ class ConnectionWorker:
             s.identities_at if s.identities_at is not None else now - IDENTITY_LAG_MS,
             s.identities_mpid if s.identities_mpid is not None else MIN_MPID,
         )
-        upto = now - IDENTITY_LAG_MS
+        upto = self.runner.scans.upto(now)
         if upto <= after[0] and s.identities_at is not None:
             return []
         limit = max(1, min(IDENTITY_SCAN_LIMIT, size // 2))
-        touched = self.store.identities_touched(after, upto, limit)
+        touched = self.runner.scans.touched(self.store, after, upto, limit)
         full = len(touched) == limit  # more may follow the last one found: look again at once
         mark = (touched[-1][1], touched[-1][0]) if full else (upto, MIN_MPID)
         candidates = self.store.identity_candidates(self.id, conn.audience_id, touched)

@@ -1,0 +1,185 @@
+"""Writing acknowledged batches: one connection's, or several connections' in one transaction.
+
+Under load an evaluation wakes many connections at once, and each then records its acknowledged
+batch (cursor, counters, what the partner has). Every statement costs the store about a millisecond
+of CPU whatever its size, so `AckWriter` writes the acknowledgements that arrive while one is being
+written together: one transaction and a handful of statements for all of them (group commit).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import duckdb
+
+T = TypeVar("T")
+
+STATE_FIELDS = (
+    "connection_id",
+    "phase",
+    "epoch",
+    "cursor_seq",
+    "sync_after",
+    "sent",
+    "failed",
+    "ineligible",
+    "last_error",
+    "last_attempt_at",
+    "last_success_at",
+    "failing_since",
+    "subscribed",
+    "identities_at",
+    "identities_mpid",
+    "inflight_to",
+)
+_TYPES = {"phase": "VARCHAR", "last_error": "VARCHAR", "subscribed": "VARCHAR"}  # else BIGINT
+STATE_COLUMNS = ", ".join(STATE_FIELDS)
+# A connection's row is updated in place: an upsert (delete and insert on the key) costs several
+# times more, and the row exists after the first write.
+_UPDATE_ONE = (
+    f"UPDATE delivery_state SET {', '.join(f'{c} = ?' for c in STATE_FIELDS[1:])} WHERE connection_id = ?"
+)
+_INSERT_ONE = f"INSERT INTO delivery_state ({STATE_COLUMNS}) VALUES ({', '.join('?' * len(STATE_FIELDS))})"
+_ROWS = "SELECT " + ", ".join(
+    f"unnest(${n}::{_TYPES.get(c, 'BIGINT')}[]) AS {c}" for n, c in enumerate(STATE_FIELDS, 1)
+)
+_UPDATE_MANY = (
+    f"UPDATE delivery_state SET {', '.join(f'{c} = v.{c}' for c in STATE_FIELDS[1:])} "
+    f"FROM ({_ROWS}) v WHERE delivery_state.connection_id = v.connection_id"
+)
+_INSERT_MISSING = (
+    f"INSERT INTO delivery_state ({STATE_COLUMNS}) SELECT {STATE_COLUMNS} FROM ({_ROWS}) v "
+    "WHERE v.connection_id NOT IN (SELECT connection_id FROM delivery_state)"
+)
+
+
+def retrying(work: Callable[[], T], attempts: int = 20) -> T:
+    """Run a write transaction again when a concurrent writer touched the same rows."""
+    for n in range(attempts):
+        try:
+            return work()
+        except duckdb.TransactionException:
+            if n == attempts - 1:
+                raise
+            time.sleep(0.01 * (n + 1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """One connection's write: its state row, and the MPIDs the partner no longer has and now has
+    (`forms`: the identities each added MPID was sent with)."""
+
+    state: list[Any]
+    removes: list[int]
+    adds: list[int]
+    forms: list[str | None]
+
+
+def write_state(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> None:
+    updated = con.execute(_UPDATE_ONE, [*row[1:], row[0]]).fetchall()
+    if not updated or not updated[0][0]:
+        con.execute(_INSERT_ONE, list(row)).fetchall()
+
+
+def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: bool) -> None:
+    """The acknowledgements' statements, in the caller's transaction (`replace`: an added MPID may
+    be one the partner has already, as after an identity change)."""
+    if len(acks) == 1:
+        write_state(con, acks[0].state)
+    else:
+        columns = [list(c) for c in zip(*(a.state for a in acks), strict=True)]
+        updated = con.execute(_UPDATE_MANY, columns).fetchall()
+        if not updated or updated[0][0] < len(acks):
+            con.execute(_INSERT_MISSING, columns).fetchall()
+    removed = [(a.state[0], m) for a in acks for m in a.removes]
+    if removed:
+        con.execute(
+            "DELETE FROM delivered USING (SELECT unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS m) x "
+            "WHERE delivered.connection_id = x.c AND delivered.mpid = x.m",
+            [[c for c, _ in removed], [m for _, m in removed]],
+        ).fetchall()
+    if any(a.adds for a in acks):
+        con.execute(
+            f"INSERT {'OR REPLACE ' if replace else ''}INTO delivered (connection_id, mpid, identities) "
+            "SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[])",
+            [
+                [a.state[0] for a in acks for _ in a.adds],
+                [m for a in acks for m in a.adds],
+                [f for a in acks for f in a.forms],
+            ],
+        ).fetchall()
+
+
+def transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], None]) -> None:
+    con.execute("BEGIN TRANSACTION").fetchall()
+    try:
+        work()
+        con.execute("COMMIT").fetchall()
+    except BaseException:
+        con.execute("ROLLBACK").fetchall()
+        raise
+
+
+def commit_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack]) -> None:
+    """Write the acknowledgements in one transaction, retried on a conflict with another writer."""
+
+    def attempt() -> None:
+        # Users are mostly new to `delivered` (a plain insert costs less than an upsert); an
+        # identity change re-adds one it has, and the batch is then written again, replacing.
+        try:
+            transaction(con, lambda: write_acks(con, acks, replace=False))
+        except duckdb.ConstraintException:
+            transaction(con, lambda: write_acks(con, acks, replace=True))
+
+    retrying(attempt)
+
+
+class _Waiting:
+    __slots__ = ("ack", "done", "error")
+
+    def __init__(self, ack: Ack) -> None:
+        self.ack = ack
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class AckWriter:
+    """Group commit for the connections' workers: a worker's acknowledgement is written by the first
+    worker that finds no write under way, together with every acknowledgement queued meanwhile (on
+    that worker's own store connection). `write` returns once the caller's is committed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[_Waiting] = []
+        self._writing = False
+
+    def write(self, con: duckdb.DuckDBPyConnection, ack: Ack) -> None:
+        mine = _Waiting(ack)
+        with self._cond:
+            self._queue.append(mine)
+            while self._writing and not mine.done:
+                self._cond.wait()
+            if not mine.done:
+                self._writing = True
+                group, self._queue = self._queue, []
+        if mine.done:
+            if mine.error is not None:
+                raise RuntimeError("writing a group of acknowledgements failed") from mine.error
+            return
+        error: BaseException | None = None
+        try:
+            commit_acks(con, [w.ack for w in group])
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            with self._cond:
+                for w in group:
+                    w.done, w.error = True, error
+                self._writing = False
+                self._cond.notify_all()

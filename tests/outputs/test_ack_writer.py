@@ -1,0 +1,96 @@
+"""Acknowledgements of several connections written in one transaction agree with each written alone,
+and workers committing at once through one `AckWriter` all find theirs written."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import fields
+
+import duckdb
+import pytest
+
+from milepost.outputs import state as st
+from milepost.outputs.ack_writer import STATE_FIELDS, Ack, AckWriter, commit_acks
+from milepost.outputs.state import DeliveryState, DeliveryStore
+
+pytestmark = pytest.mark.unit
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    states = con.execute("SELECT * FROM delivery_state ORDER BY connection_id").fetchall()
+    delivered = con.execute("SELECT * FROM delivered ORDER BY connection_id, mpid").fetchall()
+    return states, delivered
+
+
+def _clear(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DELETE FROM delivery_state").fetchall()
+    con.execute("DELETE FROM delivered").fetchall()
+
+
+def test_the_state_row_is_the_state_fields_in_order() -> None:
+    assert tuple(f.name for f in fields(DeliveryState)) == STATE_FIELDS
+
+
+def test_a_group_writes_what_each_connection_alone_writes(con: duckdb.DuckDBPyConnection) -> None:
+    rng = random.Random(7)
+    states = {c: DeliveryState(c, phase=st.STREAM, epoch=1) for c in range(1, 6)}
+    rounds: list[list[Ack]] = []
+    for n in range(30):
+        group = []
+        for c in rng.sample(sorted(states), rng.randrange(1, 6)):
+            s = states[c]
+            s.cursor_seq, s.sent, s.last_error = n, s.sent + 1, rng.choice([None, f"e{n}"])
+            adds = sorted(rng.sample(range(40), rng.randrange(4)))  # some the partner has: replaced
+            removes = sorted(set(rng.sample(range(40), rng.randrange(4))) - set(adds))
+            group.append(Ack(s.row(), removes, adds, [rng.choice([None, f"ids-{n}"]) for _ in adds]))
+        rounds.append(group)
+    for group in rounds:
+        commit_acks(con, group)
+    together = _tables(con)
+    _clear(con)
+    for group in rounds:
+        for ack in group:
+            commit_acks(con, [ack])
+    assert _tables(con) == together
+    assert {r[0] for r in together[0]} == {c for group in rounds for a in group for c in [a.state[0]]}
+
+
+def test_workers_committing_at_once_each_find_theirs_written(con: duckdb.DuckDBPyConnection) -> None:
+    writer = AckWriter()
+    stores = {c: DeliveryStore(con.cursor(), writer) for c in range(1, 9)}
+    start = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def work(c: int) -> None:
+        store, s = stores[c], DeliveryState(c, phase=st.STREAM)
+        try:
+            start.wait()
+            for n in range(25):
+                s.cursor_seq, s.sent = n, n
+                store.commit(s, added={c * 1000 + n: None}, removed=[c * 1000 + n - 2], now_ms=n)
+                assert store.delivered_among(c, [c * 1000 + n]) == {c * 1000 + n}
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    states, delivered = _tables(con)
+    assert [(r[0], r[3], r[5]) for r in states] == [(c, 24, 24) for c in stores]
+    assert [(c, m) for c, m, _ in delivered] == [(c, c * 1000 + n) for c in stores for n in (23, 24)]
+    for store in stores.values():
+        store.close()
+
+
+def test_a_failed_group_fails_every_worker_in_it(con: duckdb.DuckDBPyConnection) -> None:
+    writer = AckWriter()
+    bad = Ack(DeliveryState(1).row(), [], [5], [None])
+    bad.state[1] = None  # phase is NOT NULL: the group's transaction fails
+    with pytest.raises(duckdb.ConstraintException):
+        writer.write(con, bad)
+    writer.write(con, Ack(DeliveryState(2).row(), [], [6], [None]))  # the writer goes on
+    assert _tables(con)[1] == [(2, 6, None)]
