@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 import duckdb
@@ -60,25 +61,17 @@ def test_workers_committing_at_once_each_find_theirs_written(con: duckdb.DuckDBP
     writer = AckWriter()
     stores = {c: DeliveryStore(con.cursor(), writer) for c in range(1, 9)}
     start = threading.Barrier(len(stores))
-    errors: list[BaseException] = []
 
     def work(c: int) -> None:
         store, s = stores[c], DeliveryState(c, phase=st.STREAM)
-        try:
-            start.wait()
-            for n in range(25):
-                s.cursor_seq, s.sent = n, n
-                store.commit(s, added={c * 1000 + n: None}, removed=[c * 1000 + n - 2], now_ms=n)
-                assert store.delivered_among(c, [c * 1000 + n]) == {c * 1000 + n}
-        except BaseException as error:
-            errors.append(error)
+        start.wait()
+        for n in range(25):
+            s.cursor_seq, s.sent = n, n
+            store.commit(s, added={c * 1000 + n: None}, removed=[c * 1000 + n - 2], now_ms=n)
+            assert store.delivered_among(c, [c * 1000 + n]) == {c * 1000 + n}
 
-    threads = [threading.Thread(target=work, args=(c,)) for c in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(work, stores))  # re-raises a worker's failure
     states, delivered = _tables(con)
     assert [(r[0], r[3], r[5]) for r in states] == [(c, 24, 24) for c in stores]
     assert [(c, m) for c, m, _ in delivered] == [(c, c * 1000 + n) for c in stores for n in (23, 24)]

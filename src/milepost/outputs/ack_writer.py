@@ -9,14 +9,13 @@ written together: one transaction and a handful of statements for all of them (g
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
 
-T = TypeVar("T")
+from milepost.outputs.transactions import write_adding
 
 STATE_FIELDS = (
     "connection_id",
@@ -55,18 +54,6 @@ _INSERT_MISSING = (
     f"INSERT INTO delivery_state ({STATE_COLUMNS}) SELECT {STATE_COLUMNS} FROM ({_ROWS}) v "
     "WHERE v.connection_id NOT IN (SELECT connection_id FROM delivery_state)"
 )
-
-
-def retrying(work: Callable[[], T], attempts: int = 20) -> T:
-    """Run a write transaction again when a concurrent writer touched the same rows."""
-    for n in range(attempts):
-        try:
-            return work()
-        except duckdb.TransactionException:
-            if n == attempts - 1:
-                raise
-            time.sleep(0.01 * (n + 1))
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,28 +102,9 @@ def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: 
         ).fetchall()
 
 
-def transaction(con: duckdb.DuckDBPyConnection, work: Callable[[], None]) -> None:
-    con.execute("BEGIN TRANSACTION").fetchall()
-    try:
-        work()
-        con.execute("COMMIT").fetchall()
-    except BaseException:
-        con.execute("ROLLBACK").fetchall()
-        raise
-
-
 def commit_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack]) -> None:
-    """Write the acknowledgements in one transaction, retried on a conflict with another writer."""
-
-    def attempt() -> None:
-        # Users are mostly new to `delivered` (a plain insert costs less than an upsert); an
-        # identity change re-adds one it has, and the batch is then written again, replacing.
-        try:
-            transaction(con, lambda: write_acks(con, acks, replace=False))
-        except duckdb.ConstraintException:
-            transaction(con, lambda: write_acks(con, acks, replace=True))
-
-    retrying(attempt)
+    """Write the acknowledgements in one transaction."""
+    write_adding(con, lambda replace: write_acks(con, acks, replace=replace))
 
 
 class _Waiting:

@@ -151,8 +151,11 @@ class DeliveryRunner:
         if len(rows) <= MAX_READ:
             changes = [(int(q), int(a), int(m), str(c), int(t)) for q, a, m, c, t in rows]
             self.tail.add(after, changes)
-            if changes and self.workers:  # their identities, for every connection's batches at once
-                users = sorted({m for _, _, m, _, _ in changes})
+            # Their identities, for every connection's batches at once: only users of audiences
+            # a connection follows (a worker asking for another's reads the store).
+            followed = {w.audience_id() for w in list(self.workers.values())}
+            users = sorted({m for _, a, m, _, _ in changes if a in followed})
+            if users:
                 self.tail.remember(changes[-1][0], DeliveryStore(con).identities(users))
             return {a: q for q, a, _, _, _ in changes}  # (in seq order: the last is the greatest)
         rows = con.execute(

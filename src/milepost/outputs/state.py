@@ -17,18 +17,11 @@ from typing import Any
 import duckdb
 import orjson
 
-from milepost.outputs.ack_writer import (
-    STATE_COLUMNS,
-    Ack,
-    AckWriter,
-    retrying,
-    transaction,
-    write_acks,
-    write_state,
-)
+from milepost.outputs.ack_writer import STATE_COLUMNS, Ack, AckWriter, write_acks, write_state
 from milepost.outputs.delivered import DeliveredSet
 from milepost.outputs.records import Identities
 from milepost.outputs.sync_queue import JsonBatch, SyncQueue
+from milepost.outputs.transactions import retrying, write, write_adding
 
 DELIVERY_DDL = [
     """CREATE TABLE IF NOT EXISTS delivery_state (
@@ -216,23 +209,12 @@ class DeliveryStore:
                     [state.connection_id, orjson.dumps(d.record).decode(), d.status, d.body, now_ms],
                 ).fetchall()
 
-        def attempt() -> None:
-            # Users are mostly new to `delivered` (a plain insert costs less than an upsert); an
-            # identity change re-adds one it has, and that batch is then written again, replacing.
-            try:
-                transaction(self.con, lambda: work(False))
-            except duckdb.ConstraintException:
-                transaction(self.con, lambda: work(True))
-
-        def write() -> None:
+        cid = state.connection_id
+        try:
             if self.acks is not None and synced is None and not dead:
                 self.acks.write(self.con, ack)  # with the acknowledgements of other connections
             else:
-                retrying(attempt)
-
-        cid = state.connection_id
-        try:
-            write()
+                write_adding(self.con, work)
         except BaseException:
             self._delivered.pop(cid, None)  # whether it committed is not known: read it again
             raise
@@ -264,17 +246,10 @@ class DeliveryStore:
         self._pending = None
 
         def work() -> None:
-            con = self.con
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
-                for table in ("delivery_state", "delivered", "dead_letters", "sync_queue", "sync_identities"):
-                    con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
-                con.execute("COMMIT").fetchall()
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
+            for table in ("delivery_state", "delivered", "dead_letters", "sync_queue", "sync_identities"):
+                self.con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
 
-        retrying(work)
+        write(self.con, work)
 
     # ---- what to send ----------------------------------------------------------------------------
 
@@ -326,30 +301,10 @@ class DeliveryStore:
         """Take the members the partner does not have yet, with their identities, to add them in batches."""
         self.flush()  # the acknowledgements not written yet are read too
 
-        def work() -> None:
-            con = self.con
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
-                self.sync.take(connection_id, audience_id, epoch)
-                con.execute("COMMIT").fetchall()
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
-
-        retrying(work)
+        write(self.con, lambda: self.sync.take(connection_id, audience_id, epoch))
 
     def unqueue(self, connection_id: int) -> None:
-        def work() -> None:
-            con = self.con
-            con.execute("BEGIN TRANSACTION").fetchall()
-            try:
-                self.sync.drop(connection_id)
-                con.execute("COMMIT").fetchall()
-            except BaseException:
-                con.execute("ROLLBACK").fetchall()
-                raise
-
-        retrying(work)
+        write(self.con, lambda: self.sync.drop(connection_id))
 
     def delivered_after(
         self, connection_id: int, after: int | None, limit: int, upto: int | None = None
