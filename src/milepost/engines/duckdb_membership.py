@@ -58,12 +58,13 @@ def log_changes_sql(changes: str, cause_sql: str) -> str:
     the seq before the first, changed_at, `cause_sql`'s, recorded_at. Step by step; within a step
     removes first, then adds, each in (audience, user) order: the rows sorted once, then numbered
     by `row_number() OVER ()`, which keeps its input's order. Numbering in a window per (step,
-    action, audience) ordered by user cost 1.2x the CPU on rows already in user order, 2x otherwise."""
+    action, audience) ordered by user cost 1.2x the CPU on rows already in user order, 2x otherwise.
+    The sort carries only the key columns; the others are added after numbering (carrying them
+    through the sort cost a million-row log a third more CPU)."""
     return (
-        "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, action, "
-        "changed_at, cause, recorded_at FROM (SELECT audience_id, mpid, "
-        f"CASE WHEN added THEN 'add' ELSE 'remove' END AS action, ? AS changed_at, {cause_sql} AS cause, "
-        f"? AS recorded_at FROM {changes} WHERE audience_id > 0 ORDER BY step, added, audience_id, mpid)"
+        "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, "
+        f"CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? FROM (SELECT audience_id, mpid, "
+        f"added FROM {changes} WHERE audience_id > 0 ORDER BY step, added, audience_id, mpid)"
     )
 
 
