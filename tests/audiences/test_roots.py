@@ -81,3 +81,42 @@ def test_only_root_members_carry_timers(world: World) -> None:
     assert world.engine.members(101) == [2]
     timers = world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall()
     assert timers == [(2, T0 + 6 * DAY)]  # the event leaves the 7-day window
+
+
+def test_the_end_of_the_lifetime_is_a_timer_for_members_only(world: World) -> None:
+    """Without a first/last-seen leaf, leaving the root at the end of the lifetime can only end a
+    membership: a root member in no audience gets no timer from it, on both paths. With such a
+    leaf, every root member's seen times count."""
+    world.engine.configure([journey(ms(1, 101, attr("plan", "equals", "paid")))], {})
+    world.send(
+        {"mpid": 1, "user_attributes": {"plan": "paid"}}, {"mpid": 2, "user_attributes": {"plan": "free"}}
+    )
+    world.engine.catch_up()
+    assert world.engine.members(101) == [1]
+    timers = world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall()
+    assert timers == [(1, T0 + 90 * DAY)]
+    world.engine.full_calculation()
+    assert world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall() == timers
+    seen = {"type": "last_seen", "op": "within_last", "value": {"amount": 3, "unit": "days"}}
+    world.engine.configure([journey(ms(1, 101, {"all": [attr("plan", "equals", "paid"), seen]}))], {})
+    world.engine.full_calculation()
+    due = dict(world.engine.con.execute("SELECT mpid, due_at FROM timers").fetchall())
+    assert due == {1: T0 + 3 * DAY, 2: T0 + 3 * DAY}
+
+
+def test_without_event_leaves_a_rolling_attribute_still_times_every_root_member(world: World) -> None:
+    """A date attribute's boundary counts for members and non-members alike; the end of the
+    lifetime only for members. The scoped and the full path leave the same timers."""
+    ago = attr("signup", "more_than_ago", {"amount": 5, "unit": "days"})
+    world.engine.configure([journey(ms(1, 101, ago))], {})
+    world.send(
+        {"mpid": 1, "user_attributes": {"signup": T0 - 10 * DAY}},
+        {"mpid": 2, "user_attributes": {"signup": T0 - 2 * DAY}},
+    )
+    world.engine.catch_up()
+    assert world.engine.members(101) == [1]
+    timers = world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall()
+    assert timers == [(1, T0 + 90 * DAY), (2, T0 + 3 * DAY)]
+    world.engine.con.execute("DELETE FROM timers").fetchall()
+    world.engine.full_calculation()
+    assert world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall() == timers

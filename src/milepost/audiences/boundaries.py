@@ -3,7 +3,9 @@
 A user's next timer is the earliest future instant among: each of their events' time plus every
 duration the event-reading leaves use (windows, `between_ago` bounds, sequence `within`, the
 lookback of leaves without a window, calculated-attribute windows; none when no leaf reads events), their seen times plus the
-profile lifetime and the first/last-seen leaves' durations, their memberships' entry times plus
+profile lifetime and the first/last-seen leaves' durations (with no such leaf and no leaf reading
+events: only the end of their lifetime, and only for users with a membership, as leaving the root
+can only end memberships), their memberships' entry times plus
 `parent_entry` / `member_for` durations, and their date-valued attributes plus the rolling durations
 applied to them. Only events of a kind some leaf reads count (`event_kinds`): another event's
 time flips nothing. This over-approximates the instants at which a leaf can flip; re-evaluating
@@ -54,6 +56,8 @@ class Boundaries:
     # them), in a fixed order; None: every event (a calculated attribute reads events, or more
     # than `MAX_KINDS` kinds are read).
     event_kinds: tuple[core.Selector, ...] | None = None
+    # Whether a first/last-seen leaf reads the seen times (`timer_sql.members_only`).
+    seen_leaf: bool = False
 
 
 def walk(node: object) -> Iterator[object]:
@@ -92,6 +96,7 @@ def boundaries(
     entry: set[int] = set()
     attribute_durations: set[tuple[str, int]] = set()
     kinds: set[core.Selector] | None = set()
+    seen_leaf = False
     for node in walk([*criteria, *calculated]):
         if isinstance(node, Duration | BetweenAgo):
             durations |= _durations(node)
@@ -114,6 +119,7 @@ def boundaries(
                 events.add(lookback_ms)  # counts events within the lookback
         elif isinstance(node, FirstSeenLeaf | LastSeenLeaf):
             seen |= _durations(node)
+            seen_leaf = True
         elif isinstance(node, AudienceLeaf | ParentEntryLeaf):
             entry |= _durations(node)
     if reads_events:
@@ -128,6 +134,7 @@ def boundaries(
         frozenset(seen),
         frozenset(entry),
         None if kinds is None or len(kinds) > MAX_KINDS else tuple(sorted(kinds, key=_kind_order)),
+        seen_leaf,
     )
 
 

@@ -33,9 +33,13 @@ def _later(column: str, durations: list[int], now: Instant) -> list[exp.Expr]:
 
 def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
     """Each user's next boundary from their profile row alone (`users` columns): seen times plus
-    the lifetime and first/last-seen durations, date attributes plus their rolling durations."""
-    seen = sorted(int(d) for d in b.seen_durations_ms)
-    own = [*_later("last_seen", seen, now), *_later("first_seen", seen, now)]
+    the lifetime and first/last-seen durations, date attributes plus their rolling durations.
+    With `members_only` the seen times are left out (`timers_sql` adds the end of the lifetime for
+    members); NULL when nothing is left."""
+    own: list[exp.Expr] = []
+    if not members_only(b):
+        seen = sorted(int(d) for d in b.seen_durations_ms)
+        own = [*_later("last_seen", seen, now), *_later("first_seen", seen, now)]
     for attribute, duration in sorted(b.attribute_durations):
         value = DUCKDB.json_get(exp.column("attributes"), attribute)
         text = DUCKDB.json_text(value)
@@ -44,7 +48,20 @@ def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
             expressions=[exp.TryCast(this=text, to=exp.DataType.build("BIGINT"))],
         )
         own.append(_future(exp.Add(this=as_ms, expression=lit(int(duration))), now))
+    if not own:
+        return exp.cast(exp.Null(), "BIGINT")
     return call("least", *own)  # NULLs skipped, as LEAST does in DuckDB
+
+
+def members_only(b: Boundaries) -> bool:
+    """Whether the seen times give only members a timer: with no first/last-seen leaf they matter
+    only at the end of the lifetime, when the user leaves the journey roots, which can end
+    memberships (the roots' stored ones included) but start none. Only when no leaf reads events:
+    then a user in no audience needs no timer at all (for a million root users, a tenth of them
+    members, the timers cost a third of the CPU one row per root user did), while a plan reading
+    events gives most root users an event boundary anyway, and finding the members cost it more
+    than the rows saved."""
+    return not b.seen_leaf and not b.event_durations_ms
 
 
 def event_boundaries_sql(durations: list[int], now: int, kinds: tuple[Selector, ...] | None) -> str:
@@ -87,10 +104,14 @@ def timers_sql(
         # with a profile row can be members (the root reads `users`), so the grouped sources are
         # joined to the profile's one row per user rather than unioned and grouped again.
         in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
-        users = (
-            f"SELECT mpid, {to_sql(own_boundary(b, now))} AS b FROM users "
-            f"WHERE last_seen > {now - int(lifetime_ms)} AND {in_root}"
-        )
+        own, where = to_sql(own_boundary(b, now)), f"last_seen > {now - int(lifetime_ms)} AND {in_root}"
+        if members_only(b):
+            member, end = "mpid IN (SELECT mpid FROM memberships)", f"last_seen + {int(lifetime_ms)}"
+            if b.attribute_durations:
+                own = f"least({own}, CASE WHEN {member} THEN {end} END)"
+            else:  # only members have a boundary
+                own, where = end, f"{where} AND {member}"
+        users = f"SELECT mpid, {own} AS b FROM users WHERE {where}"
         if b.event_durations_ms and bounds is not None:
             grouped.append(f"SELECT mpid, tb AS b FROM {bounds}")
         elif b.event_durations_ms:
