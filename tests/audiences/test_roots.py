@@ -120,3 +120,23 @@ def test_without_event_leaves_a_rolling_attribute_still_times_every_root_member(
     world.engine.con.execute("DELETE FROM timers").fetchall()
     world.engine.full_calculation()
     assert world.engine.con.execute("SELECT mpid, due_at FROM timers ORDER BY mpid").fetchall() == timers
+
+
+def test_without_seen_leaves_the_seen_times_give_the_end_of_the_lifetime_only(world: World) -> None:
+    """First seen plus the lifetime (earlier than last seen plus it) flips nothing: a root member
+    with no other boundary is timed at the end of their lifetime, on both paths."""
+    watch = {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "watch"},
+        "window": {"last": {"amount": 7, "unit": "days"}},
+    }
+    world.engine.configure([journey(ms(1, 101, watch))], {})
+    world.send({"mpid": 1})
+    world.clock.set(T0 + 5 * DAY)
+    world.send({"mpid": 1})
+    world.engine.catch_up()
+    timers = world.engine.con.execute("SELECT mpid, due_at FROM timers").fetchall()
+    assert timers == [(1, T0 + 95 * DAY)]
+    world.engine.con.execute("DELETE FROM timers").fetchall()
+    world.engine.full_calculation()
+    assert world.engine.con.execute("SELECT mpid, due_at FROM timers").fetchall() == timers

@@ -34,12 +34,15 @@ def _later(column: str, durations: list[int], now: Instant) -> list[exp.Expr]:
 def own_boundary(b: Boundaries, now: Instant) -> exp.Expr:
     """Each user's next boundary from their profile row alone (`users` columns): seen times plus
     the lifetime and first/last-seen durations, date attributes plus their rolling durations.
-    With `members_only` the seen times are left out (`timers_sql` adds the end of the lifetime for
-    members); NULL when nothing is left."""
+    Without a first/last-seen leaf, the seen times give only the end of the lifetime (first seen
+    plus the lifetime, earlier, flips nothing), and with `members_only` not even that (`timers_sql`
+    adds it for members); NULL when nothing is left."""
     own: list[exp.Expr] = []
-    if not members_only(b):
+    if b.seen_leaf:
         seen = sorted(int(d) for d in b.seen_durations_ms)
         own = [*_later("last_seen", seen, now), *_later("first_seen", seen, now)]
+    elif not members_only(b):  # only the end of the lifetime (the longest), when the root is left
+        own = _later("last_seen", [max(int(d) for d in b.seen_durations_ms)], now)
     for attribute, duration in sorted(b.attribute_durations):
         value = DUCKDB.json_get(exp.column("attributes"), attribute)
         text = DUCKDB.json_text(value)
