@@ -154,6 +154,7 @@ class Estimator:
         self._started = 0  # worker cycles started / finished (with the error of the last one)
         self._finished = 0
         self._covered = -1  # the last accepted batch the installed view holds (-1: none yet)
+        self.cycle_s = 0.0  # how long the last refresh-and-patch took (wall clock)
         self._error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -233,6 +234,7 @@ class Estimator:
             cycle = self._started
         error: BaseException | None = None
         covered = -1
+        began = time.monotonic()
         try:
             with self._sync_lock:
                 self.sample.try_refresh()
@@ -241,6 +243,7 @@ class Estimator:
         except Exception as exc:  # reported to the estimates waiting for this cycle
             log.debug("refreshing the estimator's sample failed", exc_info=True)
             error = exc
+        self.cycle_s = time.monotonic() - began
         with self._cycles:
             self._finished = cycle
             self._error = error
