@@ -193,6 +193,27 @@ def test_sequences() -> None:
     assert members({**seq, "completed": False}, users) == {1, 4}
 
 
+def test_sequence_follow_bounds() -> None:
+    """The then-event's bounds: after the first (not at it), at most `within` later (the end
+    included), not after now; one first event answering is enough."""
+    cart, buy = (
+        {"event_type": "commerce_event", "action": "add_to_cart"},
+        {"event_type": "commerce_event", "action": "purchase"},
+    )
+    c = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="add_to_cart")  # noqa: E731
+    p = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="purchase")  # noqa: E731
+    users = [
+        UserData(1, events=[c(1, 1, NOW - 3 * DAY), p(1, 2, NOW - 2 * DAY)]),  # at the end of `within`
+        UserData(2, events=[c(2, 3, NOW - 3 * DAY), p(2, 4, NOW - 2 * DAY + 1)]),  # just after it
+        UserData(3, events=[c(3, 5, NOW - 3_600_000), p(3, 6, NOW + 60_000)]),  # then-event not yet due
+        UserData(4, events=[c(4, 7, NOW - 5 * DAY), p(4, 8, NOW - 5 * DAY + 1), c(4, 9, NOW - 3 * DAY)]),
+        UserData(5, events=[p(5, 10, NOW - 3 * DAY), c(5, 11, NOW - 2 * DAY)]),  # then before first
+    ]
+    seq = {"type": "sequence", "first": cart, "then": buy, "within": {"amount": 1, "unit": "days"}}
+    assert members({**seq, "completed": True}, users) == {1, 4}
+    assert members({**seq, "completed": False}, users) == {2, 4, 5}
+
+
 def test_profile_leaves() -> None:
     users = [
         UserData(1, identities={"email": "Ann@Example.com"}, consents={("gdpr", "marketing"): Consent(True, 1, 1)},
