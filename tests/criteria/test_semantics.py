@@ -175,20 +175,28 @@ def test_commerce_sum_is_exact_and_products_match_any() -> None:
     assert members(books, users) == {2}
 
 
+CART = {"event_type": "commerce_event", "action": "add_to_cart"}
+BUY = {"event_type": "commerce_event", "action": "purchase"}
+
+
+def c(mpid: int, i: int, ts: int) -> dict[str, Any]:
+    """An add_to_cart event."""
+    return ev(mpid, i, ts, "commerce_event", None, action="add_to_cart")
+
+
+def p(mpid: int, i: int, ts: int) -> dict[str, Any]:
+    """A purchase event."""
+    return ev(mpid, i, ts, "commerce_event", None, action="purchase")
+
+
 def test_sequences() -> None:
-    cart, buy = (
-        {"event_type": "commerce_event", "action": "add_to_cart"},
-        {"event_type": "commerce_event", "action": "purchase"},
-    )
-    c = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="add_to_cart")  # noqa: E731
-    p = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="purchase")  # noqa: E731
     users = [
         UserData(1, events=[c(1, 1, NOW - 2 * DAY)]),
         UserData(2, events=[c(2, 2, NOW - 2 * DAY), p(2, 3, NOW - 2 * DAY + 3_600_000)]),
         UserData(3, events=[c(3, 4, NOW - 3_600_000)]),
         UserData(4, events=[c(4, 5, NOW - 3 * DAY), p(4, 6, NOW - 3 * DAY)]),
     ]
-    seq = {"type": "sequence", "first": cart, "then": buy, "within": {"amount": 1, "unit": "days"}}
+    seq = {"type": "sequence", "first": CART, "then": BUY, "within": {"amount": 1, "unit": "days"}}
     assert members({**seq, "completed": True}, users) == {2}
     assert members({**seq, "completed": False}, users) == {1, 4}
 
@@ -196,12 +204,6 @@ def test_sequences() -> None:
 def test_sequence_follow_bounds() -> None:
     """The then-event's bounds: after the first (not at it), at most `within` later (the end
     included), not after now; one first event answering is enough."""
-    cart, buy = (
-        {"event_type": "commerce_event", "action": "add_to_cart"},
-        {"event_type": "commerce_event", "action": "purchase"},
-    )
-    c = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="add_to_cart")  # noqa: E731
-    p = lambda m, i, t: ev(m, i, t, "commerce_event", None, action="purchase")  # noqa: E731
     users = [
         UserData(1, events=[c(1, 1, NOW - 3 * DAY), p(1, 2, NOW - 2 * DAY)]),  # at the end of `within`
         UserData(2, events=[c(2, 3, NOW - 3 * DAY), p(2, 4, NOW - 2 * DAY + 1)]),  # just after it
@@ -209,7 +211,7 @@ def test_sequence_follow_bounds() -> None:
         UserData(4, events=[c(4, 7, NOW - 5 * DAY), p(4, 8, NOW - 5 * DAY + 1), c(4, 9, NOW - 3 * DAY)]),
         UserData(5, events=[p(5, 10, NOW - 3 * DAY), c(5, 11, NOW - 2 * DAY)]),  # then before first
     ]
-    seq = {"type": "sequence", "first": cart, "then": buy, "within": {"amount": 1, "unit": "days"}}
+    seq = {"type": "sequence", "first": CART, "then": BUY, "within": {"amount": 1, "unit": "days"}}
     assert members({**seq, "completed": True}, users) == {1, 4}
     assert members({**seq, "completed": False}, users) == {2, 4, 5}
 
