@@ -703,7 +703,9 @@ class ConnectionWorker:
         return 0
 
     def _idle(self, assignment: Assignment) -> float:
-        """Nothing to send: a subscribing partner is verified when its interval has passed."""
+        """Nothing to send: a subscribing partner is verified when its interval has passed; any other
+        sleeps until its next identity scan rather than polling (about 200 wakes a second fewer at
+        50 idle connections)."""
         poll = self.runner.settings.poll_s
         if self.state.phase != st.STREAM:
             return poll
@@ -711,8 +713,8 @@ class ConnectionWorker:
             sender = self._subscribing(assignment)
         except MilepostError:
             return poll
-        if sender is None:
-            return poll
+        if sender is None:  # only the identity scan falls due: a moved head or catalog change wakes it
+            return max(poll, self._identity_scan_at + self.runner.settings.identity_scan_s - time.monotonic())
         now = self.runner.clock.now_ms()
         if self._verified_at is None:
             self._verified_at = now
