@@ -36,6 +36,7 @@ from milepost.outputs.records import (
     idempotency_key,
     identities_json,
     outbox_change_id,
+    sent_form,
     sync_change_id,
 )
 from milepost.outputs.registry import (
@@ -58,13 +59,6 @@ log = logging.getLogger(__name__)
 NAME_TTL_S = 5.0
 IDENTITY_SCAN_LIMIT = 2_000
 MIN_MPID = -(2**63)
-
-
-def _sent_form(ids: Identities) -> str:
-    """The stored form of identities as a record carries them (see `records.identities_json`)."""
-    return identities_json(
-        {"identities": dict(ids.user), "device_identities": [{"type": t, "value": v} for t, v in ids.devices]}
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -758,7 +752,7 @@ class ConnectionWorker:
             self.store.delivered_identities(self.id, mpids),
             self.store.members_among(conn.audience_id, mpids),
             current,
-            {m: _sent_form(ids) for m, ids in current.items()},
+            {m: sent_form(ids) for m, ids in current.items()},
             s.cursor_seq,
             now,
         )
