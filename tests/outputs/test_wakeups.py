@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tests.outputs.scripted import Script, World
+from tests.outputs.scripted import Script, World, drive
 
 from milepost.outputs.policy import RetryPolicy
 from milepost.outputs.settings import DeliverySettings
@@ -79,3 +79,23 @@ def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
         assert script.accepted() == [(1, "add"), (2, "add")]
     finally:
         runner.close()
+
+
+def test_an_idle_streaming_worker_sleeps_until_its_next_identity_scan_not_the_next_poll(
+    world: World,
+) -> None:
+    world.runtime.catalog.create_connection(world.audience, world.output_id)
+    world.runtime.journeys.refresh()
+    world.send(1, "gold")
+    script = Script()
+    settings = DeliverySettings(
+        allow_private=True, poll_s=0.01, identity_scan_s=30.0, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
+    )
+    runner = world.runner(script, settings)
+    drive(runner)
+    (worker,) = runner.workers.values()
+    assert worker.state.phase == "stream" and script.accepted() == [(1, "add")]
+    assert 20.0 < worker.step() <= 30.0  # nothing to send: the identity scan is the next thing due
+    world.send(2, "gold")  # a change is still sent at once on a step (a moved head wakes the worker)
+    drive(runner)
+    assert script.accepted() == [(1, "add"), (2, "add")]

@@ -85,6 +85,13 @@ def identities_json(record: Mapping[str, Any]) -> str:
     ).decode()
 
 
+def sent_form(ids: Identities) -> str:
+    """The stored form of identities as a record carries them (see `identities_json`)."""
+    return identities_json(
+        {"identities": dict(ids.user), "device_identities": [{"type": t, "value": v} for t, v in ids.devices]}
+    )
+
+
 def identities_from_json(text: str) -> Identities:
     user, devices = orjson.loads(text)
     return Identities(dict(user), tuple((d["type"], d["value"]) for d in devices))

@@ -36,6 +36,7 @@ from milepost.outputs.records import (
     idempotency_key,
     identities_json,
     outbox_change_id,
+    sent_form,
     sync_change_id,
 )
 from milepost.outputs.registry import (
@@ -58,13 +59,6 @@ log = logging.getLogger(__name__)
 NAME_TTL_S = 5.0
 IDENTITY_SCAN_LIMIT = 2_000
 MIN_MPID = -(2**63)
-
-
-def _sent_form(ids: Identities) -> str:
-    """The stored form of identities as a record carries them (see `records.identities_json`)."""
-    return identities_json(
-        {"identities": dict(ids.user), "device_identities": [{"type": t, "value": v} for t, v in ids.devices]}
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,7 +697,9 @@ class ConnectionWorker:
         return 0
 
     def _idle(self, assignment: Assignment) -> float:
-        """Nothing to send: a subscribing partner is verified when its interval has passed."""
+        """Nothing to send: a subscribing partner is verified when its interval has passed; any other
+        sleeps until its next identity scan rather than polling (about 200 wakes a second fewer at
+        50 idle connections)."""
         poll = self.runner.settings.poll_s
         if self.state.phase != st.STREAM:
             return poll
@@ -711,8 +707,8 @@ class ConnectionWorker:
             sender = self._subscribing(assignment)
         except MilepostError:
             return poll
-        if sender is None:
-            return poll
+        if sender is None:  # only the identity scan falls due: a moved head or catalog change wakes it
+            return max(poll, self._identity_scan_at + self.runner.settings.identity_scan_s - time.monotonic())
         now = self.runner.clock.now_ms()
         if self._verified_at is None:
             self._verified_at = now
@@ -756,7 +752,7 @@ class ConnectionWorker:
             self.store.delivered_identities(self.id, mpids),
             self.store.members_among(conn.audience_id, mpids),
             current,
-            {m: _sent_form(ids) for m, ids in current.items()},
+            {m: sent_form(ids) for m, ids in current.items()},
             s.cursor_seq,
             now,
         )
