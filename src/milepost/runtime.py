@@ -127,13 +127,18 @@ class Runtime:
         self.delivery.start()
 
     def _refresh_sample(self) -> None:
-        """Keep the estimator's sample current, off the evaluator's thread (estimates also refresh it)."""
+        """Keep the estimator's sample current, off the evaluator's thread, while estimates are asked
+        for (the first one after a quiet spell waits for it to catch up)."""
+        estimator = self.views.estimator
         while True:
+            refreshed = False
             try:
-                self.views.estimator.refresh()
+                if estimator.wants_refresh():
+                    estimator.refresh()
+                    refreshed = True
             except Exception:
                 log.exception("refreshing the estimator's sample failed")
-            if self._stop.wait(refresh_wait(self.views.estimator.cycle_s)):
+            if self._stop.wait(refresh_wait(estimator.cycle_s) if refreshed else SAMPLE_REFRESH_S):
                 return
 
     def _checkpoint(self) -> None:

@@ -17,7 +17,7 @@ import pytest
 from tests.estimator.audiences import HOME, PURCHASE, SEARCH, WATCH, attr, last, random_criteria
 from tests.estimator.population import DAY, LIFETIME, LOOKBACK, T0, load_population
 
-from milepost.audiences import estimator
+from milepost.audiences import demand, estimator
 from milepost.audiences.estimator import Estimator, NodeEstimate
 from milepost.audiences.event_columns import load, update
 from milepost.audiences.event_leaves import evaluate, event_plan
@@ -299,6 +299,37 @@ def test_ingest_of_unsampled_users_only_moves_the_sample_on(
         fresh_est = _rebuilt(store, 1_000)
         try:
             _same(served, _estimates(fresh_est, CRITERIA[:3]))
+        finally:
+            fresh_est.close()
+            fresh_est.con.close()
+
+
+def test_the_first_estimate_after_a_quiet_spell_waits_for_the_sample_to_catch_up(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no estimate for a while nothing refreshes the sample in the background; the next estimate
+    still sees every batch accepted before it, even when estimates otherwise never wait."""
+    monkeypatch.setattr(estimator, "REFRESH_WAIT_MS", 0)
+    criteria = CRITERIA[:4]
+    with _estimator(tmp_path_factory.mktemp("quiet") / "store", 4_000, 5, 1_000) as (store, est):
+        assert est.wants_refresh()  # to build the sample
+        _estimates(est, criteria)
+        assert est.wants_refresh()  # estimates were asked for just now
+        monkeypatch.setattr(demand, "ACTIVE_S", 0.0)  # ... and now a quiet spell has passed
+        assert not est.wants_refresh()
+        sampled = sorted(int(m) for m in est._index.mpids)
+        _ingest(store, sampled[:50] + [-(2**61) + i for i in range(50)], 7)
+        version = est.sample.version
+        served = _estimates(est, criteria)
+        assert est.sample.version > version
+        con = store.connect()  # the sample's connection may be busy with the worker
+        try:
+            assert est._covered == con.execute("SELECT max(seq) FROM batches").fetchall()[0][0]
+        finally:
+            con.close()
+        fresh_est = _rebuilt(store, 1_000)
+        try:
+            _same(served, _estimates(fresh_est, criteria))
         finally:
             fresh_est.close()
             fresh_est.con.close()

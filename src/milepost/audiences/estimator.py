@@ -54,6 +54,8 @@ from milepost.audiences.attribute_leaves import (
     updated_values,
     users_mask,
 )
+from milepost.audiences.breakdown import top_level
+from milepost.audiences.demand import Demand
 from milepost.audiences.event_columns import CHANGED_TABLE, EventColumns
 from milepost.audiences.event_columns import load as load_events
 from milepost.audiences.event_columns import update as update_events
@@ -75,7 +77,6 @@ from milepost.criteria import (
     parse_criteria,
     to_json,
 )
-from milepost.criteria.model import AllGroup, AnyGroup
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ CACHE_TTL_MS = 5_000
 # current with the sample by patching; only what the criteria read outside it can be older.
 STALE_TTL_MS = 2 * CACHE_TTL_MS
 CACHE_ENTRIES = 5_000
-REFRESH_WAIT_MS = 50  # an estimate waits this long at most for the sample to catch up
+REFRESH_WAIT_MS = 50  # an estimate waits this long at most for the sample to catch up ...
+CATCH_UP_WAIT_MS = 30_000  # ... or this long after a quiet spell, when it was not kept current
 RENEW_AFTER_MS = 3_000  # masks in use are recomputed in the background once this old
 RENEW_AHEAD_MS = 20_000  # ... and at the latest requested instant once they serve less ahead of it
 WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
@@ -92,15 +94,6 @@ WORKER_IDLE_S = 30.0  # the worker thread ends after this long without a request
 # estimate rarely finds the sample behind the store and has to wait for a refresh.
 WORKER_POLL_S = 0.05
 PATCH_SHARE = 0.25  # above this share of changed users, recomputing a mask costs less than patching it
-
-
-def top_level(criteria: Criteria) -> tuple[str, list[Criteria]]:
-    """The rows of the per-criterion breakdown: members of a top-level all/any, else the criteria itself."""
-    if isinstance(criteria, AllGroup):
-        return "all", list(criteria.all)
-    if isinstance(criteria, AnyGroup):
-        return "any", list(criteria.any)
-    return "one", [criteria]
 
 
 @dataclass
@@ -160,10 +153,15 @@ class Estimator:
         self._closed = False
         self._file = view_file.location(con)  # the view's columns beside the store (None: in memory)
         self._writes = ViewWrites()  # when the file is written again
+        self.demand = Demand()
 
     @property
     def _index(self) -> SampleIndex:
         return self._view.index
+
+    def wants_refresh(self) -> bool:
+        """Whether to refresh the sample in the background: to build it, or while estimates are asked."""
+        return not self._built or self.demand.recent()
 
     def refresh(self) -> None:
         """Adopt (or build) the sample on first use; afterwards ask the worker to bring it up to date."""
@@ -313,7 +311,7 @@ class Estimator:
         long_span = entry.until_ms - entry.now_ms >= RENEW_AHEAD_MS
         return long_span and entry.serves(latest_ms) and entry.until_ms - latest_ms < RENEW_AHEAD_MS
 
-    def _await_refresh(self) -> None:
+    def _await_refresh(self, wait_ms: int) -> None:
         """Wait (a little) until the installed view holds every batch accepted before now; raise
         what a refresh started meanwhile raised. Nothing accepted since the view's refresh read
         the store (or a refresh already running read it): no wait."""
@@ -324,7 +322,7 @@ class Estimator:
                 return
             wanted = self._started + 1
         self._wake_worker()
-        deadline = time.monotonic() + REFRESH_WAIT_MS / 1000
+        deadline = time.monotonic() + wait_ms / 1000
         with self._cycles:
             while self._covered < accepted:
                 if self._finished >= wanted and self._error is not None:
@@ -694,10 +692,11 @@ class Estimator:
     ) -> dict[int, NodeEstimate]:
         """Estimates for every audience of a journey (and each milestone's per-criterion breakdown)."""
         self._latest_now_ms = now_ms
+        quiet = self.demand.ask()
         if not self._built:
             self.refresh()
         else:
-            self._await_refresh()
+            self._await_refresh(max(REFRESH_WAIT_MS, CATCH_UP_WAIT_MS) if quiet else REFRESH_WAIT_MS)
         self._current()
         with self._lock:
             out: dict[int, NodeEstimate] = {}
