@@ -696,7 +696,7 @@ class Estimator:
         if not self._built:
             self.refresh()
         else:
-            self._await_refresh(max(REFRESH_WAIT_MS, CATCH_UP_WAIT_MS) if quiet else REFRESH_WAIT_MS)
+            self._await_refresh(CATCH_UP_WAIT_MS if quiet else REFRESH_WAIT_MS)
         self._current()
         with self._lock:
             out: dict[int, NodeEstimate] = {}
