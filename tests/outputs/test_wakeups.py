@@ -28,11 +28,16 @@ def _received(script: Script, count: int) -> bool:
     return False
 
 
-def test_notify_wakes_the_workers_behind_the_head(world: World) -> None:
+def _connected(world: World) -> Script:
+    """A connection to the world's audience, one member (mpid 1) to send, and the partner's script."""
     world.runtime.catalog.create_connection(world.audience, world.output_id)
     world.runtime.journeys.refresh()
     world.send(1, "gold")
-    script = Script()
+    return Script()
+
+
+def test_notify_wakes_the_workers_behind_the_head(world: World) -> None:
+    script = _connected(world)
     runner = world.runner(script, HOUR)
     runner.start()
     try:
@@ -61,10 +66,7 @@ def test_once_commits_are_notified_the_head_is_read_between_them_only_every_poll
 def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
     world: World,
 ) -> None:
-    world.runtime.catalog.create_connection(world.audience, world.output_id)
-    world.runtime.journeys.refresh()
-    world.send(1, "gold")
-    script = Script()
+    script = _connected(world)
     # Workers see the change only once the head is read again: by the fallback read (every poll_s).
     settings = DeliverySettings(
         allow_private=True, poll_s=0.3, head_poll_s=0.05, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
@@ -84,18 +86,18 @@ def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
 def test_an_idle_streaming_worker_sleeps_until_its_next_identity_scan_not_the_next_poll(
     world: World,
 ) -> None:
-    world.runtime.catalog.create_connection(world.audience, world.output_id)
-    world.runtime.journeys.refresh()
-    world.send(1, "gold")
-    script = Script()
+    script = _connected(world)
     settings = DeliverySettings(
         allow_private=True, poll_s=0.01, identity_scan_s=30.0, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
     )
     runner = world.runner(script, settings)
-    drive(runner)
-    (worker,) = runner.workers.values()
-    assert worker.state.phase == "stream" and script.accepted() == [(1, "add")]
-    assert 20.0 < worker.step() <= 30.0  # nothing to send: the identity scan is the next thing due
-    world.send(2, "gold")  # a change is still sent at once on a step (a moved head wakes the worker)
-    drive(runner)
-    assert script.accepted() == [(1, "add"), (2, "add")]
+    try:
+        drive(runner)
+        (worker,) = runner.workers.values()
+        assert worker.state.phase == "stream" and script.accepted() == [(1, "add")]
+        assert 20.0 < worker.step() <= 30.0  # nothing to send: the identity scan is the next thing due
+        world.send(2, "gold")  # a change is still sent at once on a step (a moved head wakes the worker)
+        drive(runner)
+        assert script.accepted() == [(1, "add"), (2, "add")]
+    finally:
+        runner.close()
