@@ -4,6 +4,7 @@ hour apart, a change committed after the sync reaches the partner once `notify()
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from tests.outputs.scripted import Script, World, drive
@@ -98,6 +99,33 @@ def test_an_idle_streaming_worker_sleeps_until_its_next_identity_scan_not_the_ne
         assert 20.0 < worker.step() <= 30.0  # nothing to send: the identity scan is the next thing due
         world.send(2, "gold")  # a change is still sent at once on a step (a moved head wakes the worker)
         drive(runner)
+        assert script.accepted() == [(1, "add"), (2, "add")]
+    finally:
+        runner.close()
+
+
+def test_without_a_connection_the_head_is_not_read_until_one_is_created(world: World) -> None:
+    script = Script()
+    runner = world.runner(script, DeliverySettings(allow_private=True, poll_s=0.05, head_poll_s=0.01))
+    reads: list[int] = []
+    read_head = runner._head
+
+    def counted(con: Any) -> dict[int, int]:
+        reads.append(1)
+        return read_head(con)
+
+    runner._head = counted  # type: ignore[method-assign]
+    runner.start()
+    try:
+        threading.Event().wait(0.3)  # thirty head polls' worth
+        assert not runner.workers and reads == []
+        world.runtime.catalog.create_connection(world.audience, world.output_id)
+        world.runtime.journeys.refresh()
+        world.send(1, "gold")
+        assert _received(script, 1)  # the new worker syncs; the head is followed again
+        world.send(2, "gold")
+        runner.notify()
+        assert _received(script, 2) and reads
         assert script.accepted() == [(1, "add"), (2, "add")]
     finally:
         runner.close()

@@ -9,7 +9,8 @@ move, in the same transaction as the connection's counters and its record of wha
 has; so delivery is at least once and in order per user. The worker is `worker.ConnectionWorker`.
 
 A second thread follows the outbox head (`head_poll_s`, or at once on `notify()`), per audience,
-and wakes the workers behind their audience's head, so a change reaches its partner without waiting
+while there is a connection (without one it sleeps until the supervisor starts a worker), and wakes
+the workers behind their audience's head, so a change reaches its partner without waiting
 for the catalog's next read, and a connection whose audience did not change reads nothing.
 Once commits are notified, the head is read between notifications only every `poll_s`: the outbox's
 writer notifies after each commit, and every read costs a query.
@@ -124,8 +125,11 @@ class DeliveryRunner:
         con = self._con.cursor()
         try:
             while not self.stopping.is_set():
-                self._changed.wait(self.head_wait_s())
+                # With no connection nobody follows the head: sleep until `tick` starts a worker.
+                self._changed.wait(self.head_wait_s() if self.workers else None)
                 self._changed.clear()
+                if not self.workers:
+                    continue
                 try:
                     self._moved(self._head(con))
                 except Exception:
@@ -242,6 +246,7 @@ class DeliveryRunner:
                 worker = self.workers[cid] = ConnectionWorker(self, cid, self._con.cursor())
                 if self._threads:
                     worker.start()
+                self._changed.set()  # the watcher sleeps while there is no worker
             worker.assign(Assignment(conn, known.get(conn.output_id)))
         if self._watcher is None:  # else the watcher follows the head
             self._moved(self._head(self._con))
