@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from milepost.engines.duckdb import DuckDBStore
+from milepost.errors import EngineError
 from milepost.ingest.normalize import normalize_request
-from milepost.ingest.plan import DedupeWindows
+from milepost.ingest.plan import CommitPlan, DedupeWindows
 from milepost.ingest.writer import IngestWriter
 from milepost.model.batch import IngestOutcome, IngestRequest
 
@@ -143,3 +145,85 @@ def test_a_lone_request_after_a_lone_request_does_not_wait(store: DuckDBStore) -
         writer.stop()
     assert writer.commits == 2
     assert elapsed < 10.0  # far below the regroup limit
+
+
+def test_accepted_requests_of_one_commit_each_get_their_own_outcome(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=5.0)
+
+    async def main() -> list[IngestOutcome]:
+        return await asyncio.gather(*(writer.accept(_request(i)) for i in range(6)))
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        writer.stop()
+    assert [o.mpids for o in outcomes] == [(1000 + i,) for i in range(6)]
+    assert writer.commits == 1  # settled together, on the loop
+    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(6,)]
+
+
+class _Refusing(DuckDBStore):
+    """A store whose commits fail when they hold the user 1003's events (as a broken request would)."""
+
+    def apply(self, plan: CommitPlan) -> None:
+        if any(chunk[0] == 1003 for chunk in plan.events):
+            raise ValueError("refused")
+        super().apply(plan)
+
+
+def test_an_accepted_request_that_breaks_its_commit_gets_the_error_and_the_others_land(
+    tmp_path: Path,
+) -> None:
+    store = _Refusing(tmp_path / "store")
+    writer = _writer(store, catch_up_s=5.0)
+
+    async def main() -> list[IngestOutcome | BaseException]:
+        return await asyncio.gather(*(writer.accept(_request(i)) for i in range(6)), return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+        assert isinstance(results[3], EngineError)
+        assert [r.mpids for r in results if isinstance(r, IngestOutcome)] == [
+            (1000 + i,) for i in (0, 1, 2, 4, 5)
+        ]
+        assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(5,)]
+    finally:
+        writer.stop()
+        store.close()
+
+
+def test_a_cancelled_accept_is_committed_and_the_writer_goes_on(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=0.0)
+
+    async def main() -> IngestOutcome:
+        task = asyncio.ensure_future(writer.accept(_request(0)))
+        await asyncio.sleep(0)  # queued
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await writer.accept(_request(1))
+
+    try:
+        outcome = asyncio.run(main())
+        assert writer.is_alive
+    finally:
+        writer.stop()
+    assert outcome.mpids == (1001,)
+    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(2,)]
+
+
+def test_a_cancelled_submission_is_committed_and_the_writer_goes_on(store: DuckDBStore) -> None:
+    writer = _writer(store, catch_up_s=0.0)
+    try:
+        blocker = threading.Thread(target=writer.run_exclusive, args=(lambda: time.sleep(0.3),))
+        blocker.start()
+        time.sleep(0.05)
+        fut = writer.submit(_request(0))
+        assert fut.cancel()  # still queued behind the blocker
+        blocker.join()
+        outcome = writer.submit(_request(1)).result(timeout=20)
+        assert writer.is_alive
+    finally:
+        writer.stop()
+    assert outcome.mpids == (1001,)
+    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(2,)]

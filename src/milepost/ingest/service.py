@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
@@ -68,11 +67,9 @@ class IngestService:
                 f"input {input_id} is over its rate limit of {self.limiter.rate:g} batches per second",
                 RateLimiter.retry_after_header(wait),
             )
-        future = self.writer.submit(
-            IngestRequest(input_id=input_id, received_at=received_at, batches=batches),
-            asyncio.get_running_loop(),
+        outcome = await self.writer.accept(
+            IngestRequest(input_id=input_id, received_at=received_at, batches=batches)
         )
-        outcome = await asyncio.wrap_future(future)
         self.accepted[(input_id, endpoint)] += outcome.stored_batches
         if warnings:
             self.warnings[input_id] += len(warnings)

@@ -8,14 +8,15 @@ after its commit, which is what lets the Events API answer 202 only for durable 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import duckdb
@@ -46,7 +47,8 @@ REGROUP_S = 0.015
 @dataclass
 class _Item:
     request: IngestRequest
-    future: Future[IngestOutcome]
+    # A future of the submitter's event loop (`accept`), settled on that loop, or a thread-safe one.
+    future: Future[IngestOutcome] | asyncio.Future[IngestOutcome]
     loop: asyncio.AbstractEventLoop | None  # the submitter's event loop, if it has one
 
 
@@ -114,6 +116,16 @@ class IngestWriter:
         fut: Future[IngestOutcome] = Future()
         self._queue.put(_Item(request, fut, loop))
         return fut
+
+    async def accept(self, request: IngestRequest) -> IngestOutcome:
+        """`submit` from a task of the running event loop, awaiting the commit. The writer settles the
+        futures of one commit's requests in one call into the loop, not a thread-safe hand-over each."""
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[IngestOutcome] = loop.create_future()
+        self._queue.put(_Item(request, fut, loop))
+        return await fut
 
     def run_exclusive(self, fn: Callable[[], object], timeout: float | None = None) -> object:
         """Run `fn` on the writer thread between commits and return its result."""
@@ -191,8 +203,8 @@ class IngestWriter:
         except (duckdb.IOException, OSError) as exc:
             self.last_error = str(exc)
             log.error("store write failed: %s", type(exc).__name__)
-            for item in group:
-                item.future.set_exception(Unavailable("the store cannot accept data right now; retry later"))
+            unavailable = Unavailable("the store cannot accept data right now; retry later")
+            _settle(group, [unavailable] * len(group))
             return
         except Exception as exc:
             if len(group) > 1:  # isolate the request that broke the commit; the others still land
@@ -201,16 +213,45 @@ class IngestWriter:
                 return
             self.last_error = str(exc)
             log.exception("commit failed")
-            group[0].future.set_exception(EngineError(f"the store refused the data: {type(exc).__name__}"))
+            _settle(group, [EngineError(f"the store refused the data: {type(exc).__name__}")])
             return
         self.commits += 1
-        for item, outcome in zip(group, plan.outcomes, strict=True):
-            item.future.set_result(outcome)
+        _settle(group, plan.outcomes)
         for listener in self.listeners:
             try:
                 listener(plan)
             except Exception:
                 log.exception("commit listener failed")
+
+
+def _settle(group: list[_Item], results: Sequence[IngestOutcome | Exception]) -> None:
+    """Resolve each item's future with its outcome or exception; those of an event loop's futures
+    in one call on that loop."""
+    on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[IngestOutcome], object]]] = {}
+    for item, result in zip(group, results, strict=True):
+        fut = item.future
+        if isinstance(fut, asyncio.Future):
+            assert item.loop is not None
+            on_loops.setdefault(item.loop, []).append((fut, result))
+        else:
+            with contextlib.suppress(InvalidStateError):  # cancelled by its caller: nobody waits
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+    for loop, pairs in on_loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits them
+            loop.call_soon_threadsafe(_settle_on_loop, pairs)
+
+
+def _settle_on_loop(pairs: list[tuple[asyncio.Future[IngestOutcome], object]]) -> None:
+    for fut, result in pairs:
+        if fut.done():
+            continue  # cancelled: its client went away (the request was committed all the same)
+        if isinstance(result, Exception):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
 
 
 def _catch_up(loop: asyncio.AbstractEventLoop, deadline: float) -> bool:
