@@ -22,6 +22,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
+from milepost.audiences.statements import Statements
 from milepost.audiences.timer_sql import own_boundary, timers_sql
 from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
@@ -150,6 +151,8 @@ class AudienceEngine:
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
+        self._statements = Statements()  # the diffs, parsed once
+        self._diffed = False  # whether the running evaluation's `eval_diff` holds an earlier step's rows
         ensure_membership_tables(con)
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
         self._seq = int(row[0][0] or 0)
@@ -455,8 +458,12 @@ class AudienceEngine:
         self._step_no = 0
         self._logged = False
         self._bounds = None
+        self._diffed = False
         self.con.execute(
             "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
+        ).fetchall()
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE eval_diff (audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
         ).fetchall()
 
     def _flush(self, now: int, scoped: bool, cause: str, ingest: Sequence[int] | None = None) -> None:
@@ -583,8 +590,7 @@ class AudienceEngine:
                     continue  # a journey root whose membership is not stored
                 self._apply_diff(
                     list(step.writes),
-                    "SELECT audience_id, mpid FROM eval_calculated WHERE list_contains(?::BIGINT[], audience_id)",
-                    [list(step.writes)],
+                    f"SELECT audience_id, mpid FROM eval_calculated WHERE list_contains({_ids(step.writes)}, audience_id)",
                     now,
                     False,
                     cause,
@@ -646,13 +652,12 @@ class AudienceEngine:
             if parts
             else "SELECT NULL::BIGINT AS audience_id, NULL::BIGINT AS mpid LIMIT 0"
         )
-        self._apply_diff(writes, new, [], now, scoped, cause, result, numbers)
+        self._apply_diff(writes, new, now, scoped, cause, result, numbers)
 
     def _apply_diff(
         self,
         audience_ids: list[int],
         new: str,
-        params: list[object],
         now: int,
         scoped: bool,
         cause: str,
@@ -673,14 +678,11 @@ class AudienceEngine:
             )
         if self._sizes is not None and not any(self._sizes.get(a) for a in audience_ids):
             # Nothing stored for these audiences (in scope): every row of `new` is an add, no join.
-            changed = con.execute(
-                f"CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT audience_id, mpid, true AS added FROM ({new}) n",
-                params,
-            ).fetchall()[0][0]
+            changed = self._write_diff(f"SELECT audience_id, mpid, true AS added FROM ({new}) n")
         else:
             # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
             # (A step yields each (audience, user) once.)
-            changed = self._diff(new, params, audience_ids, scoped)
+            changed = self._diff(new, audience_ids, scoped)
         if not changed:
             return
         counts = self._counts()
@@ -716,18 +718,23 @@ class AudienceEngine:
         ).fetchall()
         return [(int(a), int(n_add), int(n_remove)) for a, n_add, n_remove in rows]
 
-    def _diff(self, new: str, params: list[object], audience_ids: list[int], scoped: bool) -> int:
+    def _diff(self, new: str, audience_ids: list[int], scoped: bool) -> int:
         """`eval_diff`: rows of `new` not stored (added), stored rows not in `new` (removed). When
         scoped, `memberships` is the candidates' copy: it needs no filter on them."""
-        return int(
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE eval_diff AS SELECT coalesce(n.audience_id, m.audience_id) "
-                "AS audience_id, coalesce(n.mpid, m.mpid) AS mpid, m.mpid IS NULL AS added "
-                f"FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
-                "WHERE list_contains(?::BIGINT[], audience_id)) m ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL",
-                [*params, audience_ids],
-            ).fetchall()[0][0]
+        return self._write_diff(
+            "SELECT coalesce(n.audience_id, m.audience_id) AS audience_id, coalesce(n.mpid, m.mpid) AS mpid, "
+            f"m.mpid IS NULL AS added FROM ({new}) n FULL OUTER JOIN (SELECT audience_id, mpid FROM memberships "
+            f"WHERE list_contains({_ids(audience_ids)}, audience_id)) m "
+            "ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL"
         )
+
+    def _write_diff(self, rows: str) -> int:
+        """`eval_diff` holding only `rows` (audience_id, mpid, added); how many. The statement's
+        text is the same in every evaluation of the plan: it is parsed once (`Statements`)."""
+        if self._diffed:
+            self.con.execute("DELETE FROM eval_diff").fetchall()
+        self._diffed = True
+        return int(self._statements.run(self.con, f"INSERT INTO eval_diff {rows}")[0][0])
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         """Each user's next instant of possible change (`timer_sql`). When scoped, `users`, `events`
@@ -772,3 +779,7 @@ class AudienceEngine:
                 "SELECT mpid FROM memberships WHERE audience_id = ? ORDER BY mpid", [audience_id]
             ).fetchall()
             return [int(r[0]) for r in rows]
+
+
+def _ids(audience_ids: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(a)) for a in audience_ids) + "]::BIGINT[]"
