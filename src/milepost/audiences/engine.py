@@ -31,7 +31,9 @@ from milepost.criteria.dialect import DUCKDB, call, lit
 from milepost.engines.duckdb_membership import ensure_membership_tables, log_changes_sql
 
 WATERMARK_KEY = "evaluated_batch_seq"
-IDLE_WATERMARK_S = 1.0  # with nothing maintained, how often the read position is written down
+# With nothing maintained, how often the read position is written down (a commit with an fsync:
+# at 1 s it was most of the evaluator thread's CPU during ingest).
+IDLE_WATERMARK_S = 10.0
 # The instant of the running evaluation, a session variable of the engine's connection: compiled
 # queries read it, so they are compiled once per plan.
 NOW_VARIABLE = "milepost_eval_now"
