@@ -87,3 +87,24 @@ def test_a_failed_group_fails_every_worker_in_it(con: duckdb.DuckDBPyConnection)
         writer.write(con, bad)
     writer.write(con, Ack(DeliveryState(2).row(), [], [6], [None]))  # the writer goes on
     assert _tables(con)[1] == [(2, 6, None)]
+
+
+def test_a_groups_removes_delete_exactly_their_connections_users(con: duckdb.DuckDBPyConnection) -> None:
+    """The same MPIDs delivered by other connections (in the group or not) stay delivered."""
+    commit_acks(
+        con,
+        [
+            Ack(DeliveryState(c, phase=st.STREAM).row(), [], list(range(1, 11)), [None] * 10)
+            for c in (1, 2, 3)
+        ],
+    )
+    commit_acks(
+        con,
+        [
+            Ack(DeliveryState(1, phase=st.STREAM, cursor_seq=5).row(), [3, 7], [], []),
+            Ack(DeliveryState(2, phase=st.STREAM, cursor_seq=6).row(), [5], [], []),
+        ],
+    )
+    left = con.execute("SELECT connection_id, mpid FROM delivered ORDER BY ALL").fetchall()
+    gone = {(1, 3), (1, 7), (2, 5)}
+    assert left == sorted((c, m) for c in (1, 2, 3) for m in range(1, 11) if (c, m) not in gone)

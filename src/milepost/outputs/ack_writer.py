@@ -55,6 +55,14 @@ _INSERT_MISSING = (
     "WHERE v.connection_id NOT IN (SELECT connection_id FROM delivery_state)"
 )
 
+_DELETE = (
+    "DELETE FROM delivered USING (SELECT unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS m) x "
+    "WHERE delivered.connection_id = x.c AND delivered.mpid = x.m"
+)
+# For several connections, a semi-join on them first filters the scan of `delivered` (the whole
+# table) before the join: about a quarter less CPU; for one it costs a little more.
+_DELETE_GROUP = _DELETE + " AND delivered.connection_id IN (SELECT unnest(?::BIGINT[]))"
+
 
 @dataclass(frozen=True, slots=True)
 class Ack:
@@ -85,11 +93,12 @@ def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: 
             con.execute(_INSERT_MISSING, columns).fetchall()
     removed = [(a.state[0], m) for a in acks for m in a.removes]
     if removed:
-        con.execute(
-            "DELETE FROM delivered USING (SELECT unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS m) x "
-            "WHERE delivered.connection_id = x.c AND delivered.mpid = x.m",
-            [[c for c, _ in removed], [m for _, m in removed]],
-        ).fetchall()
+        params = [[c for c, _ in removed], [m for _, m in removed]]
+        connections = sorted(set(params[0]))
+        if len(connections) == 1:
+            con.execute(_DELETE, params).fetchall()
+        else:
+            con.execute(_DELETE_GROUP, [*params, connections]).fetchall()
     if any(a.adds for a in acks):
         con.execute(
             f"INSERT {'OR REPLACE ' if replace else ''}INTO delivered (connection_id, mpid, identities) "
