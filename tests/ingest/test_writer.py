@@ -14,7 +14,7 @@ from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import EngineError
 from milepost.ingest.normalize import normalize_request
 from milepost.ingest.plan import CommitPlan, DedupeWindows
-from milepost.ingest.writer import IngestWriter
+from milepost.ingest.writer import IngestWriter, _catch_up
 from milepost.model.batch import IngestOutcome, IngestRequest
 
 DAY = 86_400_000
@@ -49,14 +49,15 @@ def test_requests_the_loop_is_still_preparing_join_the_commit(store: DuckDBStore
     writer = _writer(store, catch_up_s=5.0)
 
     async def first() -> IngestOutcome:
-        fut = writer.submit(_request(0), asyncio.get_running_loop())
+        task = asyncio.ensure_future(writer.accept(_request(0)))
+        await asyncio.sleep(0)  # queued
         while writer.backlog:  # hold the loop until the writer has taken it: the others come later
             time.sleep(0.001)
-        return await asyncio.wrap_future(fut)
+        return await task
 
     async def one(i: int) -> IngestOutcome:
         await asyncio.sleep(0)  # like a request task's first step, which reads, then submits
-        return await asyncio.wrap_future(writer.submit(_request(i), asyncio.get_running_loop()))
+        return await writer.accept(_request(i))
 
     async def main() -> list[IngestOutcome]:
         return await asyncio.gather(first(), *(one(i) for i in range(1, 6)))
@@ -75,7 +76,7 @@ def test_a_lone_request_does_not_wait(store: DuckDBStore) -> None:
     writer = _writer(store, catch_up_s=30.0)
 
     async def main() -> IngestOutcome:
-        return await asyncio.wrap_future(writer.submit(_request(0), asyncio.get_running_loop()))
+        return await writer.accept(_request(0))
 
     try:
         start = time.monotonic()
@@ -87,16 +88,11 @@ def test_a_lone_request_does_not_wait(store: DuckDBStore) -> None:
     assert elapsed < 10.0  # far below the catch-up limit: the idle loop answers at once
 
 
-@pytest.mark.parametrize("closed", [True, False], ids=["closed-loop", "no-loop"])
-def test_a_request_without_a_running_loop_commits(store: DuckDBStore, closed: bool) -> None:
+def test_a_request_without_an_event_loop_commits(store: DuckDBStore) -> None:
     writer = _writer(store, catch_up_s=30.0)
-    loop = None
-    if closed:
-        loop = asyncio.new_event_loop()
-        loop.close()
     try:
         start = time.monotonic()
-        outcome = writer.submit(_request(0), loop).result(timeout=20)
+        outcome = writer.submit(_request(0)).result(timeout=20)
         elapsed = time.monotonic() - start
     finally:
         writer.stop()
@@ -104,8 +100,14 @@ def test_a_request_without_a_running_loop_commits(store: DuckDBStore, closed: bo
     assert elapsed < 10.0
 
 
+def test_a_closed_loop_is_not_waited_for() -> None:
+    loop = asyncio.new_event_loop()
+    loop.close()  # the server stopped with requests of its loop still queued
+    assert _catch_up(loop, time.monotonic() + 30.0) is False
+
+
 async def _submit(writer: IngestWriter, i: int) -> IngestOutcome:
-    return await asyncio.wrap_future(writer.submit(_request(i), asyncio.get_running_loop()))
+    return await writer.accept(_request(i))
 
 
 def test_a_group_smaller_than_the_last_waits_for_more(store: DuckDBStore) -> None:
@@ -145,21 +147,6 @@ def test_a_lone_request_after_a_lone_request_does_not_wait(store: DuckDBStore) -
         writer.stop()
     assert writer.commits == 2
     assert elapsed < 10.0  # far below the regroup limit
-
-
-def test_accepted_requests_of_one_commit_each_get_their_own_outcome(store: DuckDBStore) -> None:
-    writer = _writer(store, catch_up_s=5.0)
-
-    async def main() -> list[IngestOutcome]:
-        return await asyncio.gather(*(writer.accept(_request(i)) for i in range(6)))
-
-    try:
-        outcomes = asyncio.run(main())
-    finally:
-        writer.stop()
-    assert [o.mpids for o in outcomes] == [(1000 + i,) for i in range(6)]
-    assert writer.commits == 1  # settled together, on the loop
-    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(6,)]
 
 
 class _Refusing(DuckDBStore):

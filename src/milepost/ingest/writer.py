@@ -107,18 +107,17 @@ class IngestWriter:
     def backlog(self) -> int:
         return self._queue.qsize()
 
-    def submit(
-        self, request: IngestRequest, loop: asyncio.AbstractEventLoop | None = None
-    ) -> Future[IngestOutcome]:
-        """Queue `request`; `loop` is the event loop of the caller that will await the result."""
+    def submit(self, request: IngestRequest) -> Future[IngestOutcome]:
+        """Queue `request` from a thread without an event loop; the future holds its outcome."""
         if self._closing:
             raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
         fut: Future[IngestOutcome] = Future()
-        self._queue.put(_Item(request, fut, loop))
+        self._queue.put(_Item(request, fut, None))
         return fut
 
     async def accept(self, request: IngestRequest) -> IngestOutcome:
-        """`submit` from a task of the running event loop, awaiting the commit. The writer settles the
+        """Queue `request` from a task of the running event loop and await its commit. The writer
+        lets that loop catch up before committing (more of its requests join), and settles the
         futures of one commit's requests in one call into the loop, not a thread-safe hand-over each."""
         if self._closing:
             raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
