@@ -14,9 +14,13 @@ from milepost.outputs.settings import DeliverySettings
 
 pytestmark = pytest.mark.unit
 
-HOUR = DeliverySettings(
-    allow_private=True, poll_s=3600.0, head_poll_s=3600.0, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
-)
+
+def _settings(**timings: float) -> DeliverySettings:
+    """Local partners allowed, retries at once, and the given polls."""
+    return DeliverySettings(allow_private=True, policy=RetryPolicy(base_s=0.0001, max_s=0.0001), **timings)
+
+
+HOUR = _settings(poll_s=3600.0, head_poll_s=3600.0)
 
 
 def _received(script: Script, count: int) -> bool:
@@ -54,8 +58,7 @@ def test_notify_wakes_the_workers_behind_the_head(world: World) -> None:
 def test_once_commits_are_notified_the_head_is_read_between_them_only_every_poll(
     world: World,
 ) -> None:
-    settings = DeliverySettings(allow_private=True, poll_s=0.2, head_poll_s=0.05)
-    runner = world.runner(Script(), settings)
+    runner = world.runner(Script(), _settings(poll_s=0.2, head_poll_s=0.05))
     try:
         assert runner.head_wait_s() == 0.05  # no notification yet: writes may never be notified
         runner.notify()
@@ -69,10 +72,7 @@ def test_a_change_not_notified_still_wakes_a_worker_once_commits_are_notified(
 ) -> None:
     script = _connected(world)
     # Workers see the change only once the head is read again: by the fallback read (every poll_s).
-    settings = DeliverySettings(
-        allow_private=True, poll_s=0.3, head_poll_s=0.05, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
-    )
-    runner = world.runner(script, settings)
+    runner = world.runner(script, _settings(poll_s=0.3, head_poll_s=0.05))
     runner.start()
     try:
         assert _received(script, 1)
@@ -88,10 +88,7 @@ def test_an_idle_streaming_worker_sleeps_until_its_next_identity_scan_not_the_ne
     world: World,
 ) -> None:
     script = _connected(world)
-    settings = DeliverySettings(
-        allow_private=True, poll_s=0.01, identity_scan_s=30.0, policy=RetryPolicy(base_s=0.0001, max_s=0.0001)
-    )
-    runner = world.runner(script, settings)
+    runner = world.runner(script, _settings(poll_s=0.01, identity_scan_s=30.0))
     try:
         drive(runner)
         (worker,) = runner.workers.values()
@@ -106,7 +103,7 @@ def test_an_idle_streaming_worker_sleeps_until_its_next_identity_scan_not_the_ne
 
 def test_without_a_connection_the_head_is_not_read_until_one_is_created(world: World) -> None:
     script = Script()
-    runner = world.runner(script, DeliverySettings(allow_private=True, poll_s=0.05, head_poll_s=0.01))
+    runner = world.runner(script, _settings(poll_s=0.05, head_poll_s=0.01))
     reads: list[int] = []
     read_head = runner._head
 

@@ -49,7 +49,11 @@ class _Item:
     request: IngestRequest
     # A future of the submitter's event loop (`accept`), settled on that loop, or a thread-safe one.
     future: Future[IngestOutcome] | asyncio.Future[IngestOutcome]
-    loop: asyncio.AbstractEventLoop | None  # the submitter's event loop, if it has one
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The submitter's event loop, if it has one."""
+        return self.future.get_loop() if isinstance(self.future, asyncio.Future) else None
 
 
 @dataclass
@@ -112,7 +116,7 @@ class IngestWriter:
         if self._closing:
             raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
         fut: Future[IngestOutcome] = Future()
-        self._queue.put(_Item(request, fut, None))
+        self._queue.put(_Item(request, fut))
         return fut
 
     async def accept(self, request: IngestRequest) -> IngestOutcome:
@@ -121,9 +125,8 @@ class IngestWriter:
         futures of one commit's requests in one call into the loop, not a thread-safe hand-over each."""
         if self._closing:
             raise Unavailable("the server is shutting down; retry shortly", retry_after_s=5)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[IngestOutcome] = loop.create_future()
-        self._queue.put(_Item(request, fut, loop))
+        fut: asyncio.Future[IngestOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Item(request, fut))
         return await fut
 
     def run_exclusive(self, fn: Callable[[], object], timeout: float | None = None) -> object:
@@ -230,8 +233,7 @@ def _settle(group: list[_Item], results: Sequence[IngestOutcome | Exception]) ->
     for item, result in zip(group, results, strict=True):
         fut = item.future
         if isinstance(fut, asyncio.Future):
-            assert item.loop is not None
-            on_loops.setdefault(item.loop, []).append((fut, result))
+            on_loops.setdefault(fut.get_loop(), []).append((fut, result))
         else:
             with contextlib.suppress(InvalidStateError):  # cancelled by its caller: nobody waits
                 if isinstance(result, Exception):
