@@ -186,6 +186,18 @@ def test_external_names(catalog: Catalog, journey: int) -> None:
         catalog.set_external_name(gold.id, " ")
 
 
+def test_names_by_audience(catalog: Catalog, journey: int) -> None:
+    gold = add(catalog, journey, "Gold")
+    silver = add(catalog, journey, "Silver", gold.id)
+    catalog.set_external_name(gold.id, "Gold customers")
+    assert catalog.names_by_audience() == {
+        gold.audience_id: ("Gold", "Gold customers"),
+        silver.audience_id: ("Silver", catalog.get_milestone(silver.id).external_name),
+    }
+    catalog.rename_journey(journey, "Retention")
+    assert catalog.names_by_audience()[silver.audience_id] == ("Silver", "Retention – Silver")
+
+
 def test_reorder(catalog: Catalog, clock: ManualClock, journey: int) -> None:
     a, b, c = (add(catalog, journey, name) for name in "abc")
     split = add(catalog, journey, "rest", remaining=True)

@@ -95,7 +95,7 @@ def test_rename_and_settings_change_send_update_and_delete_sends_remove(
     try:
         drive(runner)
         local.runtime.catalog.set_external_name(local.milestone, "Gold buyers")
-        runner.workers[cid]._names = None  # the external name is re-read at once (it is cached 5 s)
+        runner.names._read_at = None  # the external name is re-read at once (it is cached 5 s)
         drive(runner)
         local.runtime.catalog.update_connection(cid, settings={"list": "L2"})
         drive(runner)

@@ -265,6 +265,20 @@ class MilestonesMixin(CatalogBase):
                 raise NotFound(f"there is no audience with id {audience_id}")
             return jr.milestone_record(session, audience.milestone_id)
 
+    def names_by_audience(self) -> dict[int, tuple[str, str]]:
+        """Every audience's milestone name and external name, in one query (a record per audience
+        would cost a query each)."""
+        with self._sessions() as session:
+            query = (
+                select(AudienceRow.id, MilestoneRow.name, AudienceRow.external_name, JourneyRow.name)
+                .join(MilestoneRow, AudienceRow.milestone_id == MilestoneRow.id)
+                .join(JourneyRow, JourneyRow.id == MilestoneRow.journey_id)
+            )
+            return {
+                int(audience_id): (name, external or jr.default_external_name(journey_name, name))
+                for audience_id, name, external, journey_name in session.execute(query).tuples()
+            }
+
     def find_audience(self, journey_name: str, milestone_name: str) -> int:
         """The audience id of a milestone named by its journey's name and its own (any case)."""
         with self._sessions() as session:

@@ -36,6 +36,7 @@ from milepost.outputs import state as st
 from milepost.outputs.ack_writer import AckWriter
 from milepost.outputs.identity_scan import IdentityScans
 from milepost.outputs.live import prometheus
+from milepost.outputs.names import AudienceNames
 from milepost.outputs.outbox_tail import MAX_READ, OutboxTail, passed
 from milepost.outputs.records import Change, Identities, outbox_change_id
 from milepost.outputs.registry import OutputContext
@@ -82,6 +83,7 @@ class DeliveryRunner:
         self.tail = OutboxTail()  # the changes read with the head, for the workers
         self.scans = IdentityScans(self.settings.identity_scan_s)  # shared by the workers
         self.acks = AckWriter()  # the workers' acknowledgements, written together when they coincide
+        self.names = AudienceNames(catalog.names_by_audience)  # the records' audience names, shared
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: threading.Thread | None = None

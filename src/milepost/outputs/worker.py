@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NAME_TTL_S = 5.0
 IDENTITY_SCAN_LIMIT = 2_000
 MIN_MPID = -(2**63)
 
@@ -88,7 +87,6 @@ class ConnectionWorker:
         self._redundant = 0  # changes of the current part that the partner already reflects
         self._retry_at = 0.0  # monotonic time before which the unacknowledged batch is not retried
         self._sender: tuple[tuple[int, int, str], Output] | None = None
-        self._names: tuple[float, str, str] | None = None
         self._health: str | None = None  # what this worker last set (or found) in the catalog
         self._paused = False  # faulted: nothing is sent until the connection is resumed
         self._resumed = False
@@ -384,11 +382,7 @@ class ConnectionWorker:
         return sender
 
     def _names_of(self, audience_id: int) -> tuple[str, str]:
-        now = time.monotonic()
-        if self._names is None or now - self._names[0] > NAME_TTL_S:
-            m = self.runner.catalog.milestone_by_audience(audience_id)
-            self._names = (now, m.name, m.external_name)
-        return self._names[1], self._names[2]
+        return self.runner.names.of(audience_id)
 
     def _send(self, assignment: Assignment) -> float:
         s, conn, output = self.state, assignment.connection, assignment.output
