@@ -104,3 +104,22 @@ def test_a_failed_commit_reads_the_mirror_again(tmp_path: Path) -> None:
         assert store._state().owners == {} and state is not store._state()
     finally:
         store.close()
+
+
+def test_snapshot_sees_only_the_keys_stored_after_their_window_start() -> None:
+    mirror = StateMirror(
+        [(1, "r-old", 100), (1, "r-new", 300)],
+        [(1, "m-old", 100), (1, "m-edge", 200), (1, "m-new", 300), (2, "m-new", 50)],
+        [],
+        [],
+    )
+    snap = mirror.snapshot(
+        {(1, "r-old"), (1, "r-new"), (1, "r-absent")},
+        200,
+        {(1, "m-old"), (1, "m-edge"), (1, "m-new"), (2, "m-new"), (1, "m-absent")},
+        200,
+        set(),
+        set(),
+    )
+    assert snap.seen_requests == {(1, "r-new")}
+    assert snap.seen_messages == {(1, "m-new")}  # received at the window's start: forgotten
