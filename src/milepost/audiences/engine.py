@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
 from milepost.audiences.statements import Statements
-from milepost.audiences.timer_sql import own_boundary, timers_sql
+from milepost.audiences.timer_sql import TimerStatements, own_boundary
 from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
@@ -153,7 +153,8 @@ class AudienceEngine:
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
-        self._statements = Statements()  # the diffs, parsed once
+        self._statements = Statements()  # the diffs and timers, parsed once
+        self._timers = TimerStatements(NOW_SQL)
         self._diffed = False  # whether the running evaluation's `eval_diff` holds an earlier step's rows
         ensure_membership_tables(con)
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
@@ -744,11 +745,9 @@ class AudienceEngine:
         self.con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
         step = None if scoped else self._bounds
         bounds = "eval_bounds" if step is not None else None
-        sql = timers_sql(
-            plan, int(now), self.settings.lifetime_ms, bounds, step is not None and step.bounds_own
-        )
+        sql = self._timers.sql(plan, self.settings.lifetime_ms, bounds, step is not None and step.bounds_own)
         if sql is not None:
-            self.con.execute(sql).fetchall()
+            self._statements.run(self.con, sql)
 
     def _batch_users(self, after: int, upto: int) -> list[int]:
         """The users of the real-time batches in (after, upto]: what evaluating them must cover."""

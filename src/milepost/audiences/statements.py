@@ -2,10 +2,11 @@
 
 A real-time evaluation runs the same compiled diff statements every time (7-14 kB of SQL each),
 and DuckDB spent about 0.4 ms per kB parsing that text, every time. A statement seen a second time
-is prepared (`PREPARE`) and from then on executed by name. DuckDB binds a prepared statement again
-when what it reads has changed (a temp table replaced, a session variable set), so the rows are
-those of running its text; only the parse is saved. Text seen once is run as it is: preparing it
-would bind it twice.
+is prepared (`PREPARE`) and from then on executed by name. DuckDB (2.0) binds and optimises a
+prepared statement that reads a table again at every `EXECUTE`, whether or not anything changed
+(with no table read its plan is kept), so the rows are those of running its text and only the
+parse is saved: keeping the evaluation's scratch tables instead of replacing them saves no
+binding. Text seen once is run as it is: preparing it would bind it twice.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def members_only(b: Boundaries) -> bool:
     return not b.seen_leaf and not b.event_durations_ms
 
 
-def event_boundaries_sql(durations: list[int], now: int, kinds: tuple[Selector, ...] | None) -> str:
+def event_boundaries_sql(durations: list[int], now: Instant, kinds: tuple[Selector, ...] | None) -> str:
     """Each user's next event boundary (`sqlvalues.next_boundary`), over the events that can have
     one: dated late enough, of a kind a leaf reads (`Boundaries.event_kinds`)."""
     ts = exp.column("ts", table="e")
@@ -76,7 +76,7 @@ def event_boundaries_sql(durations: list[int], now: int, kinds: tuple[Selector, 
         .from_(exp.to_table("events").as_("e"))
         .where(
             and_(
-                exp.GT(this=ts.copy(), expression=lit(now - max(durations))),
+                exp.GT(this=ts.copy(), expression=before(now, max(durations))),
                 paren(any_kind(DUCKDB, "e", kinds)),
             )
         )
@@ -86,11 +86,13 @@ def event_boundaries_sql(durations: list[int], now: int, kinds: tuple[Selector, 
 
 
 def timers_sql(
-    plan: Plan, now: int, lifetime_ms: int, bounds: str | None = None, bounds_own: bool = False
+    plan: Plan, now: Instant, lifetime_ms: int, bounds: str | None = None, bounds_own: bool = False
 ) -> str | None:
     """`INSERT INTO timers` for the plan's users at `now` (None: no user needs one). `bounds`: a
     table of `Step.bounds` rows covering every root member, read instead of the events;
-    `bounds_own`: its `tb` holds the users' own boundary too, and its rows are the root's members."""
+    `bounds_own`: its `tb` holds the users' own boundary too, and its rows are the root's members.
+    With `now` an expression (the engine's session variable) the text is the same at every
+    instant: it is built once per plan, not with sqlglot in every evaluation."""
     b = plan.boundaries
     if b is None or not plan.journeys:
         return None
@@ -107,7 +109,8 @@ def timers_sql(
         # with a profile row can be members (the root reads `users`), so the grouped sources are
         # joined to the profile's one row per user rather than unioned and grouped again.
         in_root = to_sql(DUCKDB.list_has_any(exp.column("inputs"), tuple(inputs)))
-        own, where = to_sql(own_boundary(b, now)), f"last_seen > {now - int(lifetime_ms)} AND {in_root}"
+        alive = to_sql(before(now, int(lifetime_ms)))
+        own, where = to_sql(own_boundary(b, now)), f"last_seen > {alive} AND {in_root}"
         if members_only(b):
             member, end = "mpid IN (SELECT mpid FROM memberships)", f"last_seen + {int(lifetime_ms)}"
             if b.attribute_durations:
@@ -128,5 +131,25 @@ def timers_sql(
     due = ", ".join(["u.b", *(f"g{i}.b" for i in range(len(grouped)))])
     return (
         f"INSERT INTO timers SELECT * FROM (SELECT mpid, least({due}) AS b FROM ({users}) u{joins}) "
-        f"WHERE b > {now}"
+        f"WHERE b > {to_sql(before(now))}"
     )
+
+
+class TimerStatements:
+    """`timers_sql` at an instant bound per evaluation (`now`, an expression), built once per
+    plan, lifetime and bounds table: building it with sqlglot took a real-time evaluation 2-4 ms."""
+
+    def __init__(self, now: exp.Expr) -> None:
+        self.now = now
+        self._plan: Plan | None = None  # the plan the texts were built for
+        self._texts: dict[tuple[int, str | None, bool], str | None] = {}
+
+    def sql(
+        self, plan: Plan, lifetime_ms: int, bounds: str | None = None, bounds_own: bool = False
+    ) -> str | None:
+        if plan is not self._plan:
+            self._plan, self._texts = plan, {}
+        key = (int(lifetime_ms), bounds, bounds_own)
+        if key not in self._texts:
+            self._texts[key] = timers_sql(plan, self.now, lifetime_ms, bounds, bounds_own)
+        return self._texts[key]
