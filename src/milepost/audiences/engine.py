@@ -417,7 +417,7 @@ class AudienceEngine:
     ) -> None:
         scoped = candidates is not None
         con = self.con
-        con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
+        self._bind_now(now)
         con.execute("DELETE FROM eval_candidates").fetchall()
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
@@ -578,6 +578,7 @@ class AudienceEngine:
         """
         assert self.calculator is not None
         self._sizes = None
+        self._bind_now(now)  # the timers statement reads it
         self.con.execute("DELETE FROM eval_candidates").fetchall()
         self._drop_scope_copies()
         self._begin_log()
@@ -738,6 +739,10 @@ class AudienceEngine:
             self.con.execute("DELETE FROM eval_diff").fetchall()
         self._diffed = True
         return int(self._statements.run(self.con, f"INSERT INTO eval_diff {rows}")[0][0])
+
+    def _bind_now(self, now: int) -> None:
+        """The evaluation's instant, which the compiled statements read as `NOW_SQL`."""
+        self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         """Each user's next instant of possible change (`timer_sql`). When scoped, `users`, `events`
