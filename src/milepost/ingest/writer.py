@@ -226,33 +226,38 @@ class IngestWriter:
                 log.exception("commit listener failed")
 
 
+_Settling = tuple[asyncio.Future[IngestOutcome], IngestOutcome | Exception]  # a future, what it gets
+
+
 def _settle(group: list[_Item], results: Sequence[IngestOutcome | Exception]) -> None:
     """Resolve each item's future with its outcome or exception; those of an event loop's futures
     in one call on that loop."""
-    on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[IngestOutcome], object]]] = {}
+    on_loops: dict[asyncio.AbstractEventLoop, list[_Settling]] = {}
     for item, result in zip(group, results, strict=True):
         fut = item.future
         if isinstance(fut, asyncio.Future):
             on_loops.setdefault(fut.get_loop(), []).append((fut, result))
         else:
             with contextlib.suppress(InvalidStateError):  # cancelled by its caller: nobody waits
-                if isinstance(result, Exception):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+                _resolve(fut, result)
     for loop, pairs in on_loops.items():
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits them
             loop.call_soon_threadsafe(_settle_on_loop, pairs)
 
 
-def _settle_on_loop(pairs: list[tuple[asyncio.Future[IngestOutcome], object]]) -> None:
+def _settle_on_loop(pairs: list[_Settling]) -> None:
     for fut, result in pairs:
-        if fut.done():
-            continue  # cancelled: its client went away (the request was committed all the same)
-        if isinstance(result, Exception):
-            fut.set_exception(result)
-        else:
-            fut.set_result(result)  # type: ignore[arg-type]
+        if not fut.done():  # else cancelled: its client went away (the request was committed all the same)
+            _resolve(fut, result)
+
+
+def _resolve(
+    fut: Future[IngestOutcome] | asyncio.Future[IngestOutcome], result: IngestOutcome | Exception
+) -> None:
+    if isinstance(result, Exception):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
 
 
 def _catch_up(loop: asyncio.AbstractEventLoop, deadline: float) -> bool:
