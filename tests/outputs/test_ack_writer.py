@@ -108,3 +108,36 @@ def test_a_groups_removes_delete_exactly_their_connections_users(con: duckdb.Duc
     left = con.execute("SELECT connection_id, mpid FROM delivered ORDER BY ALL").fetchall()
     gone = {(1, 3), (1, 7), (2, 5)}
     assert left == sorted((c, m) for c in (1, 2, 3) for m in range(1, 11) if (c, m) not in gone)
+
+
+def test_acknowledgements_arriving_apart_are_gathered_into_one_group(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker waits while others keep arriving, so one transaction writes them all."""
+    import time
+
+    from milepost.outputs import ack_writer
+
+    groups: list[int] = []
+    real = ack_writer.commit_acks
+
+    def counting(c: duckdb.DuckDBPyConnection, acks: list[Ack]) -> None:
+        groups.append(len(acks))
+        real(c, acks)
+
+    monkeypatch.setattr(ack_writer, "commit_acks", counting)
+    writer = AckWriter(gather_step_s=0.3, gather_max_s=2.0)
+    stores = {c: DeliveryStore(con.cursor(), writer) for c in range(1, 6)}
+
+    def work(c: int) -> None:
+        time.sleep(0.02 * c)  # arriving one after another, a little apart
+        stores[c].commit(DeliveryState(c, phase=st.STREAM, cursor_seq=c), added={c: None}, now_ms=c)
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(work, stores))
+    assert groups == [5]
+    states, delivered = _tables(con)
+    assert [(r[0], r[3]) for r in states] == [(c, c) for c in stores]
+    assert [(c, m) for c, m, _ in delivered] == [(c, c) for c in stores]
+    for store in stores.values():
+        store.close()

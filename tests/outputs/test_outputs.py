@@ -200,6 +200,58 @@ def test_file_output_appends_lines_and_rotates(tmp_path: Path) -> None:
         FILE.check_settings({"directory": "relative/dir"}, allow_private=False)
 
 
+def test_file_output_syncs_concurrent_batches_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches sent at once share syncs, and none counts as sent before a sync covering its line."""
+    import os
+    import threading
+    import time
+
+    from milepost.outputs import file as file_module
+
+    synced_sizes: list[int] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size  # what this sync covers: the file as it is when the sync begins
+        time.sleep(0.05)
+        real_fsync(fd)
+        synced_sizes.append(size)
+
+    monkeypatch.setattr(file_module.os, "fsync", slow_fsync)
+    clock = ManualClock(T0)
+    with httpx.Client() as http:
+        ctx = OutputContext(http, clock, False)
+        outs = [
+            FILE.open(_output("file", {"directory": str(tmp_path / "d")}), _connection(), ctx)
+            for _ in range(8)
+        ]
+    uncovered: list[int] = []
+
+    def send(i: int) -> None:
+        assert outs[i].send([_record(mpid=i)], f"k{i}").ok
+        path = outs[i].path
+        data = path.read_bytes()
+        end = next(
+            at + len(line) + 1
+            for at, line in ((data.index(line), line) for line in data.splitlines())
+            if json.loads(line)["mpid"] == i
+        )
+        if max(synced_sizes, default=0) < end:
+            uncovered.append(i)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = [json.loads(line) for line in outs[0].path.read_text().splitlines()]
+    assert sorted(x["mpid"] for x in lines) == list(range(8))
+    assert uncovered == []
+    assert 1 <= len(synced_sizes) < 8
+
+
 def test_builtins_come_through_the_registry() -> None:
     types = registry.output_types()
     assert types["webhook"] is WEBHOOK and types["file"] is FILE
