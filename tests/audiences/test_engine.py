@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlglot import parse_one
 
-from milepost.audiences.engine import AudienceEngine, EngineSettings, _columns
+from milepost.audiences.engine import AudienceEngine, EngineSettings
+from milepost.audiences.plan_sql import _columns
 from milepost.audiences.tree import JourneyRows, MilestoneRow
 from milepost.clock import ManualClock
 from milepost.engines.duckdb import DuckDBStore

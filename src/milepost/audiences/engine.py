@@ -21,24 +21,20 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
-from milepost.audiences.dataflow import PARENT_TABLE, Plan, group_steps, make_plan, root_query, steps
+from milepost.audiences.dataflow import Plan, make_plan, steps
+from milepost.audiences.plan_sql import NOW_SQL, NOW_VARIABLE, SCOPED_TABLES, Compiled, SqlStep, compile_plan
 from milepost.audiences.statements import Statements
-from milepost.audiences.timer_sql import TimerStatements, own_boundary
-from milepost.audiences.tree import JourneyRows, SiblingGroup, root_audience_id
+from milepost.audiences.timer_sql import TimerStatements
+from milepost.audiences.tree import JourneyRows
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
-from milepost.criteria.dialect import DUCKDB, call, lit
-from milepost.engines.duckdb_membership import ensure_membership_tables, log_changes_sql
+from milepost.criteria.dialect import DUCKDB
+from milepost.engines.duckdb_membership import ensure_membership_tables, log_changes_sql, log_entries_sql
 
 WATERMARK_KEY = "evaluated_batch_seq"
 # With nothing maintained, how often the read position is written down (a commit with an fsync:
 # at 1 s it was most of the evaluator thread's CPU during ingest).
 IDLE_WATERMARK_S = 10.0
-# The instant of the running evaluation, a session variable of the engine's connection: compiled
-# queries read it, so they are compiled once per plan.
-NOW_VARIABLE = "milepost_eval_now"
-NOW_SQL = call("getvariable", lit(NOW_VARIABLE))
-SCOPED_TABLES = ("events", "users", "identities", "consents", "devices")
 
 
 @dataclass(frozen=True)
@@ -56,64 +52,6 @@ class EvalResult:
 
 
 _Plan = Plan
-
-
-@dataclass(frozen=True)
-class _SqlStep:
-    """A step as SQL text: its rows `(audience_id, mpid)` replace the membership of `writes`."""
-
-    writes: tuple[int, ...]
-    sql: str | None  # None: the audiences end up empty
-    parent: int | None  # the audience whose members the query reads (as `eval_parent`)
-    number: int = 0  # its place in the plan's order, which orders the change log
-    bounds: bool = False  # rows carry `tb` and non-members (`Step.bounds`)
-    bounds_own: bool = False  # `tb` covers the users' own boundary too (`timer_sql.own_boundary`)
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    roots: _SqlStep | None
-    # Steps in batches: the steps of one batch read nothing another writes, so they run as one
-    # statement (each statement costs DuckDB a fixed setup per operator and per diff).
-    batches: list[list[_SqlStep]]
-    # Column names the queries refer to (None: a query reads whole rows): a scoped evaluation
-    # copies only these columns of the candidates' events.
-    columns: frozenset[str] | None = None
-    # Tables the queries read: a scoped evaluation copies only those (and what timers read).
-    tables: frozenset[str] = frozenset(SCOPED_TABLES)
-
-
-def _tables(queries: Sequence[exp.Expr]) -> frozenset[str]:
-    return frozenset(t.name.lower() for q in queries for t in q.find_all(exp.Table))
-
-
-def _columns(queries: Sequence[exp.Expr]) -> frozenset[str] | None:
-    """Every column name the queries mention, or None when one selects whole rows (`*`, `t.*`)."""
-    names: set[str] = set()
-    for q in queries:
-        for star in q.find_all(exp.Star):
-            if not isinstance(star.parent, exp.AggFunc):  # count(*) reads no column
-                return None
-        names.update(c.name.lower() for c in q.find_all(exp.Column))
-    return frozenset(names)
-
-
-def _with_parent(
-    query: exp.Select, group: SiblingGroup, root: exp.Select | None = None, own: exp.Expr | None = None
-) -> exp.Select:
-    """The query reading its parent's members inline from the (scoped) memberships, or from `root`
-    (a journey root's query) when the parent is a root whose membership is not stored; `own`: the
-    root's users' own timer boundary, carried as `ub` (`CompileContext.timer_own`)."""
-    if root is not None:
-        parent = root.copy()
-        parent.set("expressions", [exp.column("mpid"), *([own.copy().as_("ub")] if own is not None else [])])
-    else:
-        parent = (
-            exp.select("mpid")
-            .from_("memberships")
-            .where(exp.column("audience_id").eq(exp.convert(group.parent_audience_id)))
-        )
-    return query.with_(PARENT_TABLE, as_=parent)
 
 
 class FullCalculator(Protocol):
@@ -144,10 +82,13 @@ class AudienceEngine:
         self._lock = threading.RLock()
         self._plan = _Plan()
         # The current plan compiled, per form: scoped (False) and full calculations' fused (True).
-        self._cache: dict[bool, tuple[_Plan, EngineSettings, _Compiled]] = {}
-        self._bounds: _SqlStep | None = None  # the step whose rows this evaluation put in `eval_bounds`
+        self._cache: dict[bool, tuple[_Plan, EngineSettings, Compiled]] = {}
+        self._bounds: SqlStep | None = None  # the step whose rows this evaluation put in `eval_bounds`
         self._step_no = 0  # steps of the running evaluation, ordering its change log
         self._logged = False  # whether the running evaluation's `eval_log` holds a row
+        # Audiences a step entered every member of, straight into memberships (`_enter`): their
+        # step numbers, which order their adds in the change log.
+        self._entered: dict[int, int] = {}
         # Members per audience in the running evaluation's scope, kept up to date by each step's
         # diff: a step whose parent and audiences are empty is known to change nothing.
         self._sizes: dict[int, int] | None = None
@@ -460,6 +401,7 @@ class AudienceEngine:
     def _begin_log(self) -> None:
         self._step_no = 0
         self._logged = False
+        self._entered = {}
         self._bounds = None
         self._diffed = False
         self.con.execute(
@@ -474,7 +416,7 @@ class AudienceEngine:
         apply them to the stored membership (the steps updated the candidates' copy). With `ingest`,
         changes of other users are logged as caused by their timers."""
         con = self.con
-        if not self._logged:
+        if not self._logged and not self._entered:
             return
         cause_sql = "?"
         params: list[object] = [cause]
@@ -490,12 +432,23 @@ class AudienceEngine:
             con.execute(
                 f"INSERT INTO {stored} SELECT audience_id, mpid, ? FROM eval_log WHERE added", [now]
             ).fetchall()
-        n = con.execute(
-            log_changes_sql("eval_log", cause_sql), [self._seq, now, *params, self.clock.now_ms()]
-        ).fetchall()[0][0]
+        params = [self._seq, now, *params, self.clock.now_ms()]
+        entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
+        if not self._logged:  # only entries (a full calculation of new audiences)
+            n = con.execute(log_entries_sql(entered, cause_sql), params).fetchall()[0][0]
+        else:
+            changes = "eval_log"
+            if entered:  # their rows are their audiences' memberships, all adds
+                step = " ".join(f"WHEN {a} THEN {self._entered[a]}" for a in entered)
+                changes = (
+                    f"(SELECT step, audience_id, mpid, added FROM eval_log UNION ALL SELECT CASE audience_id "
+                    f"{step} END, audience_id, mpid, true FROM memberships WHERE list_contains({_ids(entered)}, "
+                    "audience_id))"
+                )
+            n = con.execute(log_changes_sql(changes, cause_sql), params).fetchall()[0][0]
         self._seq += int(n)
 
-    def _compiled(self, plan: _Plan, fused: bool = False) -> _Compiled:
+    def _compiled(self, plan: _Plan, fused: bool = False) -> Compiled:
         """The plan's queries as SQL text, compiled once per plan and settings: every evaluation
         binds its instant through `NOW_VARIABLE` instead of compiling again. `fused`: for a full
         calculation of one journey, its root's children also give every member's next event
@@ -507,48 +460,7 @@ class AudienceEngine:
         cached = self._cache.get(bool(timers))
         if cached is not None and cached[0] is plan and cached[1] == self.settings:
             return cached[2]
-        lookback, lifetime = self.settings.lookback_ms, self.settings.lifetime_ms
-        root_of = {
-            root_audience_id(j.id): root_query(j, 0, lifetime, DUCKDB, None, NOW_SQL) for j in plan.journeys
-        }
-        roots = [q for a, q in root_of.items() if a in plan.stored_roots]
-        queries: list[exp.Expr] = list(roots)
-        root_step = None
-        if roots:
-            union: exp.Query = roots[0]
-            for q in roots[1:]:
-                union = exp.union(union, q, distinct=False)
-            root_step = _SqlStep(tuple(a for a in root_of if a in plan.stored_roots), to_sql(union), None, 1)
-        # A group's level: past every group computing an audience it reads; within a group,
-        # each segment follows the previous one.
-        produced = {a: g for g in plan.groups for a in g.audience_ids}
-        level: dict[int, int] = {}
-        batches: dict[tuple[int, int], list[_SqlStep]] = {}
-        number = 1
-        for g in plan.groups:  # dependency order: producers come first
-            level[id(g)] = 1 + max(
-                (level[id(produced[d])] for d in g.depends_on if d in produced and produced[d] is not g),
-                default=0,
-            )
-            # A root not stored is read inline; its size is then unknown (no parent to skip on).
-            inline = (
-                root_of.get(g.parent_audience_id) if g.parent_audience_id not in plan.stored_roots else None
-            )
-            own = own_boundary(b, NOW_SQL) if timers and b is not None and inline is not None else None
-            for segment, st in enumerate(group_steps(g, plan, 0, lookback, DUCKDB, NOW_SQL, timers, own)):
-                number += 1
-                sql = None
-                if st.query is not None:
-                    query = _with_parent(st.query, g, inline, own if st.bounds else None)
-                    queries.append(query)
-                    sql = to_sql(query)
-                parent = None if inline is not None else g.parent_audience_id
-                bounds = st.bounds and sql is not None
-                step = _SqlStep(st.writes, sql, parent, number, bounds, bounds and own is not None)
-                batches.setdefault((level[id(g)], segment), []).append(step)
-        compiled = _Compiled(
-            root_step, [batches[k] for k in sorted(batches)], _columns(queries), _tables(queries)
-        )
+        compiled = compile_plan(plan, self.settings.lookback_ms, self.settings.lifetime_ms, timers)
         if plan is self._plan:  # what-if plans are evaluated once
             self._cache[bool(timers)] = (plan, self.settings, compiled)
         return compiled
@@ -623,12 +535,12 @@ class AudienceEngine:
     def _scope(self, column: str, scoped: bool) -> str:
         return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
 
-    def _evaluate_root(self, step: _SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
+    def _evaluate_root(self, step: SqlStep, now: int, scoped: bool, cause: str, result: EvalResult) -> None:
         """Every journey's root in one query (roots are independent of each other)."""
         self._run_batch([step], now, scoped, cause, result)
 
     def _run_batch(
-        self, batch: list[_SqlStep], now: int, scoped: bool, cause: str, result: EvalResult
+        self, batch: list[SqlStep], now: int, scoped: bool, cause: str, result: EvalResult
     ) -> None:
         """Independent steps as one diff; steps known to change nothing are left out."""
         sizes = self._sizes
@@ -681,6 +593,8 @@ class AudienceEngine:
                 + " END"
             )
         if self._sizes is not None and not any(self._sizes.get(a) for a in audience_ids):
+            if not scoped:
+                return self._enter(audience_ids, new, numbers, result)
             # Nothing stored for these audiences (in scope): every row of `new` is an add, no join.
             changed = self._write_diff(f"SELECT audience_id, mpid, true AS added FROM ({new}) n")
         else:
@@ -713,6 +627,31 @@ class AudienceEngine:
             for a, n_add, n_remove in counts:
                 prev = result.per_audience.get(int(a), (0, 0))
                 result.per_audience[int(a)] = (prev[0] + int(n_add), prev[1] + int(n_remove))
+
+    def _enter(
+        self, audience_ids: list[int], new: str, numbers: Mapping[int, int] | None, result: EvalResult
+    ) -> None:
+        """Audiences with no stored member (a full calculation of new audiences): the rows of `new`
+        go straight into memberships, and `_flush` logs them from there (each audience is written
+        by one step), instead of passing a million rows through `eval_diff` and `eval_log` too."""
+        insert = f"INSERT INTO memberships SELECT audience_id, mpid, {to_sql(NOW_SQL)} FROM ({new}) n"
+        if not int(self._statements.run(self.con, insert)[0][0]):
+            return
+        counts = self.con.execute(
+            "SELECT audience_id, count(*) FROM memberships WHERE list_contains(?, audience_id) GROUP BY ALL",
+            [audience_ids],
+        ).fetchall()
+        assert self._sizes is not None
+        self._sizes.update((int(a), int(n)) for a, n in counts)
+        # Journey roots are in no change log.
+        self._entered.update(
+            (a, self._step_no if numbers is None else numbers[a]) for a in audience_ids if a > 0
+        )
+        if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
+            for a, n in counts:
+                result.adds += int(n)
+                prev = result.per_audience.get(int(a), (0, 0))
+                result.per_audience[int(a)] = (prev[0] + int(n), prev[1])
 
     def _counts(self) -> list[tuple[int, int, int]]:
         """Adds and removes per audience in `eval_diff`."""

@@ -7,6 +7,8 @@ membership and the change that produced it are always stored together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import duckdb
 
 # One row per (audience, user), kept so by the engine (each step yields a user once per audience).
@@ -65,6 +67,21 @@ def log_changes_sql(changes: str, cause_sql: str) -> str:
         "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, "
         f"CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? FROM (SELECT audience_id, mpid, "
         f"added FROM {changes} WHERE audience_id > 0 ORDER BY step, added, audience_id, mpid)"
+    )
+
+
+def log_entries_sql(audiences: Sequence[int], cause_sql: str) -> str:
+    """Append the memberships of `audiences` to the change log as adds, in the order
+    `log_changes_sql` gives an evaluation whose only changes they are (every member of each entered
+    by one step): `audiences` listed in step order, then by user. Parameters as `log_changes_sql`'s.
+    Sorting on (place in the list, user) instead of (step, action, audience, user) cost a million
+    entries' log about a quarter less CPU."""
+    rank = " ".join(f"WHEN {int(a)} THEN {i}" for i, a in enumerate(audiences))
+    ids = "[" + ", ".join(str(int(a)) for a in audiences) + "]::BIGINT[]"
+    return (
+        f"INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, 'add', ?, {cause_sql}, ? "
+        f"FROM (SELECT audience_id, mpid FROM memberships WHERE list_contains({ids}, audience_id) "
+        f"ORDER BY CASE audience_id {rank} END, mpid)"
     )
 
 
