@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from tests.audiences.test_engine import DAY, T0, World, journey, ms
-from tests.audiences.test_fused_timers import JOURNEYS, _reset, ev, last
+from tests.audiences.test_fused_timers import JOURNEYS, _reset, ev, last, send_users
 
 CASES = {
     **JOURNEYS,
@@ -22,17 +22,7 @@ CASES = {
 
 def _send(world: World, rng: random.Random) -> None:
     """Users with a few recent events each: most journeys' audiences have members."""
-    batches = []
-    for mpid in range(1, 61):
-        events = []
-        for _ in range(rng.randint(0, 8)):
-            ts = T0 - rng.randint(0, 6 * DAY)
-            name = rng.choice(["watch", "buy", "open", "other"])
-            data = {"event_name": name, "custom_event_type": "other", "timestamp_unixtime_ms": ts}
-            events.append({"event_type": "custom_event", "data": data})
-        attributes = {"plan": rng.choice(["paid", "free"]), "signup": T0 - rng.randint(-DAY, 20 * DAY)}
-        batches.append({"mpid": mpid, "events": events, "user_attributes": attributes})
-    world.send(*batches)
+    send_users(world, rng, max_events=8, ages=(0, 6 * DAY))
 
 
 def _log(world: World) -> list[Any]:

@@ -79,13 +79,16 @@ JOURNEYS: dict[str, JourneyRows] = {
 }
 
 
-def _send(world: World, rng: random.Random) -> None:
+def send_users(
+    world: World, rng: random.Random, max_events: int = 6, ages: tuple[int, int] = (-2 * DAY, 40 * DAY)
+) -> None:
+    """60 users with up to `max_events` events each, aged within `ages` before now (by default mostly
+    within the windows, some older than any, a few dated after now)."""
     batches = []
     for mpid in range(1, 61):
         events = []
-        for _ in range(rng.randint(0, 6)):
-            # Mostly within the windows, some older than any, a few dated after now.
-            ts = T0 - rng.randint(-2 * DAY, 40 * DAY)
+        for _ in range(rng.randint(0, max_events)):
+            ts = T0 - rng.randint(*ages)
             name = rng.choice(["watch", "buy", "open", "other"])
             data = {"event_name": name, "custom_event_type": "other", "timestamp_unixtime_ms": ts}
             events.append({"event_type": "custom_event", "data": data})
@@ -111,7 +114,7 @@ def _reset(world: World) -> None:
 @pytest.mark.parametrize("name", list(JOURNEYS))
 def test_full_calculation_timers_agree_with_evaluating_every_user(world: World, name: str) -> None:
     world.engine.configure([JOURNEYS[name]], {})
-    _send(world, random.Random(name))
+    send_users(world, random.Random(name))
     fused = world.engine._compiled(world.engine._plan, fused=True)
     assert any(s.bounds for batch in fused.batches for s in batch)  # the path under test is taken
     users = list(range(1, 61))

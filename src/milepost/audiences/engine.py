@@ -29,7 +29,12 @@ from milepost.audiences.tree import JourneyRows
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB
-from milepost.engines.duckdb_membership import ensure_membership_tables, log_changes_sql, log_entries_sql
+from milepost.engines.duckdb_membership import (
+    ensure_membership_tables,
+    entries_with_changes_sql,
+    log_changes_sql,
+    log_entries_sql,
+)
 
 WATERMARK_KEY = "evaluated_batch_seq"
 # With nothing maintained, how often the read position is written down (a commit with an fsync:
@@ -419,7 +424,7 @@ class AudienceEngine:
         if not self._logged and not self._entered:
             return
         cause_sql = "?"
-        params: list[object] = [cause]
+        cause_params: list[object] = [cause]
         if ingest is not None:
             self._fill_list("eval_ingest", ingest)
             cause_sql = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN ? ELSE 'timer' END"
@@ -432,19 +437,12 @@ class AudienceEngine:
             con.execute(
                 f"INSERT INTO {stored} SELECT audience_id, mpid, ? FROM eval_log WHERE added", [now]
             ).fetchall()
-        params = [self._seq, now, *params, self.clock.now_ms()]
-        entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
+        params = [self._seq, now, *cause_params, self.clock.now_ms()]
         if not self._logged:  # only entries (a full calculation of new audiences)
+            entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
             n = con.execute(log_entries_sql(entered, cause_sql), params).fetchall()[0][0]
         else:
-            changes = "eval_log"
-            if entered:  # their rows are their audiences' memberships, all adds
-                step = " ".join(f"WHEN {a} THEN {self._entered[a]}" for a in entered)
-                changes = (
-                    f"(SELECT step, audience_id, mpid, added FROM eval_log UNION ALL SELECT CASE audience_id "
-                    f"{step} END, audience_id, mpid, true FROM memberships WHERE list_contains({_ids(entered)}, "
-                    "audience_id))"
-                )
+            changes = entries_with_changes_sql("eval_log", self._entered) if self._entered else "eval_log"
             n = con.execute(log_changes_sql(changes, cause_sql), params).fetchall()[0][0]
         self._seq += int(n)
 

@@ -30,6 +30,13 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_BATCH_SIZE = 500
 
 
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _SharedFile:
     """One path's writers: `lock` orders the writes; `written` counts them, `synced` counts those
     on disk (a sync covers the writes counted when it began)."""
@@ -63,10 +70,7 @@ class _SharedFile:
             with self.lock:  # the writes counted so far are all in the file at `path` now
                 upto = self.written
                 fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_and_close(fd)
             self.mark_synced(upto)
         finally:
             with self.cond:
@@ -130,11 +134,7 @@ class FileOutput:
         except FileNotFoundError:
             return
         if size and size + incoming > self.max_bytes:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_and_close(os.open(self.path, os.O_RDONLY))
             shared.mark_synced(shared.written)
             stamp = self.clock.now_ms()
             target = self.path.with_name(f"{self.path.stem}-{stamp}.jsonl")
