@@ -987,46 +987,49 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
         send(spec, workdir, "markers-a", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 300_000)
         out["drain_s"] = wait_idle(spid, 10)
         print("  phase A done", flush=True)
-        # B. steady state at a lower rate: time-driven exits with boundaries spread 15-30 s ahead
-        steady, _ = send(
-            spec,
-            workdir,
-            "steady",
-            rate=args.steady_rate,
-            seconds=50,
-            probe_base=u // 8,
-            tick_base=u // 2,
-            tick_until=15,
-            ticks_per_request=10,
-            tick_ms=[15_000, 30_000],
-        )
-        send(spec, workdir, "markers-b", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 400_000)
-        print("  phase B done", flush=True)
-        out["rss_mib"] = vm_hwm_mib(spid)
-        # C. restart with overdue timers: users enter, the server stops, their boundaries pass
-        restart_ticks, _ = send(
-            spec,
-            workdir,
-            "restart-ticks",
-            rate=2000,
-            seconds=2,
-            probe_base=u // 8 + 100_000,
-            tick_base=u // 4,
-            tick_until=10,
-            ticks_per_request=50,
-            tick_ms=[20_000, 25_000],
-        )
-        time.sleep(15)
-        server.stop()
-        latest = max(b for r in restart_ticks for _m, b in r.get("ticks", []))
-        time.sleep(max(0.0, (latest - time.time() * 1000) / 1000) + 5)
-        t_restart = time.time()
-        server.start(timeout=600)
-        out["restart_ready_s"] = time.time() - t_restart
-        spid = server.proc.pid
-        _markers, _ = send(spec, workdir, "markers", rate=1000, seconds=15, probe_base=u // 8 + 200_000)
-        wait_idle(spid, 60)
-        out["rss_mib_restart"] = vm_hwm_mib(spid)
+        steady: list[dict[str, Any]] = []
+        restart_ticks: list[dict[str, Any]] = []
+        if not args.load_only:
+            # B. steady state at a lower rate: time-driven exits with boundaries spread 15-30 s ahead
+            steady, _ = send(
+                spec,
+                workdir,
+                "steady",
+                rate=args.steady_rate,
+                seconds=50,
+                probe_base=u // 8,
+                tick_base=u // 2,
+                tick_until=15,
+                ticks_per_request=10,
+                tick_ms=[15_000, 30_000],
+            )
+            send(spec, workdir, "markers-b", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 400_000)
+            print("  phase B done", flush=True)
+            out["rss_mib"] = vm_hwm_mib(spid)
+            # C. restart with overdue timers: users enter, the server stops, their boundaries pass
+            restart_ticks, _ = send(
+                spec,
+                workdir,
+                "restart-ticks",
+                rate=2000,
+                seconds=2,
+                probe_base=u // 8 + 100_000,
+                tick_base=u // 4,
+                tick_until=10,
+                ticks_per_request=50,
+                tick_ms=[20_000, 25_000],
+            )
+            time.sleep(15)
+            server.stop()
+            latest = max(b for r in restart_ticks for _m, b in r.get("ticks", []))
+            time.sleep(max(0.0, (latest - time.time() * 1000) / 1000) + 5)
+            t_restart = time.time()
+            server.start(timeout=600)
+            out["restart_ready_s"] = time.time() - t_restart
+            spid = server.proc.pid
+            _markers, _ = send(spec, workdir, "markers", rate=1000, seconds=15, probe_base=u // 8 + 200_000)
+            wait_idle(spid, 60)
+            out["rss_mib_restart"] = vm_hwm_mib(spid)
     finally:
         server.stop()
     log = change_log(data_dir / "store" / "store.duckdb")
@@ -1062,7 +1065,7 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
         len(rt_seqs),
     )
     out["catch_up_s"] = None
-    if rt_seqs:
+    if rt_seqs and not args.load_only:
         bound = stamps.after_seq(max(rt_seqs), 0)
         if bound is not None:
             out["catch_up_s"] = bound / 1000 - t_restart
@@ -1090,6 +1093,10 @@ def main() -> None:
     )
     ap.add_argument("--skip-realtime", action="store_true")
     ap.add_argument("--full-only", action="store_true", help="only section 1 (full calculation)")
+    ap.add_argument("--realtime-only", action="store_true", help="only section 2 (real time)")
+    ap.add_argument(
+        "--load-only", action="store_true", help="with --realtime-only: phase A alone (the target rate)"
+    )
     ap.add_argument("--client", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
@@ -1101,6 +1108,9 @@ def main() -> None:
     now = int(time.time() * 1000)
     print(f"machine: {os.cpu_count()} cores, DuckDB {duckdb.__version__}; client and server share the cores")
     try:
+        if args.realtime_only:
+            realtime_section(args, workdir, now)
+            return
         loaded = load_store(workdir / "fc", args.users, now)
         print(
             f"\nworkload: {loaded['users']:,} users, {loaded['events']:,} events, {loaded['consents']:,} consents "
@@ -1139,43 +1149,50 @@ def main() -> None:
         shutil.rmtree(workdir / "fc", ignore_errors=True)
         if args.skip_realtime:
             return
-        print(
-            f"\n2. real time: milepost serve, {count_audiences(journey_documents())} audiences, target {args.rate:,.0f} events/s for {args.seconds:.0f} s"
-        )
-        rt = realtime(args, workdir, now)
-        eps = rt["accepted_eps"]
-        print(
-            f"  accepted: {eps:,.0f} events/s sustained ({rt['requests']} requests, {rt['refused']} refused)   target {args.rate:,.0f}: {verdict(eps >= 0.95 * args.rate)}"
-        )
-        print(
-            f"  CPU over {rt['wall']:.1f} s wall: server {rt['server_cpu']:.1f} s ({rt['server_cpu'] / rt['wall']:.0%} of a core), client {rt['client_cpu']:.1f} s ({rt['client_cpu'] / rt['wall']:.0%})"
-        )
-        lo, hi = rt["lat_lo"], rt["lat_hi"]
-        print(
-            f"  202 -> membership change: stamped p50 {pct(lo, 50):.2f} s p99 {pct(lo, 99):.2f} s; recorded by p50 {pct(hi, 50):.2f} s "
-            f"p99 {pct(hi, 99):.2f} s ({len(hi)} probes, {rt['lat_missing']} without a change)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
-        )
-        lo, hi = rt["steady_lo"], rt["steady_hi"]
-        print(
-            f"  same at {args.steady_rate:,.0f} events/s (phase B): recorded by p50 {pct(hi, 50):.2f} s p99 {pct(hi, 99):.2f} s ({len(hi)} probes)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
-        )
-        print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
-        late = rt["late"]
-        print(
-            f"\n3. timers (phase B, {args.steady_rate:,.0f} events/s): lateness (recorded by - boundary) p50 {pct(late, 50):.2f} s p99 {pct(late, 99):.2f} s over {len(late)} boundaries "
-            f"spread over 30 s ({rt['late_not_entered']} users never entered, {rt['late_not_fired']} not fired)   target p99 < 1 s: {verdict(bool(late) and pct(late, 99) < 1)}"
-        )
-        cu = rt["catch_up_s"]
-        print(
-            f"  restart with {rt['restart_entered']} of {rt['restart_ticks']} users' timers overdue: ready after {rt['restart_ready_s']:.1f} s, "
-            f"{rt['restart_removed']} processed by {(f'{cu:.1f} s') if cu is not None else 'n/a'} after the restart began (no target)"
-        )
-        peak = max(rt["rss_mib"], rt.get("rss_mib_restart", 0.0))
-        print(
-            f"\n4. peak RSS of the server (VmHWM): {rt['rss_mib']:,.0f} MiB (after restart {rt.get('rss_mib_restart', float('nan')):,.0f} MiB)   target <= 4096 MiB: {verdict(peak <= 4096)}"
-        )
+        realtime_section(args, workdir, now)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
+    print(
+        f"\n2. real time: milepost serve, {count_audiences(journey_documents())} audiences, target {args.rate:,.0f} events/s for {args.seconds:.0f} s"
+    )
+    rt = realtime(args, workdir, now)
+    eps = rt["accepted_eps"]
+    print(
+        f"  accepted: {eps:,.0f} events/s sustained ({rt['requests']} requests, {rt['refused']} refused)   target {args.rate:,.0f}: {verdict(eps >= 0.95 * args.rate)}"
+    )
+    print(
+        f"  CPU over {rt['wall']:.1f} s wall: server {rt['server_cpu']:.1f} s ({rt['server_cpu'] / rt['wall']:.0%} of a core), client {rt['client_cpu']:.1f} s ({rt['client_cpu'] / rt['wall']:.0%})"
+    )
+    lo, hi = rt["lat_lo"], rt["lat_hi"]
+    print(
+        f"  202 -> membership change: stamped p50 {pct(lo, 50):.2f} s p99 {pct(lo, 99):.2f} s; recorded by p50 {pct(hi, 50):.2f} s "
+        f"p99 {pct(hi, 99):.2f} s ({len(hi)} probes, {rt['lat_missing']} without a change)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
+    )
+    if args.load_only:
+        print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
+        return
+    lo, hi = rt["steady_lo"], rt["steady_hi"]
+    print(
+        f"  same at {args.steady_rate:,.0f} events/s (phase B): recorded by p50 {pct(hi, 50):.2f} s p99 {pct(hi, 99):.2f} s ({len(hi)} probes)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
+    )
+    print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
+    late = rt["late"]
+    print(
+        f"\n3. timers (phase B, {args.steady_rate:,.0f} events/s): lateness (recorded by - boundary) p50 {pct(late, 50):.2f} s p99 {pct(late, 99):.2f} s over {len(late)} boundaries "
+        f"spread over 30 s ({rt['late_not_entered']} users never entered, {rt['late_not_fired']} not fired)   target p99 < 1 s: {verdict(bool(late) and pct(late, 99) < 1)}"
+    )
+    cu = rt["catch_up_s"]
+    print(
+        f"  restart with {rt['restart_entered']} of {rt['restart_ticks']} users' timers overdue: ready after {rt['restart_ready_s']:.1f} s, "
+        f"{rt['restart_removed']} processed by {(f'{cu:.1f} s') if cu is not None else 'n/a'} after the restart began (no target)"
+    )
+    peak = max(rt["rss_mib"], rt.get("rss_mib_restart", 0.0))
+    print(
+        f"\n4. peak RSS of the server (VmHWM): {rt['rss_mib']:,.0f} MiB (after restart {rt.get('rss_mib_restart', float('nan')):,.0f} MiB)   target <= 4096 MiB: {verdict(peak <= 4096)}"
+    )
 
 
 if __name__ == "__main__":

@@ -141,3 +141,37 @@ def test_acknowledgements_arriving_apart_are_gathered_into_one_group(
     assert [(c, m) for c, m, _ in delivered] == [(c, c) for c in stores]
     for store in stores.values():
         store.close()
+
+
+def test_saves_of_workers_at_once_are_written_as_one_group(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state saved with nothing acknowledged (a batch marked as in flight) goes with the other
+    connections' writes too, rather than as a transaction of its own per connection."""
+    import time
+
+    from milepost.outputs import ack_writer
+
+    groups: list[int] = []
+    real = ack_writer.commit_acks
+
+    def counting(c: duckdb.DuckDBPyConnection, acks: list[Ack]) -> None:
+        groups.append(len(acks))
+        real(c, acks)
+
+    monkeypatch.setattr(ack_writer, "commit_acks", counting)
+    writer = AckWriter(gather_step_s=0.3, gather_max_s=2.0)
+    stores = {c: DeliveryStore(con.cursor(), writer) for c in range(1, 6)}
+
+    def work(c: int) -> None:
+        time.sleep(0.02 * c)
+        stores[c].save(DeliveryState(c, phase=st.STREAM, cursor_seq=c, inflight_to=c * 10))
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(work, stores))
+    assert groups == [5]
+    states, delivered = _tables(con)
+    assert [(r[0], r[3], r[-1]) for r in states] == [(c, c, c * 10) for c in stores]
+    assert delivered == []
+    for store in stores.values():
+        store.close()
