@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 import duckdb
 import pytest
 
+from milepost.outputs import ack_writer
 from milepost.outputs import state as st
 from milepost.outputs.ack_writer import STATE_FIELDS, Ack, AckWriter, commit_acks
 from milepost.outputs.state import DeliveryState, DeliveryStore
@@ -114,10 +116,6 @@ def test_acknowledgements_arriving_apart_are_gathered_into_one_group(
     con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first worker waits while others keep arriving, so one transaction writes them all."""
-    import time
-
-    from milepost.outputs import ack_writer
-
     groups: list[int] = []
     real = ack_writer.commit_acks
 
@@ -148,10 +146,6 @@ def test_saves_of_workers_at_once_are_written_as_one_group(
 ) -> None:
     """A state saved with nothing acknowledged (a batch marked as in flight) goes with the other
     connections' writes too, rather than as a transaction of its own per connection."""
-    import time
-
-    from milepost.outputs import ack_writer
-
     groups: list[int] = []
     real = ack_writer.commit_acks
 
