@@ -47,24 +47,10 @@ class TimedStore(DuckDBStore):
     """The store's write path with the commit's statements run and timed one by one."""
 
     @staticmethod
-    def _run(
-        con: duckdb.DuckDBPyConnection,
-        sql: str,
-        *,
-        t_events: pa.Table | None = None,
-        t_other: pa.Table | None = None,
-        t_batches: pa.Table | None = None,
-        t_users: pa.Table | None = None,
-        t_new_users: pa.Table | None = None,
-        t_released: pa.Table | None = None,
-        t_identities: pa.Table | None = None,
-        t_consents: pa.Table | None = None,
-        t_devices: pa.Table | None = None,
-    ) -> list[Any]:
-        # The Arrow tables reach SQL through DuckDB's scan of this frame's locals, as in the store.
+    def _run(con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table | None) -> list[Any]:
         for statement in sql.split(";\n"):
             thread, process, wall = time.thread_time(), time.process_time(), time.perf_counter()
-            con.execute(statement).fetchall()
+            DuckDBStore._run(con, statement, **tables)  # the store's own way of showing the tables to SQL
             TIMES[kind(statement)].append(
                 (time.thread_time() - thread, time.process_time() - process, time.perf_counter() - wall)
             )

@@ -1171,14 +1171,14 @@ def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
         f"  202 -> membership change: stamped p50 {pct(lo, 50):.2f} s p99 {pct(lo, 99):.2f} s; recorded by p50 {pct(hi, 50):.2f} s "
         f"p99 {pct(hi, 99):.2f} s ({len(hi)} probes, {rt['lat_missing']} without a change)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
     )
-    if args.load_only:
-        print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
-        return
-    lo, hi = rt["steady_lo"], rt["steady_hi"]
-    print(
-        f"  same at {args.steady_rate:,.0f} events/s (phase B): recorded by p50 {pct(hi, 50):.2f} s p99 {pct(hi, 99):.2f} s ({len(hi)} probes)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
-    )
+    if not args.load_only:
+        lo, hi = rt["steady_lo"], rt["steady_hi"]
+        print(
+            f"  same at {args.steady_rate:,.0f} events/s (phase B): recorded by p50 {pct(hi, 50):.2f} s p99 {pct(hi, 99):.2f} s ({len(hi)} probes)   target p99 < 1 s: {verdict(pct(hi, 99) < 1)}"
+        )
     print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
+    if args.load_only:
+        return
     late = rt["late"]
     print(
         f"\n3. timers (phase B, {args.steady_rate:,.0f} events/s): lateness (recorded by - boundary) p50 {pct(late, 50):.2f} s p99 {pct(late, 99):.2f} s over {len(late)} boundaries "

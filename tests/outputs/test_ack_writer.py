@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
@@ -112,40 +113,11 @@ def test_a_groups_removes_delete_exactly_their_connections_users(con: duckdb.Duc
     assert left == sorted((c, m) for c in (1, 2, 3) for m in range(1, 11) if (c, m) not in gone)
 
 
-def test_acknowledgements_arriving_apart_are_gathered_into_one_group(
-    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first worker waits while others keep arriving, so one transaction writes them all."""
-    groups: list[int] = []
-    real = ack_writer.commit_acks
-
-    def counting(c: duckdb.DuckDBPyConnection, acks: list[Ack]) -> None:
-        groups.append(len(acks))
-        real(c, acks)
-
-    monkeypatch.setattr(ack_writer, "commit_acks", counting)
-    writer = AckWriter(gather_step_s=0.3, gather_max_s=2.0)
-    stores = {c: DeliveryStore(con.cursor(), writer) for c in range(1, 6)}
-
-    def work(c: int) -> None:
-        time.sleep(0.02 * c)  # arriving one after another, a little apart
-        stores[c].commit(DeliveryState(c, phase=st.STREAM, cursor_seq=c), added={c: None}, now_ms=c)
-
-    with ThreadPoolExecutor(len(stores)) as pool:
-        list(pool.map(work, stores))
-    assert groups == [5]
-    states, delivered = _tables(con)
-    assert [(r[0], r[3]) for r in states] == [(c, c) for c in stores]
-    assert [(c, m) for c, m, _ in delivered] == [(c, c) for c in stores]
-    for store in stores.values():
-        store.close()
-
-
-def test_saves_of_workers_at_once_are_written_as_one_group(
-    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A state saved with nothing acknowledged (a batch marked as in flight) goes with the other
-    connections' writes too, rather than as a transaction of its own per connection."""
+def _groups_of_workers_apart(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch, act: Callable[[DeliveryStore, int], None]
+) -> list[int]:
+    """Five connections' workers each `act` through one `AckWriter`, arriving one after another a
+    little apart; the sizes of the groups written."""
     groups: list[int] = []
     real = ack_writer.commit_acks
 
@@ -159,13 +131,39 @@ def test_saves_of_workers_at_once_are_written_as_one_group(
 
     def work(c: int) -> None:
         time.sleep(0.02 * c)
-        stores[c].save(DeliveryState(c, phase=st.STREAM, cursor_seq=c, inflight_to=c * 10))
+        act(stores[c], c)
 
     with ThreadPoolExecutor(len(stores)) as pool:
         list(pool.map(work, stores))
-    assert groups == [5]
-    states, delivered = _tables(con)
-    assert [(r[0], r[3], r[-1]) for r in states] == [(c, c, c * 10) for c in stores]
-    assert delivered == []
     for store in stores.values():
         store.close()
+    return groups
+
+
+def test_acknowledgements_arriving_apart_are_gathered_into_one_group(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker waits while others keep arriving, so one transaction writes them all."""
+
+    def acknowledge(store: DeliveryStore, c: int) -> None:
+        store.commit(DeliveryState(c, phase=st.STREAM, cursor_seq=c), added={c: None}, now_ms=c)
+
+    assert _groups_of_workers_apart(con, monkeypatch, acknowledge) == [5]
+    states, delivered = _tables(con)
+    assert [(r[0], r[3]) for r in states] == [(c, c) for c in range(1, 6)]
+    assert [(c, m) for c, m, _ in delivered] == [(c, c) for c in range(1, 6)]
+
+
+def test_saves_of_workers_at_once_are_written_as_one_group(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state saved with nothing acknowledged (a batch marked as in flight) goes with the other
+    connections' writes too, rather than as a transaction of its own per connection."""
+
+    def mark_inflight(store: DeliveryStore, c: int) -> None:
+        store.save(DeliveryState(c, phase=st.STREAM, cursor_seq=c, inflight_to=c * 10))
+
+    assert _groups_of_workers_apart(con, monkeypatch, mark_inflight) == [5]
+    states, delivered = _tables(con)
+    assert [(r[0], r[3], r[-1]) for r in states] == [(c, c, c * 10) for c in range(1, 6)]
+    assert delivered == []

@@ -129,7 +129,7 @@ class DeliveryStore:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, acks: AckWriter | None = None) -> None:
         self.con = con
-        self.acks = acks  # writes plain acknowledgements with other connections' (else alone)
+        self.acks = acks  # writes acknowledgements and plain state saves with other connections' (else alone)
         self.sync = SyncQueue(con)
         # Per connection, what the partner has (read once, then kept by `commit`): see `delivered`.
         self._delivered: dict[int, DeliveredSet] = {}
