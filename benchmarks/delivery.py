@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
@@ -46,14 +45,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import orjson
 
 from milepost.engines.duckdb import DuckDBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loadgen import post
+from tests.support.loadgen import steady
 from tests.support.server import Server, free_port, init_data_dir
 
 DAY = 86_400_000
@@ -189,53 +187,26 @@ def load_main(spec_path: str) -> None:
         ]
         return b"[" + b",".join(out) + b"]"
 
-    host, port = spec["url"].removeprefix("http://").split(":")
-    token = base64.b64encode(f"{spec['key']}:{spec['secret']}".encode()).decode()
-    headers = [
-        ("Host", f"{host}:{port}"),
-        ("Authorization", f"Basic {token}"),
-        ("Content-Type", "application/json"),
-    ]
-    following = iter(range(n_requests))
+    def done(i: int, sent: float, acked: float, status: int) -> None:
+        records.append([PROBE_BASE + i, sent * 1000, acked * 1000, status])
 
-    async def worker(start: float) -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        conn = h11.Connection(h11.CLIENT)
-        try:
-            for i in following:  # requests are taken in order; each waits for its moment
-                delay = start + i / req_per_s - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent = time.time()
-                b = body(i, int(sent * 1000))
-                while True:
-                    try:
-                        status = (await post(conn, reader, writer, headers, b))[0]
-                    except (ConnectionError, h11.ProtocolError):
-                        writer.close()
-                        reader, writer = await asyncio.open_connection(host, int(port))
-                        conn, status = h11.Connection(h11.CLIENT), -1
-                    if status in (429, 503, -1):
-                        await asyncio.sleep(0.2)
-                        continue
-                    break
-                records.append([PROBE_BASE + i, sent * 1000, time.time() * 1000, status])
-        finally:
-            writer.close()
-
-    started: list[float] = []
-
-    async def run() -> None:
-        started.append(time.time())
-        await asyncio.gather(*(worker(started[0]) for _ in range(64)))
-
-    asyncio.run(run())
+    start = asyncio.run(
+        steady(
+            spec["url"],
+            spec["key"],
+            spec["secret"],
+            n_requests,
+            req_per_s,
+            lambda i, sent: body(i, int(sent * 1000)),
+            done,
+        )
+    )
     out = {
         "records": records,
         "events_per_request": batches * per_batch,
         "cpu_s": time.process_time(),
         # when request i was due: start + i / req_per_s
-        "start_ms": started[0] * 1000,
+        "start_ms": start * 1000,
         "interval_ms": 1000 / req_per_s,
     }
     Path(spec["out"]).write_text(json.dumps(out))

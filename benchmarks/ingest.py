@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import random
 import resource
@@ -35,7 +34,7 @@ from milepost.model.batch import IngestRequest
 from milepost.synthetic import realistic_bulk_requests, single_user_requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loadgen import post
+from tests.support.loadgen import basic_headers, post
 from tests.support.server import Server, free_port, init_data_dir
 
 WINDOWS = DedupeWindows(request_ms=30 * 86_400_000, message_ms=7 * 86_400_000)
@@ -53,13 +52,7 @@ async def send_all(
     A lean client (h11 over asyncio streams, one kept-alive connection per worker) so that the load
     generator takes as little as it can of the cores it shares with the server.
     """
-    host, port = url.removeprefix("http://").split(":")
-    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    headers = [
-        ("Host", f"{host}:{port}"),
-        ("Authorization", f"Basic {token}"),
-        ("Content-Type", "application/json"),
-    ]
+    host, port, headers = basic_headers(url, *auth)
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for b in bodies:
         queue.put_nowait(b)
@@ -67,7 +60,7 @@ async def send_all(
 
     async def worker() -> None:
         nonlocal refused
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, port)
         conn = h11.Connection(h11.CLIENT)
         try:
             while not queue.empty():

@@ -5,6 +5,9 @@ server."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
+from collections.abc import Callable
 
 import h11
 
@@ -38,3 +41,61 @@ async def post(
         elif isinstance(event, h11.EndOfMessage):
             conn.start_next_cycle()
             return status, response_headers, b"".join(chunks)
+
+
+def basic_headers(url: str, key: str, secret: str) -> tuple[str, int, list[tuple[str, str]]]:
+    """(host, port, headers) of Events API requests to `url` (http://host:port) as this input."""
+    host, port = url.removeprefix("http://").split(":")
+    token = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    headers = [
+        ("Host", f"{host}:{port}"),
+        ("Authorization", f"Basic {token}"),
+        ("Content-Type", "application/json"),
+    ]
+    return host, int(port), headers
+
+
+async def steady(
+    url: str,
+    key: str,
+    secret: str,
+    n_requests: int,
+    per_second: float,
+    body: Callable[[int, float], bytes],
+    done: Callable[[int, float, float, int], None],
+    connections: int = 64,
+) -> float:
+    """Send request i (`body(i, sent)`) at start + i / per_second over `connections` kept-alive
+    connections, retrying 429 and 503; `done(i, sent, acked, status)` after each (times in s since
+    the epoch). Returns the start. A request waits for a free connection when all are busy."""
+    host, port, headers = basic_headers(url, key, secret)
+    following = iter(range(n_requests))
+    start = time.time()
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        conn = h11.Connection(h11.CLIENT)
+        try:
+            for i in following:  # requests are taken in order; each waits for its moment
+                delay = start + i / per_second - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent = time.time()
+                data = body(i, sent)
+                while True:
+                    try:
+                        status = (await post(conn, reader, writer, headers, data))[0]
+                    except (ConnectionError, h11.ProtocolError):
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
+                        conn, status = h11.Connection(h11.CLIENT), -1
+                    if status in (429, 503, -1):
+                        await asyncio.sleep(0.2)
+                        continue
+                    break
+                done(i, sent, time.time(), status)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return start
