@@ -51,7 +51,7 @@ import orjson
 from milepost.engines.duckdb import DuckDBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loadgen import steady
+from tests.support.loadgen import send_at_rate
 from tests.support.server import Server, free_port, init_data_dir
 
 DAY = 86_400_000
@@ -191,7 +191,7 @@ def load_main(spec_path: str) -> None:
         records.append([PROBE_BASE + i, sent * 1000, acked * 1000, status])
 
     start = asyncio.run(
-        steady(
+        send_at_rate(
             spec["url"],
             spec["key"],
             spec["secret"],

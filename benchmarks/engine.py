@@ -55,7 +55,7 @@ from milepost.clock import ManualClock
 from milepost.engines.duckdb import DuckDBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.loadgen import steady
+from tests.support.loadgen import send_at_rate
 from tests.support.server import Server, free_port, init_data_dir
 
 DAY = 86_400_000
@@ -811,7 +811,7 @@ def client_main(spec_path: str) -> None:
         records.append(meta)
 
     # A lean client: an httpx one took about half a core at 8,000 events/s, from the server it measures.
-    asyncio.run(steady(url, key, secret, n_requests, req_per_s, make, done))
+    asyncio.run(send_at_rate(url, key, secret, n_requests, req_per_s, make, done))
     Path(spec["out"]).write_text(json.dumps(records))
 
 

@@ -55,7 +55,7 @@ def basic_headers(url: str, key: str, secret: str) -> tuple[str, int, list[tuple
     return host, int(port), headers
 
 
-async def steady(
+async def send_at_rate(
     url: str,
     key: str,
     secret: str,
