@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -23,7 +23,7 @@ from sqlglot import exp
 
 from milepost.audiences.dataflow import Plan, make_plan, steps
 from milepost.audiences.plan_sql import NOW_SQL, NOW_VARIABLE, SCOPED_TABLES, Compiled, SqlStep, compile_plan
-from milepost.audiences.statements import Statements
+from milepost.audiences.statements import Script, Statements
 from milepost.audiences.timer_sql import TimerStatements
 from milepost.audiences.tree import JourneyRows
 from milepost.clock import Clock
@@ -37,6 +37,20 @@ from milepost.engines.duckdb_membership import (
 )
 
 WATERMARK_KEY = "evaluated_batch_seq"
+# The batches real time evaluates (the others are kept for analysis only).
+REALTIME_BATCHES = "endpoint = 'events' AND environment = 'production'"
+# A real-time step's work (parameters: the watermark's key, now, the most timers): the last batch
+# seq after the watermark, the users of the batches up to it, the users whose timers are due.
+REALTIME_WORK_SQL = f"""
+WITH wm AS (SELECT coalesce(max(value::BIGINT), 0) AS seq FROM store_meta WHERE key = $1),
+top AS (SELECT max(b.seq) AS seq FROM batches b, wm WHERE b.seq > wm.seq)
+SELECT top.seq,
+    (SELECT list(DISTINCT b.mpid) FROM batches b
+     WHERE b.seq > wm.seq AND b.seq <= top.seq AND {REALTIME_BATCHES}),
+    (SELECT list(t.mpid ORDER BY t.due_at)
+     FROM (SELECT mpid, due_at FROM timers WHERE due_at <= $2 ORDER BY due_at LIMIT $3) t)
+FROM wm, top
+"""
 # With nothing maintained, how often the read position is written down (a commit with an fsync:
 # at 1 s it was most of the evaluator thread's CPU during ingest).
 IDLE_WATERMARK_S = 10.0
@@ -100,6 +114,7 @@ class AudienceEngine:
         self._idle_mark = -IDLE_WATERMARK_S
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
         self._statements = Statements()  # the diffs and timers, parsed once
+        self._script = Script(con)  # an evaluation's statements whose results nobody reads
         self._timers = TimerStatements(NOW_SQL)
         self._diffed = False  # whether the running evaluation's `eval_diff` holds an earlier step's rows
         ensure_membership_tables(con)
@@ -157,9 +172,10 @@ class AudienceEngine:
             plan = self._make_plan(journeys, calculated, None)
             result = EvalResult()
             con = self.con
-            con.execute("BEGIN TRANSACTION").fetchall()
+            self._script.begin()
             try:
                 self._evaluate_plan(plan, now, None, "preview", result)
+                self._script.flush()
                 members = {
                     a: [
                         int(r[0])
@@ -170,7 +186,7 @@ class AudienceEngine:
                     for a in read
                 }
             finally:
-                con.execute("ROLLBACK").fetchall()
+                self._script.rollback()
             self._seq = int(
                 con.execute("SELECT coalesce(max(seq), 0) FROM membership_changes").fetchall()[0][0]
             )
@@ -265,18 +281,13 @@ class AudienceEngine:
                     self.catch_up(now)
                 return EvalResult()
             now = self.clock.now_ms() if now is None else now
-            wm = self._watermark()
-            top = self.con.execute("SELECT max(seq) FROM batches WHERE seq > ?", [wm]).fetchall()[0][0]
-            ingest: list[int] = []
-            if top is not None:
-                ingest = self._batch_users(wm, int(top))
-            due = [
-                int(r[0])
-                for r in self.con.execute(
-                    "SELECT mpid FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?",
-                    [now, max_timer_users],
-                ).fetchall()
-            ]
+            # One query for what is new and what is due: under load each call into DuckDB waits
+            # for the GIL when it returns (see `Script`).
+            top, batch_users, due_users = self.con.execute(
+                REALTIME_WORK_SQL, [WATERMARK_KEY, now, max_timer_users]
+            ).fetchall()[0]
+            ingest = [int(m) for m in batch_users or ()]
+            due = [int(m) for m in due_users or ()]
             if top is None and not due:
                 return EvalResult()
             users = list(dict.fromkeys([*ingest, *due]))
@@ -332,22 +343,21 @@ class AudienceEngine:
         range `[first, last]` holding every candidate, which lets the scoped copies skip the rest
         of the store without a join."""
         with self._lock:
-            con = self.con
             plan = self._plan
             result = EvalResult()
-            con.execute("BEGIN TRANSACTION").fetchall()
+            self._script.begin()
             try:
                 if remote and candidates is None and self.calculator is not None and plan.journeys:
                     self._apply_calculated(plan, now, cause, result)
                 else:
                     self._evaluate_plan(plan, now, candidates, cause, result, ingest_users, span)
                 if watermark is not None:
-                    con.execute(
-                        "INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [WATERMARK_KEY, str(watermark)]
-                    ).fetchall()
-                con.execute("COMMIT").fetchall()
+                    self._script.later(
+                        f"INSERT OR REPLACE INTO store_meta VALUES ('{WATERMARK_KEY}', '{int(watermark)}')"
+                    )
+                self._script.run("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK").fetchall()
+                self._script.rollback()
                 raise
             return result
 
@@ -362,9 +372,8 @@ class AudienceEngine:
         span: tuple[int, int] | None = None,
     ) -> None:
         scoped = candidates is not None
-        con = self.con
         self._bind_now(now)
-        con.execute("DELETE FROM eval_candidates").fetchall()
+        self._script.later("DELETE FROM eval_candidates")
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
         if scoped:
@@ -380,15 +389,15 @@ class AudienceEngine:
             copies = [t for t in (*SCOPED_TABLES, "memberships") if t in read]  # what the plan reads
             for table in copies:
                 columns = self._event_columns(plan) if table == "events" else "*"
-                con.execute(
+                self._script.later(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
                     f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
-                ).fetchall()
+                )
         else:
             self._drop_scope_copies()
         self._sizes = {
             int(a): int(n)
-            for a, n in con.execute("SELECT audience_id, count(*) FROM memberships GROUP BY ALL").fetchall()
+            for a, n in self._script.run("SELECT audience_id, count(*) FROM memberships GROUP BY ALL")
         }
         if compiled.roots is not None:
             self._evaluate_root(compiled.roots, now, scoped, cause, result)
@@ -396,7 +405,7 @@ class AudienceEngine:
             self._run_batch(batch, now, scoped, cause, result)
         self._set_timers(plan, now, scoped)
         if self._bounds is not None:
-            con.execute("DROP TABLE IF EXISTS eval_bounds").fetchall()
+            self._script.later("DROP TABLE IF EXISTS eval_bounds")
             self._bounds = None
         self._flush(now, scoped, cause, ingest)
         self._sizes = None
@@ -409,18 +418,15 @@ class AudienceEngine:
         self._entered = {}
         self._bounds = None
         self._diffed = False
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
-        ).fetchall()
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE eval_diff (audience_id BIGINT, mpid BIGINT, added BOOLEAN)"
-        ).fetchall()
+        self._script.later(
+            "CREATE OR REPLACE TEMP TABLE eval_log (step INTEGER, audience_id BIGINT, mpid BIGINT, added BOOLEAN)",
+            "CREATE OR REPLACE TEMP TABLE eval_diff (audience_id BIGINT, mpid BIGINT, added BOOLEAN)",
+        )
 
     def _flush(self, now: int, scoped: bool, cause: str, ingest: Sequence[int] | None = None) -> None:
         """Record the evaluation's changes (kept in `eval_log`) in the change log; when scoped, also
         apply them to the stored membership (the steps updated the candidates' copy). With `ingest`,
         changes of other users are logged as caused by their timers."""
-        con = self.con
         if not self._logged and not self._entered:
             return
         cause_sql = "?"
@@ -430,20 +436,18 @@ class AudienceEngine:
             cause_sql = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN ? ELSE 'timer' END"
         if scoped:
             stored = f"{self._db}.main.memberships"
-            con.execute(
+            self._script.later(
                 f"DELETE FROM {stored} WHERE EXISTS (SELECT 1 FROM eval_log r WHERE NOT r.added "
-                f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)"
-            ).fetchall()
-            con.execute(
-                f"INSERT INTO {stored} SELECT audience_id, mpid, ? FROM eval_log WHERE added", [now]
-            ).fetchall()
+                f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)",
+                f"INSERT INTO {stored} SELECT audience_id, mpid, {int(now)} FROM eval_log WHERE added",
+            )
         params = [self._seq, now, *cause_params, self.clock.now_ms()]
         if not self._logged:  # only entries (a full calculation of new audiences)
             entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
-            n = con.execute(log_entries_sql(entered, cause_sql), params).fetchall()[0][0]
+            n = self._script.run(log_entries_sql(entered, cause_sql), params)[0][0]
         else:
             changes = entries_with_changes_sql("eval_log", self._entered) if self._entered else "eval_log"
-            n = con.execute(log_changes_sql(changes, cause_sql), params).fetchall()[0][0]
+            n = self._script.run(log_changes_sql(changes, cause_sql), params)[0][0]
         self._seq += int(n)
 
     def _compiled(self, plan: _Plan, fused: bool = False) -> Compiled:
@@ -472,9 +476,9 @@ class AudienceEngine:
         if self._event_fields is None:
             self._event_fields = tuple(
                 str(r[0])
-                for r in self.con.execute(
+                for r in self._script.run(
                     "SELECT column_name FROM (DESCRIBE SELECT * FROM " + self._db + ".main.events)"
-                ).fetchall()
+                )
             )
         keep = [c for c in self._event_fields if c.lower() in named or c.lower() in ("mpid", "ts")]
         return ", ".join(f'"{c}"' for c in keep)
@@ -489,14 +493,15 @@ class AudienceEngine:
         assert self.calculator is not None
         self._sizes = None
         self._bind_now(now)  # the timers statement reads it
-        self.con.execute("DELETE FROM eval_candidates").fetchall()
+        self._script.later("DELETE FROM eval_candidates")
         self._drop_scope_copies()
         self._begin_log()
+        self._script.flush()  # the calculator reads the store through this connection
         path = self.calculator.calculate(self.con, plan, now, self.settings)
         source = "read_parquet(" + to_sql(exp.convert(path)) + ")"
-        self.con.execute(
+        self._script.later(
             f"CREATE OR REPLACE TEMP TABLE eval_calculated AS SELECT audience_id, mpid FROM {source}"
-        ).fetchall()
+        )
         try:
             stored = set(plan.audience_ids())
             for step in steps(plan, now, self.settings.lookback_ms, self.settings.lifetime_ms, DUCKDB):
@@ -511,23 +516,22 @@ class AudienceEngine:
                     result,
                 )
         finally:
-            self.con.execute("DROP TABLE IF EXISTS eval_calculated").fetchall()
+            self._script.later("DROP TABLE IF EXISTS eval_calculated")
         self._set_timers(plan, now, False)
         self._flush(now, False, cause)
 
     def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> None:
-        for table in tables:
-            self.con.execute(f"DROP TABLE IF EXISTS temp.main.{table}").fetchall()
+        self._script.later(*(f"DROP TABLE IF EXISTS temp.main.{table}" for table in tables))
 
     def _fill(self, table: str, mpids: Sequence[int]) -> None:
         self.con.register("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())}))
         try:
-            self.con.execute(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill").fetchall()
+            self._script.run(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill")
         finally:
             self.con.unregister("t_fill")
 
     def _fill_list(self, table: str, mpids: Sequence[int]) -> None:
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)").fetchall()
+        self._script.later(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)")
         self._fill(table, mpids)
 
     def _scope(self, column: str, scoped: bool) -> str:
@@ -554,7 +558,7 @@ class AudienceEngine:
             writes += step.writes
             numbers.update((a, step.number) for a in step.writes)
             if sql is not None and step.bounds:
-                self.con.execute(f"CREATE OR REPLACE TEMP TABLE eval_bounds AS {sql}").fetchall()
+                self._script.later(f"CREATE OR REPLACE TEMP TABLE eval_bounds AS {sql}")
                 self._bounds = step
                 parts.append("SELECT audience_id, mpid FROM eval_bounds WHERE audience_id IS NOT NULL")
             elif sql is not None:
@@ -581,7 +585,6 @@ class AudienceEngine:
         """Write the difference between the rows of `new` and stored membership of these audiences
         (the change log follows in `_flush`). `numbers`: each audience's step number, when the
         diff covers several steps."""
-        con = self.con
         self._step_no += 1
         step_sql = str(self._step_no)
         if numbers is not None:
@@ -608,16 +611,16 @@ class AudienceEngine:
             for a, n_add, n_remove in counts:
                 self._sizes[int(a)] = self._sizes.get(int(a), 0) + int(n_add) - int(n_remove)
         if removes:
-            con.execute(
+            self._script.later(
                 "DELETE FROM memberships WHERE EXISTS (SELECT 1 FROM eval_diff r WHERE NOT r.added "
                 "AND r.audience_id = memberships.audience_id AND r.mpid = memberships.mpid)"
-            ).fetchall()
+            )
         if adds:
-            con.execute(
-                "INSERT INTO memberships SELECT audience_id, mpid, ? FROM eval_diff WHERE added", [now]
-            ).fetchall()
+            self._script.later(
+                f"INSERT INTO memberships SELECT audience_id, mpid, {int(now)} FROM eval_diff WHERE added"
+            )
         if scoped or any(a > 0 for a in audience_ids):  # journey roots are in no change log
-            con.execute(f"INSERT INTO eval_log SELECT {step_sql}, * FROM eval_diff").fetchall()
+            self._script.later(f"INSERT INTO eval_log SELECT {step_sql}, * FROM eval_diff")
             self._logged = True
         if all(a > 0 for a in audience_ids):  # journey roots are bookkeeping, not audiences
             result.adds += adds
@@ -633,12 +636,12 @@ class AudienceEngine:
         go straight into memberships, and `_flush` logs them from there (each audience is written
         by one step), instead of passing a million rows through `eval_diff` and `eval_log` too."""
         insert = f"INSERT INTO memberships SELECT audience_id, mpid, {to_sql(NOW_SQL)} FROM ({new}) n"
-        if not int(self._statements.run(self.con, insert)[0][0]):
+        if not int(self._run_statement(insert)[0][0]):
             return
-        counts = self.con.execute(
+        counts = self._script.run(
             "SELECT audience_id, count(*) FROM memberships WHERE list_contains(?, audience_id) GROUP BY ALL",
             [audience_ids],
-        ).fetchall()
+        )
         assert self._sizes is not None
         self._sizes.update((int(a), int(n)) for a, n in counts)
         # Journey roots are in no change log.
@@ -653,10 +656,10 @@ class AudienceEngine:
 
     def _counts(self) -> list[tuple[int, int, int]]:
         """Adds and removes per audience in `eval_diff`."""
-        rows = self.con.execute(
+        rows = self._script.run(
             "SELECT audience_id, count(*) FILTER (WHERE added), count(*) FILTER (WHERE NOT added) "
             "FROM eval_diff GROUP BY audience_id"
-        ).fetchall()
+        )
         return [(int(a), int(n_add), int(n_remove)) for a, n_add, n_remove in rows]
 
     def _diff(self, new: str, audience_ids: list[int], scoped: bool) -> int:
@@ -673,31 +676,37 @@ class AudienceEngine:
         """`eval_diff` holding only `rows` (audience_id, mpid, added); how many. The statement's
         text is the same in every evaluation of the plan: it is parsed once (`Statements`)."""
         if self._diffed:
-            self.con.execute("DELETE FROM eval_diff").fetchall()
+            self._script.later("DELETE FROM eval_diff")
         self._diffed = True
-        return int(self._statements.run(self.con, f"INSERT INTO eval_diff {rows}")[0][0])
+        return int(self._run_statement(f"INSERT INTO eval_diff {rows}")[0][0])
+
+    def _run_statement(self, sql: str) -> list[Any]:
+        """The rows of a long statement run again and again (parsed once: `Statements`), after the
+        statements held."""
+        *before, last = self._statements.script(sql)
+        self._script.later(*before)
+        return self._script.run(last)
 
     def _bind_now(self, now: int) -> None:
         """The evaluation's instant, which the compiled statements read as `NOW_SQL`."""
-        self.con.execute(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT").fetchall()
+        self._script.later(f"SET VARIABLE {NOW_VARIABLE} = {int(now)}::BIGINT")
 
     def _set_timers(self, plan: _Plan, now: int, scoped: bool) -> None:
         """Each user's next instant of possible change (`timer_sql`). When scoped, `users`, `events`
         and `memberships` are the candidates' copies (`timers` is not)."""
-        self.con.execute("DELETE FROM timers WHERE true" + self._scope("mpid", scoped)).fetchall()
+        self._script.later("DELETE FROM timers WHERE true" + self._scope("mpid", scoped))
         step = None if scoped else self._bounds
         bounds = "eval_bounds" if step is not None else None
         sql = self._timers.sql(plan, self.settings.lifetime_ms, bounds, step is not None and step.bounds_own)
         if sql is not None:
-            self._statements.run(self.con, sql)
+            self._script.later(*self._statements.script(sql))
 
     def _batch_users(self, after: int, upto: int) -> list[int]:
         """The users of the real-time batches in (after, upto]: what evaluating them must cover."""
         return [
             int(r[0])
             for r in self.con.execute(
-                "SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? "
-                "AND endpoint = 'events' AND environment = 'production'",
+                f"SELECT DISTINCT mpid FROM batches WHERE seq > ? AND seq <= ? AND {REALTIME_BATCHES}",
                 [after, upto],
             ).fetchall()
         ]
