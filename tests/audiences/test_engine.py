@@ -166,6 +166,34 @@ def test_realtime_step_evaluates_new_batches_and_due_timers_together(world: Worl
     assert world.engine.realtime().users == 0  # the batch is marked evaluated
 
 
+def test_realtime_step_takes_the_earliest_due_timers_first_and_leaves_the_rest(world: World) -> None:
+    crit = {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "watch"},
+        "having": {"fn": "count", "op": "greater_or_equal", "value": 1},
+        "window": {"last": {"amount": 1, "unit": "days"}},
+    }
+    world.engine.configure([journey(ms(1, 101, crit))], {})
+
+    def watch(ts: int) -> dict[str, Any]:
+        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
+        return {"event_type": "custom_event", "data": data}
+
+    # Users 3, 1, 2 leave the window in that order; a development batch is not evaluated.
+    world.send(*({"mpid": m, "events": [watch(T0 - off)]} for m, off in ((1, 2000), (2, 1000), (3, 3000))))
+    world.send({"mpid": 4, "environment": "development", "events": [watch(T0)]})
+    assert world.engine.realtime().adds == 3
+    world.clock.set(T0 + DAY)
+    first = world.engine.realtime(max_timer_users=2)
+    assert (first.users, first.removes) == (2, 2)
+    assert world.engine.members(101) == [2]
+    second = world.engine.realtime(max_timer_users=2)
+    assert (second.users, second.removes) == (1, 1)
+    assert world.engine.realtime().users == 0
+    # The first step took users 3 and 1 (each step logs its changes by user), the second user 2.
+    assert [r[1] for r in world.changes() if r[2] == "remove"] == [1, 3, 2]
+
+
 def test_independent_groups_share_a_statement_and_log_in_step_order(world: World) -> None:
     # Journey 1's top group and journey 2's group are independent (one statement); journey 1's
     # child group follows its parent. The change log still follows the plan's step order, not
