@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from tests.audiences.test_engine import World, attr, journey, ms
 
-from milepost.audiences.statements import Script
+from milepost.audiences.statements import Script, Statements
 
 
 class Counting:
@@ -88,3 +88,51 @@ def test_a_real_time_evaluation_sends_its_statements_in_few_calls(world: World) 
     assert result.adds and result.removes
     assert statements >= 3 * len(counting.calls)
     assert [world.engine.members(a) for a in (101, 102, 103, 104)] == [[], [2], [1, 3], [3]]
+
+
+def test_statements_forgotten_after_a_failed_script_run_again() -> None:
+    """A script that fails before its `PREPARE` ran leaves the name unprepared: after `reset` the
+    text is run (and prepared) again instead of failing at every `EXECUTE`."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 1 AS a")
+    statements, script = Statements(), Script(con)
+    query = "SELECT count(*) FROM t"
+    assert script.run(";\n".join(statements.script(query))) == [(1,)]  # seen once
+    *before, last = statements.script(query)  # the second time: PREPARE, then EXECUTE
+    script.later("INSERT INTO missing VALUES (1)", *before)
+    with pytest.raises(duckdb.CatalogException):
+        script.run(last)
+    with pytest.raises(duckdb.Error):
+        statements.run(con, query)  # its name was never prepared
+    statements.reset(con)
+    for _ in range(3):
+        assert statements.run(con, query) == [(1,)]
+    assert statements.prepared() == [query]
+
+
+def test_an_evaluation_failing_in_a_call_that_prepares_leaves_the_next_one_working(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = journey(ms(1, 101, attr("ltv", "greater_than", 100), pos=0), ms(2, 102, None, pos=1))
+    world.engine.configure([tree], {})
+    world.send({"mpid": 1, "user_attributes": {"ltv": 500}})
+    world.engine.realtime()  # each statement's text seen once: the next evaluation prepares them
+    real_run = Script.run
+    failed: list[str] = []
+
+    def failing(self: Script, sql: str, params: Any = None) -> list[Any]:
+        if not failed and any(s.startswith("PREPARE") for s in self._held):
+            failed.append(sql)
+            self._held.insert(0, "INSERT INTO missing VALUES (1)")  # fails before the PREPARE
+        return real_run(self, sql, params)
+
+    monkeypatch.setattr(Script, "run", failing)
+    world.clock.advance(1000)
+    world.send({"mpid": 1, "user_attributes": {"ltv": 5}}, {"mpid": 2, "user_attributes": {"ltv": 900}})
+    with pytest.raises(duckdb.CatalogException):
+        world.engine.realtime()
+    assert failed
+    assert world.engine.members(101) == [1]  # rolled back
+    result = world.engine.realtime()  # the same batches again, prepared afresh
+    assert (result.adds, result.removes) == (2, 1)
+    assert [world.engine.members(a) for a in (101, 102)] == [[2], [1]]

@@ -185,6 +185,9 @@ class AudienceEngine:
                     ]
                     for a in read
                 }
+            except BaseException:
+                self._statements.reset(con)
+                raise
             finally:
                 self._script.rollback()
             self._seq = int(
@@ -343,6 +346,7 @@ class AudienceEngine:
         range `[first, last]` holding every candidate, which lets the scoped copies skip the rest
         of the store without a join."""
         with self._lock:
+            con = self.con
             plan = self._plan
             result = EvalResult()
             self._script.begin()
@@ -358,6 +362,7 @@ class AudienceEngine:
                 self._script.run("COMMIT")
             except BaseException:
                 self._script.rollback()
+                self._statements.reset(con)
                 raise
             return result
 

@@ -60,6 +60,15 @@ class Statements:
         """The texts prepared, least recently used first."""
         return list(self._names)
 
+    def reset(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Forget every statement, after a script that held some of their `PREPARE`s failed: those
+        may not have run, and their names would fail every later `EXECUTE`."""
+        for name in self._names.values():
+            with contextlib.suppress(duckdb.Error):  # not prepared after all
+                con.execute(f"DEALLOCATE {name}").fetchall()
+        self._names.clear()
+        self._seen.clear()
+
 
 class Script:
     """Statements whose results nobody reads, held until the next statement whose result is read,
