@@ -44,8 +44,8 @@ def test_the_log_is_numbered_in_step_action_audience_user_order(tmp_path: Path) 
         con.register("ingest_in", pa.table({"mpid": pa.array(ingest, pa.int64())}))
         con.execute("CREATE TEMP TABLE eval_ingest AS SELECT mpid FROM ingest_in").fetchall()
         con.unregister("ingest_in")
-        cause = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN ? ELSE 'timer' END"
-        con.execute(log_changes_sql("changes", cause), [41, 5, "ingest", 6]).fetchall()
+        cause = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN 'ingest' ELSE 'timer' END"
+        con.execute(log_changes_sql("changes", 41, 5, cause, 6)).fetchall()
 
         logged = con.execute(
             "SELECT seq, audience_id, mpid, action, changed_at, cause, recorded_at FROM membership_changes"

@@ -11,9 +11,10 @@ full calculation computes the new membership there and only the diff is applied 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -381,29 +382,14 @@ class AudienceEngine:
         self._script.later("DELETE FROM eval_candidates")
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
-        if scoped:
-            self._fill("eval_candidates", candidates or [])
-            result.users = len(candidates or [])
-            # The candidates' rows, copied once: every query of this evaluation then reads a few
-            # thousand rows instead of filtering the whole store again per sibling group. Their
-            # memberships too: steps update the copy, and `_flush` applies the net change.
-            within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
-            read = compiled.tables | {"users", "memberships"}  # roots and timers read users
-            if plan.boundaries is not None and plan.boundaries.event_durations_ms:
-                read |= {"events"}  # timers read events
-            copies = [t for t in (*SCOPED_TABLES, "memberships") if t in read]  # what the plan reads
-            for table in copies:
-                columns = self._event_columns(plan) if table == "events" else "*"
-                self._script.later(
-                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
-                    f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
-                )
-        else:
-            self._drop_scope_copies()
-        self._sizes = {
-            int(a): int(n)
-            for a, n in self._script.run("SELECT audience_id, count(*) FROM memberships GROUP BY ALL")
-        }
+        filled = self._filled("eval_candidates", candidates or []) if scoped else contextlib.nullcontext()
+        with filled:  # the candidates, their copies and the sizes: one call
+            copies = self._copy_scope(plan, compiled, span) if scoped else self._drop_scope_copies()
+            self._sizes = {
+                int(a): int(n)
+                for a, n in self._script.run("SELECT audience_id, count(*) FROM memberships GROUP BY ALL")
+            }
+        result.users = len(candidates or [])
         if compiled.roots is not None:
             self._evaluate_root(compiled.roots, now, scoped, cause, result)
         for batch in compiled.batches:
@@ -416,6 +402,25 @@ class AudienceEngine:
         self._sizes = None
         if scoped:
             self._drop_scope_copies(copies)
+
+    def _copy_scope(self, plan: _Plan, compiled: Compiled, span: tuple[int, int] | None) -> list[str]:
+        """Copy the candidates' rows of the tables the plan reads (held); which tables.
+
+        Every query of the evaluation then reads a few thousand rows instead of filtering the whole
+        store again per sibling group. Their memberships too: steps update the copy, and `_flush`
+        applies the net change."""
+        within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
+        read = compiled.tables | {"users", "memberships"}  # roots and timers read users
+        if plan.boundaries is not None and plan.boundaries.event_durations_ms:
+            read |= {"events"}  # timers read events
+        copies = [t for t in (*SCOPED_TABLES, "memberships") if t in read]  # what the plan reads
+        for table in copies:
+            columns = self._event_columns(plan) if table == "events" else "*"
+            self._script.later(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
+                f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
+            )
+        return copies
 
     def _begin_log(self) -> None:
         self._step_no = 0
@@ -434,25 +439,26 @@ class AudienceEngine:
         changes of other users are logged as caused by their timers."""
         if not self._logged and not self._entered:
             return
-        cause_sql = "?"
-        cause_params: list[object] = [cause]
+        cause_sql = to_sql(exp.convert(cause))
+        filled: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if ingest is not None:
-            self._fill_list("eval_ingest", ingest)
-            cause_sql = "CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN ? ELSE 'timer' END"
-        if scoped:
-            stored = f"{self._db}.main.memberships"
-            self._script.later(
-                f"DELETE FROM {stored} WHERE EXISTS (SELECT 1 FROM eval_log r WHERE NOT r.added "
-                f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)",
-                f"INSERT INTO {stored} SELECT audience_id, mpid, {int(now)} FROM eval_log WHERE added",
-            )
-        params = [self._seq, now, *cause_params, self.clock.now_ms()]
-        if not self._logged:  # only entries (a full calculation of new audiences)
-            entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
-            n = self._script.run(log_entries_sql(entered, cause_sql), params)[0][0]
-        else:
-            changes = entries_with_changes_sql("eval_log", self._entered) if self._entered else "eval_log"
-            n = self._script.run(log_changes_sql(changes, cause_sql), params)[0][0]
+            filled = self._filled("eval_ingest", ingest, create=True)
+            cause_sql = f"CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN {cause_sql} ELSE 'timer' END"
+        with filled:  # the users of the batches, the stored membership's changes and the log: one call
+            if scoped:
+                stored = f"{self._db}.main.memberships"
+                self._script.later(
+                    f"DELETE FROM {stored} WHERE EXISTS (SELECT 1 FROM eval_log r WHERE NOT r.added "
+                    f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)",
+                    f"INSERT INTO {stored} SELECT audience_id, mpid, {int(now)} FROM eval_log WHERE added",
+                )
+            at = (self._seq, now, cause_sql, self.clock.now_ms())
+            if not self._logged:  # only entries (a full calculation of new audiences)
+                entered = sorted(self._entered, key=lambda a: (self._entered[a], a))
+                n = self._script.run(log_entries_sql(entered, *at))[0][0]
+            else:
+                changes = entries_with_changes_sql("eval_log", self._entered) if self._entered else "eval_log"
+                n = self._script.run(log_changes_sql(changes, *at))[0][0]
         self._seq += int(n)
 
     def _compiled(self, plan: _Plan, fused: bool = False) -> Compiled:
@@ -525,19 +531,23 @@ class AudienceEngine:
         self._set_timers(plan, now, False)
         self._flush(now, False, cause)
 
-    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> None:
+    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> list[str]:
+        """Drop the scoped copies of these tables (held); none is left to drop afterwards."""
         self._script.later(*(f"DROP TABLE IF EXISTS temp.main.{table}" for table in tables))
+        return []
 
-    def _fill(self, table: str, mpids: Sequence[int]) -> None:
+    @contextlib.contextmanager
+    def _filled(self, table: str, mpids: Sequence[int], create: bool = False) -> Iterator[None]:
+        """Hold the statements that put `mpids` in `table` (`create`: a new temporary table); the
+        block must run them (`Script.run`) while it holds the list."""
         self.con.register("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())}))
         try:
-            self._script.run(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill")
+            if create:
+                self._script.later(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)")
+            self._script.later(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill")
+            yield
         finally:
             self.con.unregister("t_fill")
-
-    def _fill_list(self, table: str, mpids: Sequence[int]) -> None:
-        self._script.later(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)")
-        self._fill(table, mpids)
 
     def _scope(self, column: str, scoped: bool) -> str:
         return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
@@ -602,14 +612,13 @@ class AudienceEngine:
             if not scoped:
                 return self._enter(audience_ids, new, numbers, result)
             # Nothing stored for these audiences (in scope): every row of `new` is an add, no join.
-            changed = self._write_diff(f"SELECT audience_id, mpid, true AS added FROM ({new}) n")
+            counts = self._write_diff(f"SELECT audience_id, mpid, true AS added FROM ({new}) n")
         else:
             # One pass: rows of `new` not stored (added) and stored rows not in `new` (removed).
             # (A step yields each (audience, user) once.)
-            changed = self._diff(new, audience_ids, scoped)
-        if not changed:
+            counts = self._diff(new, audience_ids, scoped)
+        if not counts:
             return
-        counts = self._counts()
         adds = sum(int(r[1]) for r in counts)
         removes = sum(int(r[2]) for r in counts)
         if self._sizes is not None:
@@ -667,7 +676,7 @@ class AudienceEngine:
         )
         return [(int(a), int(n_add), int(n_remove)) for a, n_add, n_remove in rows]
 
-    def _diff(self, new: str, audience_ids: list[int], scoped: bool) -> int:
+    def _diff(self, new: str, audience_ids: list[int], scoped: bool) -> list[tuple[int, int, int]]:
         """`eval_diff`: rows of `new` not stored (added), stored rows not in `new` (removed). When
         scoped, `memberships` is the candidates' copy: it needs no filter on them."""
         return self._write_diff(
@@ -677,13 +686,15 @@ class AudienceEngine:
             "ON m.audience_id = n.audience_id AND m.mpid = n.mpid WHERE n.mpid IS NULL OR m.mpid IS NULL"
         )
 
-    def _write_diff(self, rows: str) -> int:
-        """`eval_diff` holding only `rows` (audience_id, mpid, added); how many. The statement's
-        text is the same in every evaluation of the plan: it is parsed once (`Statements`)."""
+    def _write_diff(self, rows: str) -> list[tuple[int, int, int]]:
+        """`eval_diff` holding only `rows` (audience_id, mpid, added); its adds and removes per
+        audience (`_counts`), read in the same call. The statement's text is the same in every
+        evaluation of the plan: it is parsed once (`Statements`)."""
         if self._diffed:
             self._script.later("DELETE FROM eval_diff")
         self._diffed = True
-        return int(self._run_statement(f"INSERT INTO eval_diff {rows}")[0][0])
+        self._script.later(*self._statements.script(f"INSERT INTO eval_diff {rows}"))
+        return self._counts()
 
     def _run_statement(self, sql: str) -> list[Any]:
         """The rows of a long statement run again and again (parsed once: `Statements`), after the

@@ -55,30 +55,34 @@ MEMBERSHIP_UNKEY = [
 ]
 
 
-def log_changes_sql(changes: str, cause_sql: str) -> str:
-    """Append the `changes` table (step, added, audience_id, mpid) to the change log; parameters:
-    the seq before the first, changed_at, `cause_sql`'s, recorded_at. Step by step; within a step
+def log_changes_sql(changes: str, after_seq: int, changed_at: int, cause_sql: str, recorded_at: int) -> str:
+    """Append the `changes` table (step, added, audience_id, mpid) to the change log, numbered after
+    `after_seq`. The values are literals, so the statement can go in a script. Step by step; within a step
     removes first, then adds, each in (audience, user) order: the rows sorted once, then numbered
     by `row_number() OVER ()`, which keeps its input's order. Numbering in a window per (step,
     action, audience) ordered by user cost 1.2x the CPU on rows already in user order, 2x otherwise.
     The sort carries only the key columns; the others are added after numbering (carrying them
     through the sort cost a million-row log a third more CPU)."""
     return (
-        "INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, "
-        f"CASE WHEN added THEN 'add' ELSE 'remove' END, ?, {cause_sql}, ? FROM (SELECT audience_id, mpid, "
+        f"INSERT INTO membership_changes SELECT {int(after_seq)} + row_number() OVER (), audience_id, mpid, "
+        f"CASE WHEN added THEN 'add' ELSE 'remove' END, {int(changed_at)}, {cause_sql}, {int(recorded_at)} "
+        "FROM (SELECT audience_id, mpid, "
         f"added FROM {changes} WHERE audience_id > 0 ORDER BY step, added, audience_id, mpid)"
     )
 
 
-def log_entries_sql(audiences: Sequence[int], cause_sql: str) -> str:
+def log_entries_sql(
+    audiences: Sequence[int], after_seq: int, changed_at: int, cause_sql: str, recorded_at: int
+) -> str:
     """Append the memberships of `audiences` to the change log as adds, in the order
     `log_changes_sql` gives an evaluation whose only changes they are (every member of each entered
-    by one step): `audiences` listed in step order, then by user. Parameters as `log_changes_sql`'s.
+    by one step): `audiences` listed in step order, then by user. The values as `log_changes_sql`'s.
     Sorting on (place in the list, user) instead of (step, action, audience, user) cost a million
     entries' log about a quarter less CPU."""
     rank = " ".join(f"WHEN {int(a)} THEN {i}" for i, a in enumerate(audiences))
     return (
-        f"INSERT INTO membership_changes SELECT ? + row_number() OVER (), audience_id, mpid, 'add', ?, {cause_sql}, ? "
+        f"INSERT INTO membership_changes SELECT {int(after_seq)} + row_number() OVER (), audience_id, mpid, 'add', "
+        f"{int(changed_at)}, {cause_sql}, {int(recorded_at)} "
         f"FROM (SELECT audience_id, mpid FROM memberships WHERE list_contains({_id_list(audiences)}, audience_id) "
         f"ORDER BY CASE audience_id {rank} END, mpid)"
     )
