@@ -383,8 +383,12 @@ class AudienceEngine:
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
         filled = self._filled("eval_candidates", candidates or []) if scoped else contextlib.nullcontext()
+        copies: list[str] = []
         with filled:  # the candidates, their copies and the sizes: one call
-            copies = self._copy_scope(plan, compiled, span) if scoped else self._drop_scope_copies()
+            if scoped:
+                copies = self._copy_scope(plan, compiled, span)
+            else:
+                self._drop_scope_copies()
             self._sizes = {
                 int(a): int(n)
                 for a, n in self._script.run("SELECT audience_id, count(*) FROM memberships GROUP BY ALL")
@@ -531,10 +535,9 @@ class AudienceEngine:
         self._set_timers(plan, now, False)
         self._flush(now, False, cause)
 
-    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> list[str]:
-        """Drop the scoped copies of these tables (held); none is left to drop afterwards."""
+    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> None:
+        """Drop the scoped copies of these tables (held)."""
         self._script.later(*(f"DROP TABLE IF EXISTS temp.main.{table}" for table in tables))
-        return []
 
     @contextlib.contextmanager
     def _filled(self, table: str, mpids: Sequence[int], create: bool = False) -> Iterator[None]:
