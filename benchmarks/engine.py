@@ -809,7 +809,7 @@ def client_main(spec_path: str) -> None:
         records.append(meta)
 
     # A lean client: an httpx one took about half a core at 8,000 events/s, from the server it measures.
-    asyncio.run(send_at_rate(url, key, secret, n_requests, req_per_s, make, done))
+    asyncio.run(send_at_rate(url, key, secret, n_requests, req_per_s, make, done, start=start))
     Path(spec["out"]).write_text(json.dumps(records))
 
 

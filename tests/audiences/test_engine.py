@@ -60,6 +60,24 @@ def ms(
     return MilestoneRow(mid, 1, parent, pos, f"m{mid}", audience, criteria, criteria is None)
 
 
+def _watch(ts: int) -> dict[str, Any]:
+    data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
+    return {"event_type": "custom_event", "data": data}
+
+
+def _watched(times: int, days: int) -> dict[str, Any]:
+    """At least `times` watch events in the last `days` days."""
+    return {
+        "type": "event",
+        "event": {"event_type": "custom_event", "name": "watch"},
+        "having": {"fn": "count", "op": "greater_or_equal", "value": times},
+        "window": {"last": {"amount": days, "unit": "days"}},
+    }
+
+
+WATCHED_TWICE = _watched(2, 7)
+
+
 def _tiers() -> JourneyRows:
     """Exclusive siblings by lifetime value, a remaining split, and a child under it."""
     return journey(
@@ -89,19 +107,8 @@ def test_exclusive_siblings_remaining_split_and_children(world: World) -> None:
 
 
 def test_time_driven_exit_fires_from_a_timer(world: World) -> None:
-    crit = {
-        "type": "event",
-        "event": {"event_type": "custom_event", "name": "watch"},
-        "having": {"fn": "count", "op": "greater_or_equal", "value": 2},
-        "window": {"last": {"amount": 7, "unit": "days"}},
-    }
-    world.engine.configure([journey(ms(1, 101, crit))], {})
-
-    def ev(ts: int) -> dict[str, Any]:
-        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
-        return {"event_type": "custom_event", "data": data}
-
-    world.send({"mpid": 1, "events": [ev(T0 - 6 * DAY), ev(T0 - DAY)]})
+    world.engine.configure([journey(ms(1, 101, WATCHED_TWICE))], {})
+    world.send({"mpid": 1, "events": [_watch(T0 - 6 * DAY), _watch(T0 - DAY)]})
     world.engine.catch_up()
     assert world.engine.members(101) == [1]
     world.clock.set(T0 + DAY - 1)
@@ -136,24 +143,13 @@ def test_root_requires_selected_inputs_and_profile_lifetime(world: World) -> Non
 
 
 def test_realtime_step_evaluates_new_batches_and_due_timers_together(world: World) -> None:
-    crit = {
-        "type": "event",
-        "event": {"event_type": "custom_event", "name": "watch"},
-        "having": {"fn": "count", "op": "greater_or_equal", "value": 1},
-        "window": {"last": {"amount": 1, "unit": "days"}},
-    }
-    world.engine.configure([journey(ms(1, 101, crit))], {})
-
-    def watch(ts: int) -> dict[str, Any]:
-        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
-        return {"event_type": "custom_event", "data": data}
-
-    world.send({"mpid": 1, "events": [watch(T0 - 1000)]})
+    world.engine.configure([journey(ms(1, 101, _watched(1, 1)))], {})
+    world.send({"mpid": 1, "events": [_watch(T0 - 1000)]})
     assert world.engine.realtime().adds == 1
     assert world.engine.realtime().users == 0  # nothing new, nothing due
     # User 1's event leaves the window while user 2 sends one: one evaluation handles both.
     world.clock.set(T0 + DAY)
-    world.send({"mpid": 2, "events": [watch(T0 + DAY - 10)]})
+    world.send({"mpid": 2, "events": [_watch(T0 + DAY - 10)]})
     result = world.engine.realtime()
     assert (result.users, result.adds, result.removes) == (2, 1, 1)
     assert world.engine.members(101) == [2]
@@ -167,21 +163,10 @@ def test_realtime_step_evaluates_new_batches_and_due_timers_together(world: Worl
 
 
 def test_realtime_step_takes_the_earliest_due_timers_first_and_leaves_the_rest(world: World) -> None:
-    crit = {
-        "type": "event",
-        "event": {"event_type": "custom_event", "name": "watch"},
-        "having": {"fn": "count", "op": "greater_or_equal", "value": 1},
-        "window": {"last": {"amount": 1, "unit": "days"}},
-    }
-    world.engine.configure([journey(ms(1, 101, crit))], {})
-
-    def watch(ts: int) -> dict[str, Any]:
-        data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
-        return {"event_type": "custom_event", "data": data}
-
+    world.engine.configure([journey(ms(1, 101, _watched(1, 1)))], {})
     # Users 3, 1, 2 leave the window in that order; a development batch is not evaluated.
-    world.send(*({"mpid": m, "events": [watch(T0 - off)]} for m, off in ((1, 2000), (2, 1000), (3, 3000))))
-    world.send({"mpid": 4, "environment": "development", "events": [watch(T0)]})
+    world.send(*({"mpid": m, "events": [_watch(T0 - off)]} for m, off in ((1, 2000), (2, 1000), (3, 3000))))
+    world.send({"mpid": 4, "environment": "development", "events": [_watch(T0)]})
     assert world.engine.realtime().adds == 3
     world.clock.set(T0 + DAY)
     first = world.engine.realtime(max_timer_users=2)
@@ -314,19 +299,6 @@ def _timers(world: World) -> list[tuple[int, int]]:
     return [(int(m), int(d)) for m, d in rows]
 
 
-def _watch(ts: int) -> dict[str, Any]:
-    data = {"event_name": "watch", "custom_event_type": "media", "timestamp_unixtime_ms": ts}
-    return {"event_type": "custom_event", "data": data}
-
-
-WATCHED_TWICE = {
-    "type": "event",
-    "event": {"event_type": "custom_event", "name": "watch"},
-    "having": {"fn": "count", "op": "greater_or_equal", "value": 2},
-    "window": {"last": {"amount": 7, "unit": "days"}},
-}
-
-
 def test_full_calculation_in_parts_leaves_what_one_full_calculation_leaves(world: World) -> None:
     tree = journey(
         ms(1, 101, WATCHED_TWICE), ms(2, 102, attr("plan", "equals", "paid"), pos=1), ms(3, 103, None, pos=2)
@@ -444,8 +416,7 @@ def test_scoped_evaluation_of_scattered_users_in_a_sealed_segment_agrees_with_a_
 @pytest.mark.parametrize("full", [False, True])
 def test_a_date_attribute_long_past_leaves_the_other_boundaries_their_timer(world: World, full: bool) -> None:
     # signup + 10 days is long past: it bounds nothing, and must not hide the watch leaving its window.
-    recent = {**WATCHED_TWICE, "having": {"fn": "count", "op": "greater_or_equal", "value": 1}}
-    recent["window"] = {"last": {"amount": 5, "unit": "days"}}
+    recent = _watched(1, 5)
     signed_up = attr("signup", "within_last", {"amount": 10, "unit": "days"})
     world.engine.configure([journey(ms(1, 101, {"any": [recent, signed_up]}))], {})
     world.send({"mpid": 1, "events": [_watch(T0 - DAY)], "user_attributes": {"signup": T0 - 20 * DAY}})

@@ -64,13 +64,15 @@ async def send_at_rate(
     body: Callable[[int, float], bytes],
     done: Callable[[int, float, float, int], None],
     connections: int = 64,
+    start: float | None = None,
 ) -> float:
     """Send request i (`body(i, sent)`) at start + i / per_second over `connections` kept-alive
     connections, retrying 429 and 503; `done(i, sent, acked, status)` after each (times in s since
-    the epoch). Returns the start. A request waits for a free connection when all are busy."""
+    the epoch; `start` defaults to now). Returns the start. A request waits for a free connection
+    when all are busy."""
     host, port, headers = basic_headers(url, key, secret)
     following = iter(range(n_requests))
-    start = time.time()
+    start = time.time() if start is None else start
 
     async def worker() -> None:
         reader, writer = await asyncio.open_connection(host, port)
