@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.audiences.estimator import Estimator
+from milepost.audiences.evaluations import Evaluations
 from milepost.catalog import Catalog
 from milepost.catalog.output_rows import use_key_file
 from milepost.clock import DAY_MS, Clock, SystemClock
@@ -54,6 +55,7 @@ class Runtime:
     journeys: JourneyService
     views: JourneyViews
     delivery: DeliveryRunner
+    evaluations: Evaluations = field(default_factory=Evaluations)
 
     @classmethod
     def open(cls, config: Config, clock: Clock | None = None, *, seed: int | None = None) -> Runtime:
@@ -161,6 +163,7 @@ class Runtime:
                 # First calculations (after start-up: recovery too), one part at a time.
                 settled = self.journeys.settle_part()
                 result = self.audiences.realtime()  # new batches and due timers, in one evaluation
+                self.evaluations.note(result, self.clock.now_ms())  # committed by now
                 if result.adds or result.removes or settled.adds or settled.removes:
                     self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:

@@ -179,6 +179,28 @@ def test_realtime_step_takes_the_earliest_due_timers_first_and_leaves_the_rest(w
     assert [r[1] for r in world.changes() if r[2] == "remove"] == [1, 3, 2]
 
 
+def test_realtime_step_reports_its_log_rows_batch_receipts_and_due_instants(world: World) -> None:
+    world.engine.configure([journey(ms(1, 101, _watched(1, 1)))], {})
+    world.send({"mpid": 1, "events": [_watch(T0 - 2000)]}, {"mpid": 2, "events": [_watch(T0 - 1000)]})
+    world.clock.set(T0 + 500)
+    world.send({"mpid": 3, "events": [_watch(T0)]})
+    entered = world.engine.realtime()
+    seqs = world.store.reader().execute("SELECT seq FROM membership_changes ORDER BY seq").fetchall()
+    assert entered.seqs == (seqs[0][0], seqs[-1][0]) and len(seqs) == 3
+    assert (entered.at, sorted(entered.received), entered.due, entered.due_total) == (
+        T0 + 500,
+        [T0, T0, T0 + 500],
+        [],
+        0,
+    )
+    assert world.engine.realtime().seqs is None  # nothing new, nothing due
+    # Users 1 and 2 leave the window 1 s apart (user 3 later); the step takes one of the two due.
+    world.clock.set(T0 + DAY - 500)
+    left = world.engine.realtime(max_timer_users=1)
+    assert (left.received, left.due, left.due_total) == ([], [T0 - 2000 + DAY], 2)
+    assert left.seqs == (seqs[-1][0] + 1, seqs[-1][0] + 1)
+
+
 def test_independent_groups_share_a_statement_and_log_in_step_order(world: World) -> None:
     # Journey 1's top group and journey 2's group are independent (one statement); journey 1's
     # child group follows its parent. The change log still follows the plan's step order, not

@@ -321,3 +321,35 @@ def test_live_view_and_metrics_show_the_flow(rest: Rest, partner: Partner) -> No
     assert line.endswith(" 1")
     assert f'milepost_delivery_pending{{connection="{conn["id"]}"' in text
     assert "# TYPE milepost_delivery_lag_seconds gauge" in text
+
+
+def test_evaluations_list_each_real_time_step_and_metrics_show_its_lag(rest: Rest, tmp_path: Path) -> None:
+    inp, aud = _gold_audience(rest)
+    out = rest.output(tmp_path / "files")
+    _connect(rest, aud, out["id"])
+    user = rest.mpid()
+    sent_at = int(time.time() * 1000)
+    rest.send(inp, user, {"tier": "gold"})
+    path = tmp_path / "files" / f"milepost-output-{out['id']}.jsonl"
+    deadline = time.monotonic() + 15
+    while not (path.exists() and str(user) in path.read_text()):
+        assert time.monotonic() < deadline, "no line written"
+        time.sleep(0.05)
+    (line,) = [json.loads(x) for x in path.read_text().splitlines() if json.loads(x)["mpid"] == user]
+
+    listed = rest.ok("GET", "/api/v1/evaluations?limit=1000")["evaluations"]
+    assert [e["recorded_at"] for e in listed] == sorted(e["recorded_at"] for e in listed)
+    (step,) = [e for e in listed if e["at"] == line["timestamp"]]  # the step that recorded the add
+    assert step["adds"] >= 1 and step["batches"] >= 1 and step["first_seq"] <= step["last_seq"]
+    assert sent_at <= step["at"] <= step["recorded_at"] <= int(time.time() * 1000)
+    assert 0 <= step["oldest_batch_ms"] <= step["recorded_at"] - sent_at
+    assert len(rest.ok("GET", "/api/v1/evaluations?limit=1")["evaluations"]) == 1
+    assert "limit" in rest.refused("GET", "/api/v1/evaluations?limit=0", 400)
+    assert rest.admin.get("/api/v1/evaluations", headers={"Authorization": ""}).status_code == 401
+
+    text = rest.admin.get("/metrics").text
+    assert "# TYPE milepost_evaluation_lag_seconds histogram" in text
+    counts = [x for x in text.splitlines() if x.startswith("milepost_evaluation_lag_seconds_count ")]
+    assert len(counts) == 1 and float(counts[0].split()[1]) >= 1
+    assert "# TYPE milepost_timer_lateness_seconds histogram" in text
+    assert "milepost_timer_backlog " in text

@@ -60,6 +60,7 @@ def create_app(runtime: Runtime, *, manage_lifecycle: bool = True) -> FastAPI:
     if isinstance(runtime.clock, ManualClock):
         app.include_router(testclock.router)
     app.include_router(operations.router)
+    app.include_router(operations.evaluations)
     pages.install(app)
 
     return app

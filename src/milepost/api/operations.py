@@ -1,13 +1,26 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness, Prometheus metrics and the audience engine's recent evaluations."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
 
+from milepost.api.security import require_token
+from milepost.audiences.evaluations import KEEP
 from milepost.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
+evaluations = APIRouter(prefix="/api/v1", tags=["operations"], dependencies=[Depends(require_token)])
+
+
+@evaluations.get("/evaluations", summary="The latest real-time evaluations, oldest first")
+def recent_evaluations(request: Request, limit: int = Query(default=100, ge=1, le=KEEP)) -> dict[str, Any]:
+    """When each ran and committed, the change log's rows it wrote, and how long its batches and
+    due timers waited (milliseconds)."""
+    rt: Runtime = request.app.state.runtime
+    return {"evaluations": [e.as_json() for e in rt.evaluations.recent(limit)]}
 
 
 @router.get("/healthz")
@@ -67,4 +80,4 @@ def metrics(request: Request) -> str:
         f"milepost_writer_commits_total {rt.writer.commits}",
     ]
     lines += rt.delivery.metrics()
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + rt.evaluations.metrics()

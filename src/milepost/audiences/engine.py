@@ -41,16 +41,21 @@ WATERMARK_KEY = "evaluated_batch_seq"
 # The batches real time evaluates (the others are kept for analysis only).
 REALTIME_BATCHES = "endpoint = 'events' AND environment = 'production'"
 # A real-time step's work (parameters: the watermark's key, now, the most timers): the last batch
-# seq after the watermark, the users of the batches up to it, the users whose timers are due.
+# seq after the watermark, the users of the batches up to it and when those batches arrived, the
+# users whose timers are due (the earliest first) and their due instants, and how many are due.
 REALTIME_WORK_SQL = f"""
 WITH wm AS (SELECT coalesce(max(value::BIGINT), 0) AS seq FROM store_meta WHERE key = $1),
-top AS (SELECT max(b.seq) AS seq FROM batches b, wm WHERE b.seq > wm.seq)
+top AS (SELECT max(b.seq) AS seq FROM batches b, wm WHERE b.seq > wm.seq),
+new AS (SELECT b.mpid, b.received_at FROM batches b, wm, top
+        WHERE b.seq > wm.seq AND b.seq <= top.seq AND {REALTIME_BATCHES}),
+due AS (SELECT mpid, due_at FROM timers WHERE due_at <= $2 ORDER BY due_at LIMIT $3)
 SELECT top.seq,
-    (SELECT list(DISTINCT b.mpid) FROM batches b
-     WHERE b.seq > wm.seq AND b.seq <= top.seq AND {REALTIME_BATCHES}),
-    (SELECT list(t.mpid ORDER BY t.due_at)
-     FROM (SELECT mpid, due_at FROM timers WHERE due_at <= $2 ORDER BY due_at LIMIT $3) t)
-FROM wm, top
+    (SELECT list(DISTINCT mpid) FROM new),
+    (SELECT list(received_at) FROM new),
+    (SELECT list(mpid ORDER BY due_at) FROM due),
+    (SELECT list(due_at ORDER BY due_at) FROM due),
+    (SELECT count(*) FROM timers WHERE due_at <= $2)
+FROM top
 """
 # With nothing maintained, how often the read position is written down (a commit with an fsync:
 # at 1 s it was most of the evaluator thread's CPU during ingest).
@@ -69,6 +74,14 @@ class EvalResult:
     removes: int = 0
     users: int = 0
     per_audience: dict[int, tuple[int, int]] = field(default_factory=dict)  # audience -> (adds, removes)
+    # The change log's rows this evaluation wrote, (first seq, last seq); None when it wrote none.
+    seqs: tuple[int, int] | None = None
+    # A real-time step's work: its instant, when its batches arrived, when its timers were due,
+    # and how many users' timers were due at its instant (it takes at most `max_timer_users`).
+    at: int | None = None
+    received: list[int] = field(default_factory=list)
+    due: list[int] = field(default_factory=list)
+    due_total: int = 0
 
 
 _Plan = Plan
@@ -287,7 +300,7 @@ class AudienceEngine:
             now = self.clock.now_ms() if now is None else now
             # One query for what is new and what is due: under load each call into DuckDB waits
             # for the GIL when it returns (see `Script`).
-            top, batch_users, due_users = self.con.execute(
+            top, batch_users, received, due_users, due_at, due_total = self.con.execute(
                 REALTIME_WORK_SQL, [WATERMARK_KEY, now, max_timer_users]
             ).fetchall()[0]
             ingest = [int(m) for m in batch_users or ()]
@@ -297,8 +310,13 @@ class AudienceEngine:
             users = list(dict.fromkeys([*ingest, *due]))
             watermark = None if top is None else int(top)
             if not ingest or not due:
-                return self.evaluate(now, users, "ingest" if ingest else "timer", watermark)
-            return self.evaluate(now, users, "ingest", watermark, ingest_users=ingest)
+                result = self.evaluate(now, users, "ingest" if ingest else "timer", watermark)
+            else:
+                result = self.evaluate(now, users, "ingest", watermark, ingest_users=ingest)
+            result.at, result.due_total = now, int(due_total)
+            result.received = [int(t) for t in received or ()]
+            result.due = [int(t) for t in due_at or ()]
+            return result
 
     def advance(self, now: int | None = None, *, exact: bool = True, max_users: int = 50_000) -> EvalResult:
         """Fire due timers.
@@ -350,6 +368,7 @@ class AudienceEngine:
             con = self.con
             plan = self._plan
             result = EvalResult()
+            first_seq = self._seq + 1
             self._script.begin()
             try:
                 if remote and candidates is None and self.calculator is not None and plan.journeys:
@@ -365,6 +384,8 @@ class AudienceEngine:
                 self._script.rollback()
                 self._statements.reset(con)
                 raise
+            if self._seq >= first_seq:
+                result.seqs = (first_seq, self._seq)
             return result
 
     def _evaluate_plan(

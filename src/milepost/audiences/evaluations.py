@@ -1,0 +1,144 @@
+"""What the real-time evaluations did and how late they were: the operators' view of the engine.
+
+The server notes each real-time step once it has committed: when it ran, when its changes were
+recorded, which rows of the change log it wrote, and how long its batches and due timers waited.
+The recent ones are listed by the API (`GET /api/v1/evaluations`); the totals and histograms go
+to `/metrics` (SPEC §7: evaluation lag, timer backlog and lateness).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+
+from milepost.audiences.engine import EvalResult
+
+KEEP = 1_000  # evaluations listed by the API (about four minutes of a busy server)
+LAG_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    at: int  # the evaluation's instant (ms): what its changes are stamped with
+    recorded_at: int  # when its transaction had committed (ms)
+    users: int
+    batches: int
+    timers: int
+    adds: int
+    removes: int
+    first_seq: int | None  # the change log's rows it wrote
+    last_seq: int | None
+    oldest_batch_ms: int | None  # the longest a batch waited from its receipt to being recorded
+    latest_timer_ms: int | None  # the longest a due timer waited from its instant to being recorded
+    timers_left: int  # users due at its instant that it left to the next evaluation
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Latencies:
+    """A histogram fed many values at once (a busy evaluation has thousands of batches: one
+    `Histogram.observe` each would cost ~2 µs apiece on the evaluator's thread)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = np.array(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: above every bound
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_ms(self, values_ms: list[int]) -> None:
+        if not values_ms:
+            return
+        seconds = np.asarray(values_ms, dtype=np.float64) / 1000
+        counts = np.bincount(np.searchsorted(self._bounds, seconds), minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(seconds.sum())
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        buckets = [(f"{b:g}", n) for b, n in zip(self._bounds.tolist(), cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        return [HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)]
+
+
+class Evaluations:
+    """Thread-safe: the evaluator notes, the API and `/metrics` read."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[Evaluation] = deque(maxlen=keep)
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._count = Counter("milepost_evaluations", "Real-time evaluations committed.", registry=r)
+        self._seconds = Counter(
+            "milepost_evaluation_seconds", "Time from each evaluation's instant to its commit.", registry=r
+        )
+        self._lag = Latencies(
+            "milepost_evaluation_lag_seconds",
+            "Per batch: from its receipt to its membership changes being recorded.",
+        )
+        self._lateness = Latencies(
+            "milepost_timer_lateness_seconds",
+            "Per due timer: from its instant to its membership changes being recorded.",
+        )
+        r.register(self._lag)
+        r.register(self._lateness)
+        self._backlog = Gauge(
+            "milepost_timer_backlog",
+            "Users whose timers were due but left for the next evaluation.",
+            registry=r,
+        )
+        self._last_lag = Gauge(
+            "milepost_evaluation_lag_last_seconds",
+            "The longest wait of a batch in the latest evaluation that had batches.",
+            registry=r,
+        )
+
+    def note(self, result: EvalResult, recorded_at: int) -> Evaluation | None:
+        """Note a committed real-time step (None for a step with nothing to do)."""
+        if result.at is None:
+            return None
+        lags = [max(0, recorded_at - t) for t in result.received]
+        late = [max(0, recorded_at - t) for t in result.due]
+        evaluation = Evaluation(
+            at=result.at,
+            recorded_at=recorded_at,
+            users=result.users,
+            batches=len(result.received),
+            timers=len(result.due),
+            adds=result.adds,
+            removes=result.removes,
+            first_seq=result.seqs[0] if result.seqs else None,
+            last_seq=result.seqs[1] if result.seqs else None,
+            oldest_batch_ms=max(lags, default=None),
+            latest_timer_ms=max(late, default=None),
+            timers_left=max(0, result.due_total - len(result.due)),
+        )
+        with self._lock:
+            self._recent.append(evaluation)
+        self._count.inc()
+        self._seconds.inc(max(0, recorded_at - result.at) / 1000)
+        self._lag.observe_ms(lags)
+        self._lateness.observe_ms(late)
+        self._backlog.set(evaluation.timers_left)
+        if lags:
+            self._last_lag.set(max(lags) / 1000)
+        return evaluation
+
+    def recent(self, limit: int) -> list[Evaluation]:
+        """The latest `limit` evaluations, oldest first."""
+        with self._lock:
+            return list(self._recent)[-limit:] if limit > 0 else []
+
+    def metrics(self) -> str:
+        return generate_latest(self.registry).decode()

@@ -1,0 +1,52 @@
+"""The notes of real-time evaluations: what the API lists and what `/metrics` shows."""
+
+from __future__ import annotations
+
+from milepost.audiences.engine import EvalResult
+from milepost.audiences.evaluations import Evaluations
+
+
+def _sample(text: str, name: str) -> float:
+    (value,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return value
+
+
+def test_a_step_is_noted_with_its_longest_waits_and_what_it_left() -> None:
+    evaluations = Evaluations()
+    step = EvalResult(adds=2, removes=1, users=3, seqs=(7, 9), at=10_000)
+    step.received, step.due, step.due_total = [9_000, 9_400, 9_400], [9_900], 4
+    noted = evaluations.note(step, recorded_at=10_250)
+    assert noted is not None
+    assert (noted.first_seq, noted.last_seq, noted.batches, noted.timers) == (7, 9, 3, 1)
+    assert (noted.oldest_batch_ms, noted.latest_timer_ms, noted.timers_left) == (1_250, 350, 3)
+    assert evaluations.recent(10) == [noted]
+
+
+def test_other_evaluations_are_not_noted_and_the_list_keeps_the_latest() -> None:
+    evaluations = Evaluations(keep=2)
+    assert evaluations.note(EvalResult(adds=5), recorded_at=1) is None  # not a real-time step
+    for at in (100, 200, 300):
+        evaluations.note(EvalResult(at=at), recorded_at=at + 10)
+    assert [e.at for e in evaluations.recent(10)] == [200, 300]
+    assert [e.at for e in evaluations.recent(1)] == [300]
+
+
+def test_metrics_count_each_batch_and_timer_in_its_bucket() -> None:
+    evaluations = Evaluations()
+    first = EvalResult(at=1_000, received=[900, 700, 500, -10_000])  # waits 0.1, 0.3, 0.5, 11 s
+    evaluations.note(first, recorded_at=1_000)
+    second = EvalResult(at=2_000, due=[1_950], due_total=1)  # late 0.05 s
+    evaluations.note(second, recorded_at=2_000)
+    text = evaluations.metrics()
+    lag = "milepost_evaluation_lag_seconds"
+    assert _sample(text, f'{lag}_bucket{{le="0.05"}}') == 0
+    assert _sample(text, f'{lag}_bucket{{le="0.1"}}') == 1  # a bucket holds what is at most its bound
+    assert _sample(text, f'{lag}_bucket{{le="0.5"}}') == 3
+    assert _sample(text, f'{lag}_bucket{{le="10"}}') == 3
+    assert _sample(text, f'{lag}_bucket{{le="+Inf"}}') == 4
+    assert _sample(text, f"{lag}_count") == 4
+    assert abs(_sample(text, f"{lag}_sum") - 11.9) < 1e-9
+    assert _sample(text, 'milepost_timer_lateness_seconds_bucket{le="0.05"}') == 1
+    assert _sample(text, "milepost_evaluations_total") == 2
+    assert _sample(text, "milepost_timer_backlog") == 0
+    assert _sample(text, "milepost_evaluation_lag_last_seconds") == 11
