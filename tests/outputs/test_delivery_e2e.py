@@ -347,7 +347,14 @@ def test_evaluations_list_each_real_time_step_and_metrics_show_its_lag(rest: Res
     assert "limit" in rest.refused("GET", "/api/v1/evaluations?limit=0", 400)
     assert rest.admin.get("/api/v1/evaluations", headers={"Authorization": ""}).status_code == 401
 
+    rest.ok("POST", "/api/v1/estimate", json={"criteria": GOLD, "inputs": [inp["name"]]})
     text = rest.admin.get("/metrics").text
+    assert (
+        float(
+            next(x for x in text.splitlines() if x.startswith("milepost_estimate_seconds_count ")).split()[1]
+        )
+        >= 1
+    )
     assert "# TYPE milepost_evaluation_lag_seconds histogram" in text
     counts = [x for x in text.splitlines() if x.startswith("milepost_evaluation_lag_seconds_count ")]
     assert len(counts) == 1 and float(counts[0].split()[1]) >= 1

@@ -9,6 +9,7 @@ from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
 
 from milepost.api.security import require_token
 from milepost.audiences.evaluations import KEEP
+from milepost.metrics import render
 from milepost.runtime import Runtime
 
 router = APIRouter(tags=["operations"])
@@ -80,4 +81,4 @@ def metrics(request: Request) -> str:
         f"milepost_writer_commits_total {rt.writer.commits}",
     ]
     lines += rt.delivery.metrics()
-    return "\n".join(lines) + "\n" + rt.evaluations.metrics()
+    return "\n".join(lines) + "\n" + rt.evaluations.metrics() + render(rt.views.estimate_latency)

@@ -13,14 +13,12 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import HistogramMetricFamily
 
 from milepost.audiences.engine import EvalResult
+from milepost.metrics import WAIT_BUCKETS, Latencies
 
 KEEP = 1_000  # evaluations listed by the API (about four minutes of a busy server)
-LAG_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -42,35 +40,6 @@ class Evaluation:
         return asdict(self)
 
 
-class Latencies:
-    """A histogram fed many values at once (a busy evaluation has thousands of batches: one
-    `Histogram.observe` each would cost ~2 µs apiece on the evaluator's thread)."""
-
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
-        self.name, self.documentation = name, documentation
-        self._bounds = np.array(buckets, dtype=np.float64)
-        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: above every bound
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe_ms(self, values_ms: list[int]) -> None:
-        if not values_ms:
-            return
-        seconds = np.asarray(values_ms, dtype=np.float64) / 1000
-        counts = np.bincount(np.searchsorted(self._bounds, seconds), minlength=len(self._counts))
-        with self._lock:
-            self._counts += counts
-            self._sum += float(seconds.sum())
-
-    def collect(self) -> list[HistogramMetricFamily]:
-        with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
-            total = self._sum
-        buckets = [(f"{b:g}", n) for b, n in zip(self._bounds.tolist(), cumulative, strict=False)]
-        buckets.append(("+Inf", cumulative[-1]))
-        return [HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)]
-
-
 class Evaluations:
     """Thread-safe: the evaluator notes, the API and `/metrics` read."""
 
@@ -86,10 +55,12 @@ class Evaluations:
         self._lag = Latencies(
             "milepost_evaluation_lag_seconds",
             "Per batch: from its receipt to its membership changes being recorded.",
+            WAIT_BUCKETS,
         )
         self._lateness = Latencies(
             "milepost_timer_lateness_seconds",
             "Per due timer: from its instant to its membership changes being recorded.",
+            WAIT_BUCKETS,
         )
         r.register(self._lag)
         r.register(self._lateness)
@@ -128,8 +99,8 @@ class Evaluations:
             self._recent.append(evaluation)
         self._count.inc()
         self._seconds.inc(max(0, recorded_at - result.at) / 1000)
-        self._lag.observe_ms(lags)
-        self._lateness.observe_ms(late)
+        self._lag.observe([ms / 1000 for ms in lags])
+        self._lateness.observe([ms / 1000 for ms in late])
         self._backlog.set(evaluation.timers_left)
         if lags:
             self._last_lag.set(max(lags) / 1000)

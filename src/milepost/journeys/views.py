@@ -18,6 +18,7 @@ from milepost.engines.duckdb import DuckDBStore
 from milepost.errors import InvalidRequest, MilepostError, UnknownReference
 from milepost.journeys import whatif
 from milepost.journeys.service import JourneyService
+from milepost.metrics import ANSWER_BUCKETS, Latencies
 
 # An input seen with data is not re-checked for this long: the check scans users, and every
 # estimate asks it.
@@ -44,6 +45,11 @@ class JourneyViews:
         self.catalog = service.catalog
         self.estimator = estimator
         self._with_data: dict[int, float] = {}
+        self.estimate_latency = Latencies(
+            "milepost_estimate_seconds",
+            "Estimating a journey's audiences on the sample (the canvas, the criteria builder).",
+            ANSWER_BUCKETS,
+        )
 
     # ---- status and size ---------------------------------------------------------------------
 
@@ -100,16 +106,17 @@ class JourneyViews:
         }
         settings = self.service.settings()
         try:
-            found: dict[int, NodeEstimate | dict[str, Any]] = dict(
-                self.estimator.journey(
-                    journey,
-                    self.service.calculated_attributes(),
-                    actual,
-                    self.service.now(),
-                    settings.lookback_ms,
-                    settings.lifetime_ms,
+            with self.estimate_latency.timing():
+                found: dict[int, NodeEstimate | dict[str, Any]] = dict(
+                    self.estimator.journey(
+                        journey,
+                        self.service.calculated_attributes(),
+                        actual,
+                        self.service.now(),
+                        settings.lookback_ms,
+                        settings.lifetime_ms,
+                    )
                 )
-            )
         except MilepostError as exc:
             return {
                 m.audience_id: {"kind": "error", "code": exc.code, "message": exc.message}
