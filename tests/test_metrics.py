@@ -17,7 +17,7 @@ def test_each_value_counts_in_the_first_bucket_it_fits_and_the_text_is_cumulativ
     h = Latencies("x_seconds", "Test.", (0.1, 1.0))
     h.observe([0.1, 0.5, 1.0, 2.0])
     h.observe([])
-    h.observe([0.05])
+    h.observe([0.05, 5.0], [1, 0])  # weights: 5.0 is observed no times
     text = render(h)
     assert "# TYPE x_seconds histogram" in text
     assert _value(text, 'x_seconds_bucket{le="0.1"}') == 2  # 0.05 and 0.1 (at most the bound)

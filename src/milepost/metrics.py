@@ -28,15 +28,19 @@ class Latencies:
         self._sum = 0.0
         self._lock = threading.Lock()
 
-    def observe(self, seconds: Sequence[float] | np.ndarray) -> None:
+    def observe(self, seconds: Sequence[float] | np.ndarray, times: Sequence[int] | None = None) -> None:
+        """Observe each value (`times[i]` times over, when given)."""
         values = np.asarray(seconds, dtype=np.float64)
         if not values.size:
             return
+        weights = None if times is None else np.asarray(times, dtype=np.int64)
         # A bucket counts the values at most its bound (Prometheus' `le`).
-        counts = np.bincount(np.searchsorted(self._bounds, values), minlength=len(self._counts))
+        where = np.searchsorted(self._bounds, values)
+        counts = np.bincount(where, weights=weights, minlength=len(self._counts)).astype(np.int64)
+        total = float(values.sum() if weights is None else (values * weights).sum())
         with self._lock:
             self._counts += counts
-            self._sum += float(values.sum())
+            self._sum += total
 
     @contextmanager
     def timing(self) -> Iterator[None]:

@@ -14,7 +14,7 @@ def _sample(text: str, name: str) -> float:
 def test_a_step_is_noted_with_its_longest_waits_and_what_it_left() -> None:
     evaluations = Evaluations()
     step = EvalResult(adds=2, removes=1, users=3, seqs=(7, 9), at=10_000)
-    step.received, step.due, step.due_total = [9_000, 9_400, 9_400], [9_900], 4
+    step.received, step.due, step.due_total = [(9_000, 1), (9_400, 2)], [9_900], 4
     noted = evaluations.note(step, recorded_at=10_250)
     assert noted is not None
     assert (noted.first_seq, noted.last_seq, noted.batches, noted.timers) == (7, 9, 3, 1)
@@ -33,7 +33,8 @@ def test_other_evaluations_are_not_noted_and_the_list_keeps_the_latest() -> None
 
 def test_metrics_count_each_batch_and_timer_in_its_bucket() -> None:
     evaluations = Evaluations()
-    first = EvalResult(at=1_000, received=[900, 700, 500, -10_000])  # waits 0.1, 0.3, 0.5, 11 s
+    # Batches that waited 0.1 s, 0.3 s (two of them), 0.5 s and 11 s.
+    first = EvalResult(at=1_000, received=[(900, 1), (700, 2), (500, 1), (-10_000, 1)])
     evaluations.note(first, recorded_at=1_000)
     second = EvalResult(at=2_000, due=[1_950], due_total=1)  # late 0.05 s
     evaluations.note(second, recorded_at=2_000)
@@ -41,11 +42,12 @@ def test_metrics_count_each_batch_and_timer_in_its_bucket() -> None:
     lag = "milepost_evaluation_lag_seconds"
     assert _sample(text, f'{lag}_bucket{{le="0.05"}}') == 0
     assert _sample(text, f'{lag}_bucket{{le="0.1"}}') == 1  # a bucket holds what is at most its bound
-    assert _sample(text, f'{lag}_bucket{{le="0.5"}}') == 3
-    assert _sample(text, f'{lag}_bucket{{le="10"}}') == 3
-    assert _sample(text, f'{lag}_bucket{{le="+Inf"}}') == 4
-    assert _sample(text, f"{lag}_count") == 4
-    assert abs(_sample(text, f"{lag}_sum") - 11.9) < 1e-9
+    assert _sample(text, f'{lag}_bucket{{le="0.3"}}') == 3
+    assert _sample(text, f'{lag}_bucket{{le="0.5"}}') == 4
+    assert _sample(text, f'{lag}_bucket{{le="10"}}') == 4
+    assert _sample(text, f'{lag}_bucket{{le="+Inf"}}') == 5
+    assert _sample(text, f"{lag}_count") == 5
+    assert abs(_sample(text, f"{lag}_sum") - 12.2) < 1e-9
     assert _sample(text, 'milepost_timer_lateness_seconds_bucket{le="0.05"}') == 1
     assert _sample(text, "milepost_evaluations_total") == 2
     assert _sample(text, "milepost_timer_backlog") == 0

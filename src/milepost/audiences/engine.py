@@ -41,8 +41,9 @@ WATERMARK_KEY = "evaluated_batch_seq"
 # The batches real time evaluates (the others are kept for analysis only).
 REALTIME_BATCHES = "endpoint = 'events' AND environment = 'production'"
 # A real-time step's work (parameters: the watermark's key, now, the most timers): the last batch
-# seq after the watermark, the users of the batches up to it and when those batches arrived, the
-# users whose timers are due (the earliest first) and their due instants, and how many are due.
+# seq after the watermark, the users of the batches up to it, when those batches arrived (each
+# instant and how many batches arrived then: a request's batches share it), the users whose timers
+# are due (the earliest first) and their due instants, and how many are due.
 REALTIME_WORK_SQL = f"""
 WITH wm AS (SELECT coalesce(max(value::BIGINT), 0) AS seq FROM store_meta WHERE key = $1),
 top AS (SELECT max(b.seq) AS seq FROM batches b, wm WHERE b.seq > wm.seq),
@@ -51,7 +52,8 @@ new AS (SELECT b.mpid, b.received_at FROM batches b, wm, top
 due AS (SELECT mpid, due_at FROM timers WHERE due_at <= $2 ORDER BY due_at LIMIT $3)
 SELECT top.seq,
     (SELECT list(DISTINCT mpid) FROM new),
-    (SELECT list(received_at) FROM new),
+    (SELECT list([received_at, n] ORDER BY received_at)
+     FROM (SELECT received_at, count(*) AS n FROM new GROUP BY received_at)),
     (SELECT list(mpid ORDER BY due_at) FROM due),
     (SELECT list(due_at ORDER BY due_at) FROM due),
     (SELECT count(*) FROM timers WHERE due_at <= $2)
@@ -76,10 +78,11 @@ class EvalResult:
     per_audience: dict[int, tuple[int, int]] = field(default_factory=dict)  # audience -> (adds, removes)
     # The change log's rows this evaluation wrote, (first seq, last seq); None when it wrote none.
     seqs: tuple[int, int] | None = None
-    # A real-time step's work: its instant, when its batches arrived, when its timers were due,
-    # and how many users' timers were due at its instant (it takes at most `max_timer_users`).
+    # A real-time step's work: its instant, when its batches arrived ([instant, batches]), when its
+    # timers were due, and how many users' timers were due at its instant (it takes at most
+    # `max_timer_users`).
     at: int | None = None
-    received: list[int] = field(default_factory=list)
+    received: list[tuple[int, int]] = field(default_factory=list)
     due: list[int] = field(default_factory=list)
     due_total: int = 0
 
@@ -314,7 +317,7 @@ class AudienceEngine:
             else:
                 result = self.evaluate(now, users, "ingest", watermark, ingest_users=ingest)
             result.at, result.due_total = now, int(due_total)
-            result.received = [int(t) for t in received or ()]
+            result.received = [(int(t), int(n)) for t, n in received or ()]
             result.due = [int(t) for t in due_at or ()]
             return result
 

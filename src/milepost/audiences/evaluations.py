@@ -79,13 +79,13 @@ class Evaluations:
         """Note a committed real-time step (None for a step with nothing to do)."""
         if result.at is None:
             return None
-        lags = [max(0, recorded_at - t) for t in result.received]
+        lags = [max(0, recorded_at - t) for t, _ in result.received]
         late = [max(0, recorded_at - t) for t in result.due]
         evaluation = Evaluation(
             at=result.at,
             recorded_at=recorded_at,
             users=result.users,
-            batches=len(result.received),
+            batches=sum(n for _, n in result.received),
             timers=len(result.due),
             adds=result.adds,
             removes=result.removes,
@@ -99,7 +99,7 @@ class Evaluations:
             self._recent.append(evaluation)
         self._count.inc()
         self._seconds.inc(max(0, recorded_at - result.at) / 1000)
-        self._lag.observe([ms / 1000 for ms in lags])
+        self._lag.observe([ms / 1000 for ms in lags], [n for _, n in result.received])
         self._lateness.observe([ms / 1000 for ms in late])
         self._backlog.set(evaluation.timers_left)
         if lags:
