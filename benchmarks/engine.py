@@ -916,6 +916,12 @@ def evaluations(url: str, token: str) -> list[dict[str, Any]]:
     return listed
 
 
+def merged(*listings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluations listed at different times, each once, in commit order."""
+    seen = {(e["at"], e["recorded_at"], e["first_seq"]): e for listing in listings for e in listing}
+    return sorted(seen.values(), key=lambda e: e["recorded_at"])
+
+
 def probe_latencies(
     records: list[dict[str, Any]], probe_rows: dict[int, tuple[int, int]], stamps: Stamps, recorded: Recorded
 ) -> tuple[list[float], list[float], list[float], int]:
@@ -994,7 +1000,7 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
         send(spec, workdir, "markers-a", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 300_000)
         out["drain_s"] = wait_idle(spid, 10)
         print("  phase A done", flush=True)
-        listed = evaluations(server.url, creds["admin_token"])
+        listed = evaluations(server.url, creds["admin_token"])  # the server keeps the latest 1,000
         restarted: list[dict[str, Any]] = []
         steady: list[dict[str, Any]] = []
         restart_ticks: list[dict[str, Any]] = []
@@ -1014,7 +1020,7 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
             )
             send(spec, workdir, "markers-b", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 400_000)
             print("  phase B done", flush=True)
-            listed = evaluations(server.url, creds["admin_token"])
+            listed = merged(listed, evaluations(server.url, creds["admin_token"]))
             out["rss_mib"] = vm_hwm_mib(spid)
             # C. restart with overdue timers: users enter, the server stops, their boundaries pass
             restart_ticks, _ = send(
@@ -1053,6 +1059,12 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
     out["accepted_eps"] = sum(r["events"] for r in ok) / span if ok else 0.0
     out["requests"], out["refused"] = len(load), len(load) - len(ok)
     recorded, after_restart = Recorded(listed), Recorded(restarted)
+    with_rows = [e for e in listed if e["first_seq"] is not None]
+    print(
+        f"  evaluations listed by the server: {len(listed)}, {len(with_rows)} writing the change log"
+        + (f" (seq {with_rows[0]['first_seq']}-{with_rows[-1]['last_seq']})" if with_rows else ""),
+        flush=True,
+    )
     out["lat_lo"], out["lat_hi"], out["lat_rec"], out["lat_missing"] = probe_latencies(
         load, probe_rows, stamps, recorded
     )

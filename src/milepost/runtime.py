@@ -162,8 +162,9 @@ class Runtime:
             try:
                 # First calculations (after start-up: recovery too), one part at a time.
                 settled = self.journeys.settle_part()
+                self.evaluations.note(settled, self.clock.now_ms())  # committed by now
                 result = self.audiences.realtime()  # new batches and due timers, in one evaluation
-                self.evaluations.note(result, self.clock.now_ms())  # committed by now
+                self.evaluations.note(result, self.clock.now_ms())
                 if result.adds or result.removes or settled.adds or settled.removes:
                     self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:

@@ -187,8 +187,9 @@ def test_realtime_step_reports_its_log_rows_batch_receipts_and_due_instants(worl
     entered = world.engine.realtime()
     seqs = world.store.reader().execute("SELECT seq FROM membership_changes ORDER BY seq").fetchall()
     assert entered.seqs == (seqs[0][0], seqs[-1][0]) and len(seqs) == 3
-    assert (entered.at, entered.received, entered.due, entered.due_total) == (
+    assert (entered.at, entered.cause, entered.received, entered.due, entered.due_total) == (
         T0 + 500,
+        "ingest",
         [(T0, 2), (T0 + 500, 1)],
         [],
         0,
@@ -198,7 +199,11 @@ def test_realtime_step_reports_its_log_rows_batch_receipts_and_due_instants(worl
     world.clock.set(T0 + DAY - 500)
     left = world.engine.realtime(max_timer_users=1)
     assert (left.received, left.due, left.due_total) == ([], [T0 - 2000 + DAY], 2)
-    assert left.seqs == (seqs[-1][0] + 1, seqs[-1][0] + 1)
+    assert left.seqs == (seqs[-1][0] + 1, seqs[-1][0] + 1) and left.cause == "timer"
+    # A full calculation is noted too (the recovery after a start runs one).
+    world.clock.set(T0 + DAY + 1000)
+    full = world.engine.full_calculation()
+    assert (full.at, full.cause, full.received, full.due) == (T0 + DAY + 1000, "full", [], [])
 
 
 def test_independent_groups_share_a_statement_and_log_in_step_order(world: World) -> None:

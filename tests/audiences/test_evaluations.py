@@ -15,8 +15,9 @@ def test_a_step_is_noted_with_its_longest_waits_and_what_it_left() -> None:
     evaluations = Evaluations()
     step = EvalResult(adds=2, removes=1, users=3, seqs=(7, 9), at=10_000)
     step.received, step.due, step.due_total = [(9_000, 1), (9_400, 2)], [9_900], 4
+    step.cause = "ingest"
     noted = evaluations.note(step, recorded_at=10_250)
-    assert noted is not None
+    assert noted is not None and noted.cause == "ingest"
     assert (noted.first_seq, noted.last_seq, noted.batches, noted.timers) == (7, 9, 3, 1)
     assert (noted.oldest_batch_ms, noted.latest_timer_ms, noted.timers_left) == (1_250, 350, 3)
     assert evaluations.recent(10) == [noted]
@@ -24,7 +25,7 @@ def test_a_step_is_noted_with_its_longest_waits_and_what_it_left() -> None:
 
 def test_other_evaluations_are_not_noted_and_the_list_keeps_the_latest() -> None:
     evaluations = Evaluations(keep=2)
-    assert evaluations.note(EvalResult(adds=5), recorded_at=1) is None  # not a real-time step
+    assert evaluations.note(EvalResult(adds=5), recorded_at=1) is None  # evaluated nothing
     for at in (100, 200, 300):
         evaluations.note(EvalResult(at=at), recorded_at=at + 10)
     assert [e.at for e in evaluations.recent(10)] == [200, 300]

@@ -16,7 +16,7 @@ router = APIRouter(tags=["operations"])
 evaluations = APIRouter(prefix="/api/v1", tags=["operations"], dependencies=[Depends(require_token)])
 
 
-@evaluations.get("/evaluations", summary="The latest real-time evaluations, oldest first")
+@evaluations.get("/evaluations", summary="The audience engine's latest evaluations, oldest first")
 def recent_evaluations(request: Request, limit: int = Query(default=100, ge=1, le=KEEP)) -> dict[str, Any]:
     """When each ran and committed, the change log's rows it wrote, and how long its batches and
     due timers waited (milliseconds)."""

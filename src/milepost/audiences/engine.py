@@ -78,10 +78,11 @@ class EvalResult:
     per_audience: dict[int, tuple[int, int]] = field(default_factory=dict)  # audience -> (adds, removes)
     # The change log's rows this evaluation wrote, (first seq, last seq); None when it wrote none.
     seqs: tuple[int, int] | None = None
-    # A real-time step's work: its instant, when its batches arrived ([instant, batches]), when its
-    # timers were due, and how many users' timers were due at its instant (it takes at most
-    # `max_timer_users`).
+    # The evaluation's instant and cause (None for a call that evaluated nothing).
     at: int | None = None
+    cause: str | None = None
+    # A real-time step's work: when its batches arrived ([instant, batches]), when its timers were
+    # due, and how many users' timers were due at its instant (it takes at most `max_timer_users`).
     received: list[tuple[int, int]] = field(default_factory=list)
     due: list[int] = field(default_factory=list)
     due_total: int = 0
@@ -316,7 +317,7 @@ class AudienceEngine:
                 result = self.evaluate(now, users, "ingest" if ingest else "timer", watermark)
             else:
                 result = self.evaluate(now, users, "ingest", watermark, ingest_users=ingest)
-            result.at, result.due_total = now, int(due_total)
+            result.due_total = int(due_total)
             result.received = [(int(t), int(n)) for t, n in received or ()]
             result.due = [int(t) for t in due_at or ()]
             return result
@@ -370,7 +371,7 @@ class AudienceEngine:
         with self._lock:
             con = self.con
             plan = self._plan
-            result = EvalResult()
+            result = EvalResult(at=now, cause=cause)
             first_seq = self._seq + 1
             self._script.begin()
             try:

@@ -1,7 +1,9 @@
-"""What the real-time evaluations did and how late they were: the operators' view of the engine.
+"""What the audience engine's evaluations did and how late they were: the operators' view of it.
 
-The server notes each real-time step once it has committed: when it ran, when its changes were
-recorded, which rows of the change log it wrote, and how long its batches and due timers waited.
+The server notes each evaluation of its evaluator thread (real-time steps, and the first
+calculations and the recovery after a start) once it has committed: when it ran, when its changes
+were recorded, which rows of the change log it wrote, and how long its batches and due timers
+waited.
 The recent ones are listed by the API (`GET /api/v1/evaluations`); the totals and histograms go
 to `/metrics` (SPEC §7: evaluation lag, timer backlog and lateness).
 """
@@ -25,6 +27,7 @@ KEEP = 1_000  # evaluations listed by the API (about four minutes of a busy serv
 class Evaluation:
     at: int  # the evaluation's instant (ms): what its changes are stamped with
     recorded_at: int  # when its transaction had committed (ms)
+    cause: str  # ingest or timer (real time), calculation (a first calculation or the recovery)
     users: int
     batches: int
     timers: int
@@ -48,7 +51,11 @@ class Evaluations:
         self._recent: deque[Evaluation] = deque(maxlen=keep)
         self.registry = CollectorRegistry()
         r = self.registry
-        self._count = Counter("milepost_evaluations", "Real-time evaluations committed.", registry=r)
+        self._count = Counter(
+            "milepost_evaluations",
+            "Evaluations committed (real time, first calculations, recovery).",
+            registry=r,
+        )
         self._seconds = Counter(
             "milepost_evaluation_seconds", "Time from each evaluation's instant to its commit.", registry=r
         )
@@ -76,7 +83,7 @@ class Evaluations:
         )
 
     def note(self, result: EvalResult, recorded_at: int) -> Evaluation | None:
-        """Note a committed real-time step (None for a step with nothing to do)."""
+        """Note a committed evaluation (None for a call that evaluated nothing)."""
         if result.at is None:
             return None
         lags = [max(0, recorded_at - t) for t, _ in result.received]
@@ -84,6 +91,7 @@ class Evaluations:
         evaluation = Evaluation(
             at=result.at,
             recorded_at=recorded_at,
+            cause=result.cause or "",
             users=result.users,
             batches=sum(n for _, n in result.received),
             timers=len(result.due),
