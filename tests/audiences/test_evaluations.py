@@ -32,6 +32,15 @@ def test_other_evaluations_are_not_noted_and_the_list_keeps_the_latest() -> None
     assert [e.at for e in evaluations.recent(1)] == [300]
 
 
+def test_the_timer_backlog_is_what_the_latest_real_time_step_left() -> None:
+    evaluations = Evaluations()
+    evaluations.note(EvalResult(at=1, due=[1, 1], due_total=5), recorded_at=2)
+    assert "milepost_timer_backlog 3.0" in evaluations.metrics()
+    calculation = evaluations.note(EvalResult(at=3, cause="calculation"), recorded_at=4)
+    assert calculation is not None and calculation.timers_left is None
+    assert "milepost_timer_backlog 3.0" in evaluations.metrics()  # not a real-time step: unchanged
+
+
 def test_metrics_count_each_batch_and_timer_in_its_bucket() -> None:
     evaluations = Evaluations()
     # Batches that waited 0.1 s, 0.3 s (two of them), 0.5 s and 11 s.

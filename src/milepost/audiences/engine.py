@@ -82,10 +82,11 @@ class EvalResult:
     at: int | None = None
     cause: str | None = None
     # A real-time step's work: when its batches arrived ([instant, batches]), when its timers were
-    # due, and how many users' timers were due at its instant (it takes at most `max_timer_users`).
+    # due, and how many users' timers were due at its instant (it takes at most `max_timer_users`;
+    # None: not a real-time step).
     received: list[tuple[int, int]] = field(default_factory=list)
     due: list[int] = field(default_factory=list)
-    due_total: int = 0
+    due_total: int | None = None
 
 
 _Plan = Plan

@@ -27,7 +27,7 @@ KEEP = 1_000  # evaluations listed by the API (about four minutes of a busy serv
 class Evaluation:
     at: int  # the evaluation's instant (ms): what its changes are stamped with
     recorded_at: int  # when its transaction had committed (ms)
-    cause: str  # ingest or timer (real time), calculation (a first calculation or the recovery)
+    cause: str  # ingest or timer (real time); calculation (first calculations, the recovery)
     users: int
     batches: int
     timers: int
@@ -37,7 +37,7 @@ class Evaluation:
     last_seq: int | None
     oldest_batch_ms: int | None  # the longest a batch waited from its receipt to being recorded
     latest_timer_ms: int | None  # the longest a due timer waited from its instant to being recorded
-    timers_left: int  # users due at its instant that it left to the next evaluation
+    timers_left: int | None  # users due at its instant left to the next one (None: not real time)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +101,7 @@ class Evaluations:
             last_seq=result.seqs[1] if result.seqs else None,
             oldest_batch_ms=max(lags, default=None),
             latest_timer_ms=max(late, default=None),
-            timers_left=max(0, result.due_total - len(result.due)),
+            timers_left=None if result.due_total is None else max(0, result.due_total - len(result.due)),
         )
         with self._lock:
             self._recent.append(evaluation)
@@ -109,7 +109,8 @@ class Evaluations:
         self._seconds.inc(max(0, recorded_at - result.at) / 1000)
         self._lag.observe([ms / 1000 for ms in lags], [n for _, n in result.received])
         self._lateness.observe([ms / 1000 for ms in late])
-        self._backlog.set(evaluation.timers_left)
+        if evaluation.timers_left is not None:
+            self._backlog.set(evaluation.timers_left)
         if lags:
             self._last_lag.set(max(lags) / 1000)
         return evaluation
