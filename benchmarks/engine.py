@@ -889,16 +889,13 @@ class Recorded:
     """When each change of the log was recorded: the commit time of the evaluation that wrote it,
     as the server lists its recent evaluations (`GET /api/v1/evaluations`)."""
 
-    def __init__(self, *listings: list[dict[str, Any]]) -> None:
+    def __init__(self, listed: list[dict[str, Any]]) -> None:
         spans = sorted(
-            (e["first_seq"], e["last_seq"], e["recorded_at"])
-            for listing in listings
-            for e in listing
-            if e["first_seq"] is not None
+            (e["first_seq"], e["last_seq"], e["recorded_at"]) for e in listed if e["first_seq"] is not None
         )
         self.firsts = [s[0] for s in spans]
         self.spans = spans
-        self.ingest_ats = sorted(e["at"] for listing in listings[:1] for e in listing if e["batches"])
+        self.ingest_ats = sorted(e["at"] for e in listed if e["batches"])
 
     def at(self, seq: int) -> int | None:
         i = bisect.bisect_right(self.firsts, seq) - 1

@@ -227,18 +227,29 @@ def test_deactivation_removes_members_and_reactivation_reconciles(rest: Rest, pa
     assert sorted((c["mpid"], c["action"]) for c in got[4:]) == sorted([(b, "add"), (c, "add")])
 
 
-def test_file_output_appends_json_lines(rest: Rest, tmp_path: Path) -> None:
+def _to_file(rest: Rest, tmp_path: Path) -> tuple[dict[str, Any], int, Path]:
+    """A gold audience connected to a file output: its input, its id, and the output's file."""
     inp, aud = _gold_audience(rest)
     out = rest.output(tmp_path / "files")
     _connect(rest, aud, out["id"])
-    user = rest.mpid()
-    rest.send(inp, user, {"tier": "gold"}, identities={"email": "f@example.com"})
-    path = tmp_path / "files" / f"milepost-output-{out['id']}.jsonl"
+    return inp, aud, tmp_path / "files" / f"milepost-output-{out['id']}.jsonl"
+
+
+def _line_of(path: Path, user: int) -> dict[str, Any]:
+    """The user's one line in the output's file, once it is written."""
     deadline = time.monotonic() + 15
     while not (path.exists() and str(user) in path.read_text()):
         assert time.monotonic() < deadline, "no line written"
         time.sleep(0.05)
     (line,) = [json.loads(x) for x in path.read_text().splitlines() if json.loads(x)["mpid"] == user]
+    return line
+
+
+def test_file_output_appends_json_lines(rest: Rest, tmp_path: Path) -> None:
+    inp, aud, path = _to_file(rest, tmp_path)
+    user = rest.mpid()
+    rest.send(inp, user, {"tier": "gold"}, identities={"email": "f@example.com"})
+    line = _line_of(path, user)
     assert line["is_member"] is True and line["audience_id"] == aud and line["audience_name"] == "gold"
     assert line["identities"] == {"email": "f@example.com"} and isinstance(line["timestamp"], int)
 
@@ -324,18 +335,11 @@ def test_live_view_and_metrics_show_the_flow(rest: Rest, partner: Partner) -> No
 
 
 def test_evaluations_list_each_real_time_step_and_metrics_show_its_lag(rest: Rest, tmp_path: Path) -> None:
-    inp, aud = _gold_audience(rest)
-    out = rest.output(tmp_path / "files")
-    _connect(rest, aud, out["id"])
+    inp, _aud, path = _to_file(rest, tmp_path)
     user = rest.mpid()
     sent_at = int(time.time() * 1000)
     rest.send(inp, user, {"tier": "gold"})
-    path = tmp_path / "files" / f"milepost-output-{out['id']}.jsonl"
-    deadline = time.monotonic() + 15
-    while not (path.exists() and str(user) in path.read_text()):
-        assert time.monotonic() < deadline, "no line written"
-        time.sleep(0.05)
-    (line,) = [json.loads(x) for x in path.read_text().splitlines() if json.loads(x)["mpid"] == user]
+    line = _line_of(path, user)
 
     listed = rest.ok("GET", "/api/v1/evaluations?limit=1000")["evaluations"]
     assert [e["recorded_at"] for e in listed] == sorted(e["recorded_at"] for e in listed)
