@@ -167,3 +167,27 @@ def test_saves_of_workers_at_once_are_written_as_one_group(
     states, delivered = _tables(con)
     assert [(r[0], r[3], r[-1]) for r in states] == [(c, c, c * 10) for c in range(1, 6)]
     assert delivered == []
+
+
+def test_a_lone_connections_writes_do_not_wait_for_company(con: duckdb.DuckDBPyConnection) -> None:
+    """After a group of one, the next lone acknowledgement is written at once: a connection
+    streaming a backlog on its own pays no gather window per batch. The first write, with no group
+    before it, still waits a window, as a burst after a group of several does."""
+    writer = AckWriter(gather_step_s=0.05, gather_max_s=0.1)
+    timed: list[float] = []
+
+    class Counting(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            if timeout is not None:
+                timed.append(timeout)
+            return super().wait(timeout)
+
+    writer._cond = Counting()
+    store = DeliveryStore(con.cursor(), writer)
+    for n in range(1, 5):
+        store.commit(DeliveryState(1, phase=st.STREAM, cursor_seq=n), added={n: None}, now_ms=n)
+    store.close()
+    assert len(timed) == 1  # the first write's window only
+    states, delivered = _tables(con)
+    assert [(r[0], r[3]) for r in states] == [(1, 4)]
+    assert [(c, m) for c, m, _ in delivered] == [(1, m) for m in range(1, 5)]

@@ -46,12 +46,16 @@ def _hashed(identity_type: str, value: str, hashing: str | None) -> str:
     return _HASHERS[hashing](text.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
     """One add or remove to deliver, before identities are attached.
 
     `position` is where the delivery cursor moves once it is acknowledged: the outbox `seq` of a
     streamed change, or the MPID during a synchronisation.
+
+    Not frozen, though nothing changes one: a frozen class sets each field through
+    `object.__setattr__`, 2.3 µs per change against 0.5 µs, and every change delivered is built once
+    per connection that follows its audience.
     """
 
     id: str
