@@ -140,8 +140,8 @@ GATHER_MAX_S = 0.1
 class AckWriter:
     """Group commit for the connections' workers: a worker's acknowledgement is written by the first
     worker that finds no write under way, together with every acknowledgement queued meanwhile (on
-    that worker's own store connection), after a short gather window (see `GATHER_STEP_S`). `write`
-    returns once the caller's is committed."""
+    that worker's own store connection), after a short gather window (see `GATHER_STEP_S`; none
+    for a write alone right after a group of one). `write` returns once the caller's is committed."""
 
     def __init__(self, gather_step_s: float = GATHER_STEP_S, gather_max_s: float = GATHER_MAX_S) -> None:
         self._cond = threading.Condition()
