@@ -47,6 +47,18 @@ def _bulk(rest: Rest, inp: dict[str, Any], mpids: list[int], tier: str) -> None:
         assert resp.status_code == 202, resp.text
 
 
+def _wait_delivery(rest: Rest, connection_id: int, pending: int | None, timeout: float) -> None:
+    """Poll until the connection streams (with `pending` changes left, when given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = rest.ok("GET", f"/api/v1/connections/{connection_id}")
+        d = c["delivery"]
+        if d["phase"] == "stream" and (pending is None or d["pending"] == pending):
+            return
+        assert time.monotonic() < deadline, c
+        time.sleep(0.05)
+
+
 def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
     rng = random.Random(6)
     partner = Partner()
@@ -68,7 +80,10 @@ def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
                 "POST", f"/api/v1/audiences/{audience}/connections", 201, json={"output_id": out["id"]}
             )
             rest.wait_settled(audience)
-
+            # Streaming before any change: changes committed before the connection's first
+            # synchronisation began reach the partner as that synchronisation's adds, not as
+            # themselves.
+            _wait_delivery(rest, conn["id"], None, 30)
             users = [rest.mpid() for _ in range(600)]
             _bulk(rest, inp, users[:300], "gold")
             for kill in range(KILLS):
@@ -85,13 +100,7 @@ def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
                 elif kill == 1:
                     _bulk(rest, inp, rng.sample(users, 200), "silver")
                 assert in_flight < len(partner.received) + 10_000  # the partner kept receiving
-            deadline = time.monotonic() + 120
-            while True:
-                c = rest.ok("GET", f"/api/v1/connections/{conn['id']}")
-                if c["delivery"]["pending"] == 0 and c["delivery"]["phase"] == "stream":
-                    break
-                assert time.monotonic() < deadline, c
-                time.sleep(0.2)
+            _wait_delivery(rest, conn["id"], 0, 120)
             rest.close()
             server.stop()
 
