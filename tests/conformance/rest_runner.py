@@ -12,6 +12,7 @@ import itertools
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,18 @@ class Rest:
             if aud["size"]["kind"] != "calculating":
                 return aud
             assert time.monotonic() < deadline, f"audience {audience_id} still calculating: {aud}"
+            time.sleep(0.05)
+
+    def wait_connection(
+        self, connection_id: int, check: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Poll the connection until `check` holds (bounded); return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.ok("GET", f"/api/v1/connections/{connection_id}")
+            if check(c):
+                return c
+            assert time.monotonic() < deadline, c
             time.sleep(0.05)
 
     def wait_members(self, audience_id: int, expected: list[int], timeout: float = 5.0) -> list[int]:

@@ -47,18 +47,6 @@ def _bulk(rest: Rest, inp: dict[str, Any], mpids: list[int], tier: str) -> None:
         assert resp.status_code == 202, resp.text
 
 
-def _wait_delivery(rest: Rest, connection_id: int, pending: int | None, timeout: float) -> None:
-    """Poll until the connection streams (with `pending` changes left, when given)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        c = rest.ok("GET", f"/api/v1/connections/{connection_id}")
-        d = c["delivery"]
-        if d["phase"] == "stream" and (pending is None or d["pending"] == pending):
-            return
-        assert time.monotonic() < deadline, c
-        time.sleep(0.05)
-
-
 def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
     rng = random.Random(6)
     partner = Partner()
@@ -83,7 +71,7 @@ def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
             # Streaming before any change: changes committed before the connection's first
             # synchronisation began reach the partner as that synchronisation's adds, not as
             # themselves.
-            _wait_delivery(rest, conn["id"], None, 30)
+            rest.wait_connection(conn["id"], lambda c: c["delivery"]["phase"] == "stream", 30)
             users = [rest.mpid() for _ in range(600)]
             _bulk(rest, inp, users[:300], "gold")
             for kill in range(KILLS):
@@ -100,7 +88,11 @@ def test_sigkill_during_delivery_loses_no_change(tmp_path: Path) -> None:
                 elif kill == 1:
                     _bulk(rest, inp, rng.sample(users, 200), "silver")
                 assert in_flight < len(partner.received) + 10_000  # the partner kept receiving
-            _wait_delivery(rest, conn["id"], 0, 120)
+            rest.wait_connection(
+                conn["id"],
+                lambda c: c["delivery"]["phase"] == "stream" and c["delivery"]["pending"] == 0,
+                120,
+            )
             rest.close()
             server.stop()
 

@@ -67,16 +67,6 @@ def _connection(rest: Rest, conn_id: int) -> dict[str, Any]:
     return rest.ok("GET", f"/api/v1/connections/{conn_id}")
 
 
-def _wait_connection(rest: Rest, conn_id: int, check: Any, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        c = _connection(rest, conn_id)
-        if check(c):
-            return c
-        assert time.monotonic() < deadline, c
-        time.sleep(0.05)
-
-
 def _actions(changes: list[dict[str, Any]], mpid: int) -> list[str]:
     return [c["action"] for c in changes if c["mpid"] == mpid]
 
@@ -123,7 +113,7 @@ def test_enter_and_leave_reach_the_partner_signed(rest: Rest, partner: Partner) 
         assert verify(SECRET, sig, r.body, int(time.time())), sig
         assert not verify("wrong-secret", sig, r.body, int(time.time()))
         assert r.headers["Idempotency-Key"]
-    stats = _wait_connection(rest, conn["id"], lambda c: c["delivery"]["sent"] == 3)["delivery"]
+    stats = rest.wait_connection(conn["id"], lambda c: c["delivery"]["sent"] == 3)["delivery"]
     assert stats["pending"] == 0 and stats["failed"] == 0 and stats["phase"] == "stream"
     assert _connection(rest, conn["id"])["health"] == "ok"
 
@@ -140,7 +130,7 @@ def test_429_and_500_are_retried_with_the_same_ids(rest: Rest, partner: Partner)
     assert tries[1].at - tries[0].at >= 0.9  # Retry-After honoured
     assert len({r.headers["Idempotency-Key"] for r in tries}) == 1
     assert len({tuple(c["id"] for c in r.changes) for r in tries}) == 1
-    c = _wait_connection(rest, conn["id"], lambda c: c["health"] == "ok" and c["delivery"]["sent"] == 1)
+    c = rest.wait_connection(conn["id"], lambda c: c["health"] == "ok" and c["delivery"]["sent"] == 1)
     assert c["delivery"]["last_error"].startswith("HTTP 503")
 
 
@@ -150,7 +140,7 @@ def test_403_faults_and_resume_delivers_the_backlog(rest: Rest, partner: Partner
     conn = _connect(rest, aud, _hook(rest, partner, "/hook/denied")["id"])
     first, second = rest.mpid(), rest.mpid()
     rest.send(inp, first, {"tier": "gold"})
-    faulted = _wait_connection(rest, conn["id"], lambda c: c["health"] == "faulted")
+    faulted = rest.wait_connection(conn["id"], lambda c: c["health"] == "faulted")
     assert "403" in faulted["delivery"]["last_error"]
     assert faulted["status"] == "active"
     rest.send(inp, second, {"tier": "gold"})
@@ -175,7 +165,7 @@ def test_refused_records_go_to_dead_letters_and_delivery_goes_on(rest: Rest, par
         rest.send(inp, m, {"tier": "gold"})
     partner.route("/hook/picky", refuse=lambda c: c["mpid"] == bad)
     conn = _connect(rest, aud, _hook(rest, partner, "/hook/picky")["id"])
-    c = _wait_connection(rest, conn["id"], lambda c: c["delivery"]["sent"] + c["delivery"]["failed"] == 4)
+    c = rest.wait_connection(conn["id"], lambda c: c["delivery"]["sent"] + c["delivery"]["failed"] == 4)
     assert c["delivery"]["failed"] == 1 and c["delivery"]["dead_letters"] == 1 and c["health"] == "ok"
     assert sorted(x["mpid"] for x in partner.accepted("/hook/picky")) == sorted(set(users) - {bad})
     later = rest.mpid()
@@ -201,7 +191,7 @@ def test_a_hanging_partner_blocks_neither_ingestion_nor_other_connections(
         lambda: {c["mpid"] for c in partner.accepted("/hook/fine")} >= set(users),
         what="the healthy connection",
     )
-    c = _wait_connection(rest, slow["id"], lambda c: c["health"] == "retrying")
+    c = rest.wait_connection(slow["id"], lambda c: c["health"] == "retrying")
     assert "timed out" in c["delivery"]["last_error"]
     partner.route("/hook/hang", default=200)
     partner.wait(
@@ -310,7 +300,7 @@ def test_live_view_and_metrics_show_the_flow(rest: Rest, partner: Partner) -> No
     user = rest.mpid()
     rest.send(inp, user, {"tier": "gold"})
     partner.wait(lambda: partner.accepted("/hook/live"), what="the add")
-    live = _wait_connection(rest, conn["id"], lambda c: c["delivery"]["sent"] == 1)
+    live = rest.wait_connection(conn["id"], lambda c: c["delivery"]["sent"] == 1)
     assert live["delivery"]["lag_ms"] == 0 and live["delivery"]["pending"] == 0
     view = rest.ok("GET", f"/api/v1/connections/{conn['id']}/live")
     messages = view["messages"]
