@@ -38,7 +38,7 @@ TIMES: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
 
 
 def kind(statement: str) -> str:
-    """A statement's verb and table, e.g. `INSERT INTO events_hot`."""
+    """A statement's verb and table, e.g. `INSERT INTO events`."""
     words = statement.split()
     return " ".join(words[:3] if words[0] == "INSERT" else words[:2])
 

@@ -14,7 +14,8 @@ One run, on this machine (the HTTP client shares the server's cores):
 
 The workload is bulk-loaded straight into a fresh store with DuckDB SQL (deterministic
 pseudo-random expressions over `range()`), then sealed into a Parquet segment as the server's
-maintenance does within a minute, so the engine reads the steady-state layout.
+maintenance does within a minute, so the store has the steady-state layout (the segment is what
+Spark reads; the embedded engine reads the events table either way).
 
 How latency is read: the server lists its recent evaluations (`GET /api/v1/evaluations`), each
 with the change log rows it wrote and when its transaction had committed; a probe's change was
@@ -101,7 +102,7 @@ def bulk_load(con: duckdb.DuckDBPyConnection, users: int, now: int) -> dict[str,
     )
     con.execute(
         f"""
-        INSERT INTO events_hot
+        INSERT INTO events
         WITH g AS (SELECT u, unnest(range(5 + ((hash(u, 1) % 11)::BIGINT)::BIGINT)) AS k FROM range({users}) t(u)),
         h AS (SELECT u, k, (hash(u, k, 2) % 100)::BIGINT AS kind, {now} - (hash(u, k, 3) % {45 * DAY})::BIGINT AS ts,
                      hash(u, k, 4) AS h4 FROM g)
@@ -123,7 +124,7 @@ def bulk_load(con: duckdb.DuckDBPyConnection, users: int, now: int) -> dict[str,
     )
     con.execute("COMMIT")
     row = con.execute(
-        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events_hot), (SELECT count(*) FROM consents)"
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM events), (SELECT count(*) FROM consents)"
     ).fetchall()[0]
     return {"users": int(row[0]), "events": int(row[1]), "consents": int(row[2])}
 
@@ -133,7 +134,7 @@ def load_store(store_dir: Path, users: int, now: int) -> dict[str, Any]:
     store = DuckDBStore(store_dir)
     counts = bulk_load(store.connect(), users, now)
     t1 = time.perf_counter()
-    store.seal(min_rows=1)  # the steady-state layout: maintenance seals hot events every minute
+    store.seal(min_rows=1)  # the steady-state layout: maintenance seals events every minute
     t2 = time.perf_counter()
     store.close()
     return {**counts, "load_s": t1 - t0, "seal_s": t2 - t1}

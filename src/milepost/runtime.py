@@ -175,7 +175,7 @@ class Runtime:
             self._wake.clear()
 
     def _maintain(self) -> None:
-        """Upkeep: seal hot events into Parquet segments; hourly, forget expired de-duplication keys."""
+        """Upkeep: copy new events to Parquet segments (for Spark); hourly, forget expired de-duplication keys."""
         # A segment is written on this connection, beside the writer, and recorded on the writer.
         con = self.store.connect()
         try:

@@ -37,7 +37,7 @@ def load_population(
     countries = "[" + ", ".join(f"'{c}'" for c in COUNTRIES) + "]"
     genres = "[" + ", ".join(f"'{g}'" for g in GENRES) + "]"
     max_events = max(0, round(2 * events_per_user))
-    base_event = int(con.execute("SELECT coalesce(max(event_id), 0) FROM events_hot").fetchall()[0][0])
+    base_event = int(con.execute("SELECT coalesce(max(event_id), 0) FROM events").fetchall()[0][0])
     con.execute("BEGIN TRANSACTION").fetchall()
     try:
         con.execute(
@@ -71,7 +71,7 @@ def load_population(
         v = lambda k: _u(s, "i", "j", str(100 + k))  # noqa: E731
         con.execute(
             f"""
-            INSERT INTO events_hot
+            INSERT INTO events
             SELECT {base_event} + (i - {first}) * {max_events + 1} + j + 1 AS event_id, mpid,
                 CASE WHEN len(inputs) = 1 THEN inputs[1] WHEN {v(3)} < 0.5 THEN 1 ELSE 2 END AS input_id,
                 CASE WHEN k < 0.70 THEN 'custom_event' WHEN k < 0.80 THEN 'screen_view'

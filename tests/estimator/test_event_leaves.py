@@ -42,18 +42,18 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estimator]:
     con = store.connect()
     load_population(con, 4_000, seed=17)
     for k, doc in enumerate(ODD_ATTRS):
-        con.execute("UPDATE main.events_hot SET attrs = ?::JSON WHERE event_id % 37 = ?", [doc, k]).fetchall()
+        con.execute("UPDATE main.events SET attrs = ?::JSON WHERE event_id % 37 = ?", [doc, k]).fetchall()
     # a third of the events at T0's time of day, so whole-day windows end exactly on some of them
     con.execute(
-        f"UPDATE main.events_hot SET ts = ts - ts % {DAY} + {T0 % DAY} WHERE event_id % 3 = 0"
+        f"UPDATE main.events SET ts = ts - ts % {DAY} + {T0 % DAY} WHERE event_id % 3 = 0"
     ).fetchall()
-    con.execute("UPDATE main.events_hot SET custom_event_type = 'MEDIA' WHERE event_id % 43 = 0").fetchall()
-    con.execute("UPDATE main.events_hot SET input_id = 3 WHERE event_id % 47 = 0").fetchall()
-    con.execute("UPDATE main.events_hot SET name_lc = NULL WHERE event_id % 53 = 0").fetchall()
-    con.execute("UPDATE main.events_hot SET is_install = true WHERE event_id % 59 = 0").fetchall()
+    con.execute("UPDATE main.events SET custom_event_type = 'MEDIA' WHERE event_id % 43 = 0").fetchall()
+    con.execute("UPDATE main.events SET input_id = 3 WHERE event_id % 47 = 0").fetchall()
+    con.execute("UPDATE main.events SET name_lc = NULL WHERE event_id % 53 = 0").fetchall()
+    con.execute("UPDATE main.events SET is_install = true WHERE event_id % 59 = 0").fetchall()
     for k, amount in enumerate(AMOUNTS):  # commerce columns on any event type too
         con.execute(
-            "UPDATE main.events_hot SET total_amount = ? WHERE event_id % 31 = ?", [amount, k]
+            "UPDATE main.events SET total_amount = ? WHERE event_id % 31 = ?", [amount, k]
         ).fetchall()
     con.close()
     est = Estimator(store.connect(), target=1_000)  # a real subset
@@ -184,7 +184,7 @@ def test_sums_beyond_int64_nanounits_take_the_compiled_query(tmp_path: Any, big:
     store = DuckDBStore(tmp_path / "store")
     con = store.connect()
     load_population(con, 300, seed=5)
-    con.execute("UPDATE main.events_hot SET total_amount = ?::DECIMAL(38, 9) WHERE event_id % 5 = 0", [big])
+    con.execute("UPDATE main.events SET total_amount = ?::DECIMAL(38, 9) WHERE event_id % 5 = 0", [big])
     con.close()
     est = Estimator(store.connect())
     try:

@@ -1,4 +1,4 @@
-"""Stores of earlier formats open in the current one with their de-duplication keys intact."""
+"""Stores of earlier formats open in the current one with their de-duplication keys and events intact."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def _format_1_store(directory: Path) -> None:
     con = duckdb.connect(str(directory / "store.duckdb"))
     con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
     con.execute("INSERT INTO store_meta VALUES ('schema_version', '1')")
+    con.execute(f"CREATE TABLE events_hot ({duckdb_schema.EVENT_COLUMNS})")
+    con.execute("CREATE VIEW events AS SELECT * FROM events_hot")
     con.execute(
         "CREATE TABLE request_keys (input_id INTEGER NOT NULL, request_id VARCHAR NOT NULL, "
         "received_at BIGINT NOT NULL, PRIMARY KEY (input_id, request_id))"
@@ -74,10 +76,20 @@ def test_format_1_store_opens_with_its_keys(tmp_path: Path) -> None:
 
 
 def _store_of_format(directory: Path, version: int) -> DuckDBStore:
-    """A new store marked as written in an older format (its tables are the current ones)."""
+    """A new store in the layout of an older format: its tables are the current ones, except that
+    up to format 4 real-time events not sealed were in `events_hot`, and `events` was a view over
+    that table and the segments; sealed events were only in their segments."""
     store = DuckDBStore(directory)
     store._con.execute(f"UPDATE store_meta SET value = '{version}' WHERE key = 'schema_version'").fetchall()
+    _to_format_4_events(store)
     return store
+
+
+def _to_format_4_events(store: DuckDBStore) -> None:
+    con = store._con
+    con.execute("DELETE FROM events WHERE event_id <= (SELECT coalesce(max(max_event_id), 0) FROM segments)")
+    con.execute("ALTER TABLE events RENAME TO events_hot").fetchall()
+    con.execute("CREATE VIEW events AS SELECT * FROM events_hot").fetchall()
 
 
 def _format(con: duckdb.DuckDBPyConnection) -> int:
@@ -181,5 +193,32 @@ def test_format_3_store_opens_with_its_bodies_and_writes_bodies_without_events(t
             (1, old_body),
             (2, {"mpid": 3, "source_request_id": "r2"}),
         ]
+    finally:
+        store.close()
+
+
+def test_format_4_store_keeps_its_sealed_events_in_the_events_table(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = DuckDBStore(directory)
+    event = {"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}
+    for mpid in (3, 4, 5):
+        assert _ingest(store, T0 + mpid, [{"mpid": mpid, "events": [event, event]}]) == (1, 2)
+    assert store.seal(min_rows=1) == 6
+    assert _ingest(store, T0 + 10, [{"mpid": 6, "events": [event]}]) == (1, 1)
+    store._con.execute("UPDATE store_meta SET value = '4' WHERE key = 'schema_version'").fetchall()
+    _to_format_4_events(store)  # the sealed six were only in the segment
+    assert store._con.execute("SELECT count(*) FROM events_hot").fetchall() == [(1,)]
+    store.close()
+    store = DuckDBStore(directory)
+    try:
+        assert _format(store._con) == duckdb_schema.SCHEMA_VERSION
+        rows = store._con.execute("SELECT event_id, mpid FROM events ORDER BY event_id").fetchall()
+        assert rows == [(1, 3), (2, 3), (3, 4), (4, 4), (5, 5), (6, 5), (7, 6)]
+        tables = {r[0] for r in store._con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert "events" in tables and "events_hot" not in tables
+        assert _ingest(store, T0 + 20, [{"mpid": 7, "events": [event]}]) == (1, 1)
+        assert store._con.execute("SELECT max(event_id) FROM events").fetchall() == [(8,)]
+        # The next segment starts after the recorded one.
+        assert store.seal(min_rows=1) == 2
     finally:
         store.close()

@@ -76,19 +76,25 @@ def test_commits_beside_checkpoints_are_all_kept(tmp_path: Path) -> None:
     assert _events(tmp_path) == 200
 
 
-def test_events_committed_while_a_segment_is_written_stay_hot(tmp_path: Path) -> None:
+def test_events_committed_while_a_segment_is_written_go_to_the_next_segment(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path)
     con = store.connect()
     for mpid in range(1, 6):
         _ingest(store, mpid)
-    assert store.write_segment(con, min_rows=6) is None  # too few hot events: nothing written
+    assert store.write_segment(con, min_rows=6) is None  # too few unsealed events: nothing written
     segment = store.write_segment(con, min_rows=5)
     assert segment is not None and segment.rows == 5
     _ingest(store, 6)  # committed between the segment's file and its record
     assert store.record_segment(segment) == 5
     reader = store.reader()
-    assert reader.execute("SELECT count(*) FROM events_hot").fetchall() == [(1,)]
+    # Sealed events stay in `events`; the segment holds a copy of them, for Spark.
     assert reader.execute("SELECT count(*), count(DISTINCT mpid) FROM events").fetchall() == [(6, 6)]
+    sealed = reader.execute(f"SELECT mpid FROM read_parquet('{tmp_path / segment.path}')").fetchall()
+    assert sorted(m for (m,) in sealed) == [1, 2, 3, 4, 5]
+    assert store.write_segment(con, min_rows=2) is None
+    following = store.write_segment(con, min_rows=1)
+    assert following is not None and following.rows == 1
+    assert following.min_id == following.max_id > segment.max_id
     con.close()
     store.close()
     assert _events(tmp_path) == 6

@@ -85,7 +85,7 @@ def test_json_columns_hold_each_value_as_sent(tmp_path: Path) -> None:
     try:
         _apply(store, [(1, T0, body)], seed=1)
         rows = store._con.execute(
-            "SELECT attrs::VARCHAR, products::VARCHAR, data::VARCHAR FROM events_hot ORDER BY event_id"
+            "SELECT attrs::VARCHAR, products::VARCHAR, data::VARCHAR FROM events ORDER BY event_id"
         ).fetchall()
         sent, _ = normalize_request(body, bulk=True, historical=False, received_at=T0)
         expected = [
@@ -100,7 +100,7 @@ def test_json_columns_hold_each_value_as_sent(tmp_path: Path) -> None:
             {"mpid": 3, "user_attributes": {"x": "1\n,\n,2"}},
             {"mpid": 4},
         ]
-        stored = store._con.execute("SELECT event_type, data::VARCHAR FROM events_hot ORDER BY event_id")
+        stored = store._con.execute("SELECT event_type, data::VARCHAR FROM events ORDER BY event_id")
         assert [{"event_type": t, "data": orjson.loads(d)} for t, d in stored.fetchall()] == events
         assert store.profile(3)["attributes"] == {"x": "1\n,\n,2"}
     finally:

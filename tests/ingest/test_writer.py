@@ -68,7 +68,7 @@ def test_requests_the_loop_is_still_preparing_join_the_commit(store: DuckDBStore
         writer.stop()
     assert [o.mpids for o in outcomes] == [(1000 + i,) for i in range(6)]
     assert writer.commits == 1
-    rows = store.reader().execute("SELECT count(*) FROM events_hot").fetchall()
+    rows = store.reader().execute("SELECT count(*) FROM events").fetchall()
     assert rows == [(6,)]
 
 
@@ -128,7 +128,7 @@ def test_a_group_smaller_than_the_last_waits_for_more(store: DuckDBStore) -> Non
     assert [o.mpids for o in outcomes] == [(1003,), (1004,), (1005,)]
     assert writer.commits == 2  # the three late requests joined one commit
     assert 0.3 <= elapsed < 10.0  # it waited for them, not for the limit
-    rows = store.reader().execute("SELECT count(*) FROM events_hot").fetchall()
+    rows = store.reader().execute("SELECT count(*) FROM events").fetchall()
     assert rows == [(6,)]
 
 
@@ -173,7 +173,7 @@ def test_an_accepted_request_that_breaks_its_commit_gets_the_error_and_the_other
         assert [r.mpids for r in results if isinstance(r, IngestOutcome)] == [
             (1000 + i,) for i in (0, 1, 2, 4, 5)
         ]
-        assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(5,)]
+        assert store.reader().execute("SELECT count(*) FROM events").fetchall() == [(5,)]
     finally:
         writer.stop()
         store.close()
@@ -196,7 +196,7 @@ def test_a_cancelled_accept_is_committed_and_the_writer_goes_on(store: DuckDBSto
     finally:
         writer.stop()
     assert outcome.mpids == (1001,)
-    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(2,)]
+    assert store.reader().execute("SELECT count(*) FROM events").fetchall() == [(2,)]
 
 
 def test_a_cancelled_submission_is_committed_and_the_writer_goes_on(store: DuckDBStore) -> None:
@@ -213,4 +213,4 @@ def test_a_cancelled_submission_is_committed_and_the_writer_goes_on(store: DuckD
     finally:
         writer.stop()
     assert outcome.mpids == (1001,)
-    assert store.reader().execute("SELECT count(*) FROM events_hot").fetchall() == [(2,)]
+    assert store.reader().execute("SELECT count(*) FROM events").fetchall() == [(2,)]

@@ -59,8 +59,7 @@ def test_every_operator_case_gives_the_same_users_on_both_engines(
     spark_query = compile_many(criteria, CompileContext(NOW, LOOKBACK, dialect=SPARK))
     schemas = {}
     for table, name in TABLES.items():
-        source = "events" if table == "events_hot" else table
-        schemas[table] = export_table(con, f"memory.main.{source}", tmp_path / f"{name}.parquet")
+        schemas[table] = export_table(con, f"memory.main.{table}", tmp_path / f"{name}.parquet")
     calculator.register(Snapshot(tmp_path, (), schemas))
     on_duckdb = con.execute(to_sql(query)).fetchall()
     on_spark = [tuple(r) for r in calculator.session.sql(to_sql(spark_query, SPARK)).collect()]

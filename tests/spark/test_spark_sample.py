@@ -54,7 +54,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBStore]:
     assert store.seal(min_rows=1) > 0  # the events so far live in a Parquet segment
     con = store.connect()
     con.execute(  # and a hot tail: some of them again, later, under new ids
-        f"INSERT INTO events_hot SELECT * REPLACE (event_id + {HOT_ID} AS event_id, ts + 1000 AS ts) "
+        f"INSERT INTO events SELECT * REPLACE (event_id + {HOT_ID} AS event_id, ts + 1000 AS ts) "
         "FROM events WHERE event_id % 3 = 0"
     ).fetchall()
     con.close()

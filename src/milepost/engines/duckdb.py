@@ -1,4 +1,5 @@
-"""The embedded store: DuckDB for hot state, append-only Parquet segments for sealed events."""
+"""The embedded store: DuckDB tables for events and profiles; sealed ranges of events also copied to
+append-only Parquet segments, which Spark reads in place."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from milepost.errors import EngineError, StoreLocked
 from milepost.ingest.plan import CommitPlan, Snapshot
 from milepost.ingest.state import StateMirror
 
-# Columns shared by `events_hot` and the Parquet segments, in table order.
+# Columns shared by `events` and the Parquet segments, in table order.
 EVENT_FIELDS = (
     "event_id, mpid, input_id, event_type, name, name_lc, custom_event_type, action, is_install, is_upgrade, "
     "ts, received_at, total_amount, transaction_id, currency_code, coupon_code, attrs, products, "
@@ -57,6 +58,9 @@ CHECKPOINT_AHEAD_BYTES = 192 * 2**20
 LARGE_USERS = 500_000
 # Up to this many known users, a small store updates rather than upserts those only seen again.
 FEW_KNOWN_USERS = 8
+
+# The last event id in a Parquet segment (0: none sealed yet).
+SEALED_MAX = "SELECT coalesce(max(max_event_id), 0) FROM segments"
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,12 @@ class DuckDBStore:
         for ddl in duckdb_schema.DDL:
             self._con.execute(ddl).fetchall()
         self._check_version()
-        self._refresh_events_view()
-        self._next_event_id = self._max("SELECT max(event_id) FROM events_all_ids") + 1
+        self._next_event_id = (
+            self._max(
+                "SELECT max(event_id) FROM (SELECT event_id FROM events UNION ALL SELECT event_id FROM events_other)"
+            )
+            + 1
+        )
         self._next_batch_seq = self._max("SELECT max(seq) FROM batches") + 1
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -116,8 +124,9 @@ class DuckDBStore:
                 f"the store {self.path} was written by a newer Milepost (format {row[0]}); upgrade Milepost"
             )
         elif int(row[0]) < duckdb_schema.SCHEMA_VERSION:
+            sealed = self._sealed_events()
             steps = [
-                sql
+                sql.format(sealed=sealed)
                 for version in range(int(row[0]), duckdb_schema.SCHEMA_VERSION)
                 for sql in duckdb_schema.MIGRATIONS[version]
             ]
@@ -138,25 +147,13 @@ class DuckDBStore:
             if f"events/{f.name}" not in listed:
                 f.unlink()
 
-    def _refresh_events_view(self) -> None:
-        segs = self._segment_paths()
-        if segs:
-            files = ", ".join("'" + str(self.directory / p).replace("'", "''") + "'" for p in segs)
-            parquet = f"read_parquet([{files}])"
-            self._con.execute(
-                f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot "
-                f"UNION ALL SELECT {EVENT_FIELDS} FROM {parquet}"
-            ).fetchall()
-            ids = f" UNION ALL SELECT event_id FROM {parquet}"
-        else:
-            self._con.execute(
-                f"CREATE OR REPLACE VIEW events AS SELECT {EVENT_FIELDS} FROM events_hot"
-            ).fetchall()
-            ids = ""
-        self._con.execute(
-            "CREATE OR REPLACE TEMP VIEW events_all_ids AS SELECT event_id FROM events_hot "
-            f"UNION ALL SELECT event_id FROM events_other{ids}"
-        ).fetchall()
+    def _sealed_events(self) -> str:
+        """The rows of the recorded segments as a SQL relation (a migration restores them)."""
+        paths = self._segment_paths()
+        if not paths:
+            return "(FROM events LIMIT 0)"
+        files = ", ".join("'" + str(self.directory / p).replace("'", "''") + "'" for p in paths)
+        return f"read_parquet([{files}])"
 
     def close(self) -> None:
         self._con.close()
@@ -268,7 +265,7 @@ class DuckDBStore:
         t: dict[str, pa.Table] = {}
         if plan.events:
             t["t_events"] = event_table(plan.events, self._next_event_id)
-            sql.append(f"INSERT INTO events_hot SELECT {EVENT_FIELDS} FROM t_events")
+            sql.append(f"INSERT INTO events SELECT {EVENT_FIELDS} FROM t_events")
             self._next_event_id += t["t_events"].num_rows
         if plan.other_events:
             t["t_other"] = event_table(plan.other_events, self._next_event_id)
@@ -338,55 +335,52 @@ class DuckDBStore:
     # ---- maintenance (writer thread) ----------------------------------------------------------
 
     def seal(self, min_rows: int = 1_000_000) -> int:
-        """Move the hot events to a new Parquet segment once there are at least `min_rows`; return rows moved.
+        """Copy the events not yet sealed to a new Parquet segment once there are at least `min_rows`;
+        return rows sealed.
 
-        The file is written and synced under a temporary name, renamed, and only then recorded and
-        removed from the hot table in one transaction, so a crash at any point loses nothing.
+        The file is written and synced under a temporary name, renamed, and only then recorded, so a
+        crash at any point loses nothing. The events stay in `events`: the embedded engine reads
+        DuckDB's own storage (ADR 0002), Spark the segments and the tail after them.
         """
         segment = self.write_segment(self._con, min_rows)
         return 0 if segment is None else self.record_segment(segment)
 
     def write_segment(self, con: duckdb.DuckDBPyConnection, min_rows: int = 1_000_000) -> Segment | None:
-        """The first half of `seal`, on any connection: write and sync the hot events' Parquet file
-        (None: fewer than `min_rows`). The server does this beside the writer, so ingest goes on."""
-        row = _first(con.execute("SELECT count(*), max(event_id) FROM events_hot").fetchall())
+        """The first half of `seal`, on any connection: write and sync the Parquet file of the events
+        after the last segment (None: fewer than `min_rows`). The server does this beside the writer,
+        so ingest goes on."""
+        row = _first(
+            con.execute(
+                f"SELECT count(*), min(event_id), max(event_id) FROM events WHERE event_id > ({SEALED_MAX})"
+            ).fetchall()
+        )
         if row is None or row[0] == 0 or row[0] < min_rows:
             return None
-        rows, max_id = int(row[0]), int(row[1])
+        rows, min_id, max_id = int(row[0]), int(row[1]), int(row[2])
         seq = int(con.execute("SELECT coalesce(max(seq), 0) + 1 FROM segments").fetchall()[0][0])
         rel = f"events/segment-{seq:06d}.parquet"
         final = self.directory / rel
         tmp = final.with_suffix(".parquet.tmp")
         con.execute(
-            f"COPY (SELECT {EVENT_FIELDS} FROM events_hot WHERE event_id <= {max_id} ORDER BY mpid, ts) "
-            f"TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+            f"COPY (SELECT {EVENT_FIELDS} FROM events WHERE event_id BETWEEN {min_id} AND {max_id} "
+            f"ORDER BY mpid, ts) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
         ).fetchall()
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         tmp.rename(final)
-        min_id = int(
-            con.execute(f"SELECT min(event_id) FROM events_hot WHERE event_id <= {max_id}").fetchall()[0][0]
-        )
         return Segment(seq, rel, min_id, max_id, rows)
 
     def record_segment(self, segment: Segment) -> int:
-        """The second half of `seal`, on the writer's thread: record the written segment and remove
-        its events from the hot table in one transaction; return rows moved."""
-        con = self._con
-        con.execute("BEGIN TRANSACTION").fetchall()
+        """The second half of `seal`, on the writer's thread: record the written segment; return its
+        rows."""
         try:
-            con.execute(
+            self._con.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?)",
                 [segment.seq, segment.path, segment.min_id, segment.max_id, segment.rows],
             ).fetchall()
-            con.execute("DELETE FROM events_hot WHERE event_id <= ?", [segment.max_id]).fetchall()
-            con.execute("COMMIT").fetchall()
         except BaseException:
-            con.execute("ROLLBACK").fetchall()
             (self.directory / segment.path).unlink(missing_ok=True)
             raise
-        self._refresh_events_view()
-        self._local = threading.local()  # readers re-bind so they see the new view
         return segment.rows
 
     def _purged_before(self) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # De-duplication keys are read where the accepted data already holds them: a request's key is its
 # batch's `batches.request_id`, a message's key its event's `source_message_id` (only kept events
@@ -41,7 +41,7 @@ EVENT_COLUMNS = """
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-    f"CREATE TABLE IF NOT EXISTS events_hot ({EVENT_COLUMNS})",
+    f"CREATE TABLE IF NOT EXISTS events ({EVENT_COLUMNS})",
     f"CREATE TABLE IF NOT EXISTS events_other ({EVENT_COLUMNS}, environment VARCHAR NOT NULL, historical BOOLEAN NOT NULL)",
     """CREATE TABLE IF NOT EXISTS users (
         mpid BIGINT PRIMARY KEY,
@@ -158,8 +158,18 @@ MIGRATE_2_TO_3 = ["UPDATE store_meta SET value = '3' WHERE key = 'schema_version
 # earlier formats keep theirs, as nothing reads the events from a body.
 MIGRATE_3_TO_4 = ["UPDATE store_meta SET value = '4' WHERE key = 'schema_version'"]
 
+# Format 5 keeps every real-time event in the table `events`, sealed or not (ADR 0002); format 4
+# moved sealed ones out of `events_hot` into the segments, and `events` was a view over both.
+# `{sealed}` is the store's relation of its recorded segments' rows.
+MIGRATE_4_TO_5 = [
+    "DROP VIEW events",
+    "ALTER TABLE events_hot RENAME TO events",
+    "INSERT INTO events SELECT * FROM {sealed} ORDER BY event_id",
+    "UPDATE store_meta SET value = '5' WHERE key = 'schema_version'",
+]
+
 # The steps from each earlier format to the current one, oldest first.
-MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4}
+MIGRATIONS = {1: MIGRATE_1_TO_2, 2: MIGRATE_2_TO_3, 3: MIGRATE_3_TO_4, 4: MIGRATE_4_TO_5}
 
 # The keys as the writer's mirror starts from: (input_id, key, latest received_at), newer than the
 # purge's horizon ($before) and any row of `dedupe_keys` the purge has left.

@@ -1,8 +1,8 @@
 """Parquet snapshots of the embedded store's hot tables, for a distributed engine to read.
 
-Sealed event segments are already Parquet and are read where they are; the hot tables (profiles,
-identities, consents, devices, current memberships and the unsealed events) are copied with
-DuckDB's `COPY ... TO ... (FORMAT parquet)`. JSON columns are written as plain text, so every
+Sealed event segments are already Parquet and are read where they are; the other tables (profiles,
+identities, consents, devices, current memberships) and the events after the last segment are
+copied with DuckDB's `COPY ... TO ... (FORMAT parquet)`. JSON columns are written as plain text, so every
 reader sees a string column whatever it makes of Parquet's JSON annotation. `read_table` and
 `read_events` read a snapshot back on Spark, with its recorded schemas.
 """
@@ -29,7 +29,7 @@ TABLES = {
     "consents": "consents",
     "devices": "devices",
     "memberships": "memberships",
-    "events_hot": "events_hot",
+    "events": "events_tail",
 }
 
 
@@ -60,9 +60,9 @@ def store_directory(con: duckdb.DuckDBPyConnection) -> Path:
     return Path(str(rows[0][0])).resolve().parent
 
 
-def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path) -> str:
-    """Copy the table `source` (`catalog.schema.table`) to the Parquet file `target`; return its
-    Spark DDL schema."""
+def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path, where: str = "true") -> str:
+    """Copy the rows of the table `source` (`catalog.schema.table`) that satisfy `where` to the
+    Parquet file `target`; return its Spark DDL schema."""
     catalog, schema, table = source.split(".")
     columns = [
         (str(name), str(kind))
@@ -76,7 +76,7 @@ def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path) -> s
         f'CAST("{c}" AS VARCHAR) AS "{c}"' if kind.upper() == "JSON" else f'"{c}"' for c, kind in columns
     )
     con.execute(
-        f"COPY (SELECT {select} FROM {source}) TO {lit(str(target)).sql('duckdb')} "
+        f"COPY (SELECT {select} FROM {source} WHERE {where}) TO {lit(str(target)).sql('duckdb')} "
         "(FORMAT parquet, COMPRESSION zstd)"
     ).fetchall()
     return ", ".join(f"`{c}` {spark_type(kind)}" for c, kind in columns)
@@ -85,12 +85,18 @@ def export_table(con: duckdb.DuckDBPyConnection, source: str, target: Path) -> s
 def export_snapshot(
     con: duckdb.DuckDBPyConnection, directory: Path, tables: Iterable[str] = tuple(TABLES)
 ) -> Snapshot:
-    """Write the hot tables (those of `tables`) to `directory` as Parquet, reading within `con`'s
-    current transaction."""
+    """Write the tables of `tables` to `directory` as Parquet (of `events`, those after the last
+    segment), reading within `con`'s current transaction."""
     directory.mkdir(parents=True, exist_ok=True)
     db = con.execute("SELECT current_database()").fetchall()[0][0]
+    tail = f"event_id > (SELECT coalesce(max(max_event_id), 0) FROM {db}.main.segments)"
     schemas = {
-        table: export_table(con, f"{db}.main.{table}", directory / f"{TABLES[table]}.parquet")
+        table: export_table(
+            con,
+            f"{db}.main.{table}",
+            directory / f"{TABLES[table]}.parquet",
+            tail if table == "events" else "true",
+        )
         for table in tables
     }
     root = store_directory(con)
@@ -107,8 +113,8 @@ def read_table(session: SparkSession, snapshot: Snapshot, table: str, *paths: Pa
 
 
 def read_events(session: SparkSession, snapshot: Snapshot) -> DataFrame:
-    """Every event: the sealed segments (same columns as the hot table) and the hot tail."""
-    events = read_table(session, snapshot, "events_hot")
+    """Every event: the sealed segments (same columns as `events`) and the tail after them."""
+    events = read_table(session, snapshot, "events")
     if snapshot.segments:
-        events = read_table(session, snapshot, "events_hot", *snapshot.segments).unionByName(events)
+        events = read_table(session, snapshot, "events", *snapshot.segments).unionByName(events)
     return events

@@ -41,7 +41,7 @@ class SparkSampleSource:
     ) -> Iterator[Mapping[str, str]]:
         directory = self.storage / f"{SAMPLE_PREFIX}{uuid.uuid4().hex}"
         try:
-            snapshot = export_snapshot(con, directory / "store", (*PROFILE_TABLES, "events_hot"))
+            snapshot = export_snapshot(con, directory / "store", (*PROFILE_TABLES, "events"))
             keep = sampled(threshold, SPARK)
             files = {}
             for table in SAMPLE_TABLES:
