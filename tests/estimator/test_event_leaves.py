@@ -44,17 +44,13 @@ def est(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estimator]:
     for k, doc in enumerate(ODD_ATTRS):
         con.execute("UPDATE main.events SET attrs = ?::JSON WHERE event_id % 37 = ?", [doc, k]).fetchall()
     # a third of the events at T0's time of day, so whole-day windows end exactly on some of them
-    con.execute(
-        f"UPDATE main.events SET ts = ts - ts % {DAY} + {T0 % DAY} WHERE event_id % 3 = 0"
-    ).fetchall()
+    con.execute(f"UPDATE main.events SET ts = ts - ts % {DAY} + {T0 % DAY} WHERE event_id % 3 = 0").fetchall()
     con.execute("UPDATE main.events SET custom_event_type = 'MEDIA' WHERE event_id % 43 = 0").fetchall()
     con.execute("UPDATE main.events SET input_id = 3 WHERE event_id % 47 = 0").fetchall()
     con.execute("UPDATE main.events SET name_lc = NULL WHERE event_id % 53 = 0").fetchall()
     con.execute("UPDATE main.events SET is_install = true WHERE event_id % 59 = 0").fetchall()
     for k, amount in enumerate(AMOUNTS):  # commerce columns on any event type too
-        con.execute(
-            "UPDATE main.events SET total_amount = ? WHERE event_id % 31 = ?", [amount, k]
-        ).fetchall()
+        con.execute("UPDATE main.events SET total_amount = ? WHERE event_id % 31 = ?", [amount, k]).fetchall()
     con.close()
     est = Estimator(store.connect(), target=1_000)  # a real subset
     est.refresh()
