@@ -1,4 +1,4 @@
-"""Parquet snapshots of the embedded store's hot tables, for a distributed engine to read.
+"""Parquet snapshots of the embedded store's tables, for a distributed engine to read.
 
 Sealed event segments are already Parquet and are read where they are; the other tables (profiles,
 identities, consents, devices, current memberships) and the events after the last segment are
