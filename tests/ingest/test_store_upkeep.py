@@ -4,6 +4,8 @@ its own, so no group commit waits for them."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -110,3 +112,18 @@ def test_a_segment_written_but_not_recorded_is_swept_at_the_next_open(tmp_path: 
     store.close()  # a crash or a stop before the record
     assert _events(tmp_path) == 1
     assert not (tmp_path / segment.path).exists()
+
+
+def test_no_connection_of_the_store_draws_progress_bars_into_the_servers_output(tmp_path: Path) -> None:
+    # DuckDB prints a bar on stdout for a query over 2 s when enabled. Its default depends on the
+    # process (it is off under pytest's capture), so the store is opened as the server opens it.
+    script = (
+        "import sys; from pathlib import Path; from milepost.engines.duckdb import DuckDBStore\n"
+        "store = DuckDBStore(Path(sys.argv[1]))\n"
+        "for con in (store._con, store.reader(), store.connect()):\n"
+        "    print(con.execute(\"SELECT current_setting('enable_progress_bar')\").fetchall()[0][0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "False", "False"]

@@ -98,6 +98,9 @@ class DuckDBStore:
         # Checkpoints run inside a COMMIT; at the default 16 MB of WAL they ran every few group
         # commits and were most of the commit time. Fewer, larger checkpoints cost less in total.
         self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
+        # DuckDB draws a progress bar on stdout for a query over 2 s on this connection (not on its
+        # cursors), into the server's log: a migration, the first read of the writer's mirror.
+        self._con.execute("SET enable_progress_bar = false").fetchall()
         for ddl in duckdb_schema.DDL:
             self._con.execute(ddl).fetchall()
         self._check_version()
