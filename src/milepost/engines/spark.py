@@ -1,10 +1,11 @@
 """Full calculation of journeys and audiences on Apache Spark (`MILEPOST_ENGINE=spark`).
 
 The store stays the embedded one: ingest, real-time evaluation, the change log and the sample
-live there (the sample's rebuild scans events here: `spark_sample.py`). For a full calculation the hot tables are exported to Parquet next to the sealed
-event segments (`spark_export.py`), Spark registers them as temporary views under the names the
-criteria compiler targets, and runs the steps of `audiences/dataflow.py` compiled with the Spark
-dialect. The final membership is written back as Parquet; the audience engine applies the diff.
+live there (the sample's rebuild scans events here: `spark_sample.py`). For a full calculation the
+tables (of events, those after the last segment) are exported to Parquet next to the sealed event
+segments (`spark_export.py`), Spark registers them as temporary views under the names the criteria
+compiler targets, and runs the steps of `audiences/dataflow.py` compiled with the Spark dialect.
+The final membership is written back as Parquet; the audience engine applies the diff.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The estimator's sample selected on Apache Spark; the sample itself stays in the embedded store.
 
-A rebuild scans every event for the sampled users' rows. Here the hot tables are exported as for
+A rebuild scans every event for the sampled users' rows. Here the tables are exported as for
 a full calculation (`spark_export.py`, sealed segments read in place), Spark keeps the rows whose
 MPID key is below the threshold (the key is `audiences/sample.sample_key` emitted as Spark SQL,
 so both engines sample the same users) and writes them as Parquet, which `Sample` loads into its
