@@ -87,7 +87,7 @@ def _store_of_format(directory: Path, version: int) -> DuckDBStore:
 
 def _to_format_4_events(store: DuckDBStore) -> None:
     con = store._con
-    con.execute("DELETE FROM events WHERE event_id <= (SELECT coalesce(max(max_event_id), 0) FROM segments)")
+    con.execute(f"DELETE FROM events WHERE event_id <= ({duckdb_schema.sealed_through()})").fetchall()
     con.execute("ALTER TABLE events RENAME TO events_hot").fetchall()
     con.execute("CREATE VIEW events AS SELECT * FROM events_hot").fetchall()
 

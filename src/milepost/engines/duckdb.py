@@ -34,6 +34,7 @@ from milepost.engines.duckdb_schema import (
     USERS_UPDATE_LISTS,
     USERS_UPDATE_SEEN,
     USERS_UPSERT,
+    sealed_through,
 )
 from milepost.errors import EngineError, StoreLocked
 from milepost.ingest.plan import CommitPlan, Snapshot
@@ -58,9 +59,6 @@ CHECKPOINT_AHEAD_BYTES = 192 * 2**20
 LARGE_USERS = 500_000
 # Up to this many known users, a small store updates rather than upserts those only seen again.
 FEW_KNOWN_USERS = 8
-
-# The last event id in a Parquet segment (0: none sealed yet).
-SEALED_MAX = "SELECT coalesce(max(max_event_id), 0) FROM segments"
 
 
 @dataclass(frozen=True)
@@ -354,7 +352,7 @@ class DuckDBStore:
         so ingest goes on."""
         row = _first(
             con.execute(
-                f"SELECT count(*), min(event_id), max(event_id) FROM events WHERE event_id > ({SEALED_MAX})"
+                f"SELECT count(*), min(event_id), max(event_id) FROM events WHERE event_id > ({sealed_through()})"
             ).fetchall()
         )
         if row is None or row[0] == 0 or row[0] < min_rows:

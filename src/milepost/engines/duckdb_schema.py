@@ -158,6 +158,13 @@ MIGRATE_2_TO_3 = ["UPDATE store_meta SET value = '3' WHERE key = 'schema_version
 # earlier formats keep theirs, as nothing reads the events from a body.
 MIGRATE_3_TO_4 = ["UPDATE store_meta SET value = '4' WHERE key = 'schema_version'"]
 
+
+def sealed_through(segments: str = "segments") -> str:
+    """The query of the last event id copied to a Parquet segment (0: none yet); `segments` names
+    the table, qualified when read from another database."""
+    return f"SELECT coalesce(max(max_event_id), 0) FROM {segments}"
+
+
 # Format 5 keeps every real-time event in the table `events`, sealed or not (ADR 0002); format 4
 # moved sealed ones out of `events_hot` into the segments, and `events` was a view over both.
 # `{sealed}` is the store's relation of its recorded segments' rows.

@@ -18,6 +18,7 @@ import duckdb
 from sqlglot import exp
 
 from milepost.criteria.dialect import lit
+from milepost.engines.duckdb_schema import sealed_through
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -89,7 +90,7 @@ def export_snapshot(
     segment), reading within `con`'s current transaction."""
     directory.mkdir(parents=True, exist_ok=True)
     db = con.execute("SELECT current_database()").fetchall()[0][0]
-    tail = f"event_id > (SELECT coalesce(max(max_event_id), 0) FROM {db}.main.segments)"
+    tail = f"event_id > ({sealed_through(f'{db}.main.segments')})"
     schemas = {
         table: export_table(
             con,
