@@ -443,14 +443,21 @@ class AudienceEngine:
         read = compiled.tables | {"users", "memberships"}  # roots and timers read users
         if plan.boundaries is not None and plan.boundaries.event_durations_ms:
             read |= {"events"}  # timers read events
-        copies = [t for t in (*SCOPED_TABLES, "memberships") if t in read]  # what the plan reads
+        copies = [t for t in SCOPED_TABLES if t in read]  # what the plan reads
         for table in copies:
             columns = self._event_columns(plan) if table == "events" else "*"
             self._script.later(
                 f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
                 f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
             )
-        return copies
+        # The stored rows with their row ids (`eval_stored`), for `_flush` to delete the removed
+        # ones by row id: a delete matched on (audience, user) scanned the whole table.
+        self._script.later(
+            f"CREATE OR REPLACE TEMP TABLE eval_stored AS SELECT rowid AS stored_row, audience_id, mpid, "
+            f"entered_at FROM {self._db}.main.memberships WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)",
+            "CREATE OR REPLACE TEMP TABLE memberships AS SELECT audience_id, mpid, entered_at FROM eval_stored",
+        )
+        return [*copies, "memberships", "eval_stored"]
 
     def _begin_log(self) -> None:
         self._step_no = 0
@@ -478,8 +485,8 @@ class AudienceEngine:
             if scoped:
                 stored = f"{self._db}.main.memberships"
                 self._script.later(
-                    f"DELETE FROM {stored} WHERE EXISTS (SELECT 1 FROM eval_log r WHERE NOT r.added "
-                    f"AND r.audience_id = {stored}.audience_id AND r.mpid = {stored}.mpid)",
+                    f"DELETE FROM {stored} WHERE rowid IN (SELECT s.stored_row FROM eval_stored s "
+                    "JOIN eval_log r ON r.audience_id = s.audience_id AND r.mpid = s.mpid WHERE NOT r.added)",
                     f"INSERT INTO {stored} SELECT audience_id, mpid, {int(now)} FROM eval_log WHERE added",
                 )
             at = (self._seq, now, cause_sql, self.clock.now_ms())
