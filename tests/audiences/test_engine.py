@@ -441,25 +441,25 @@ def test_scoped_evaluation_of_scattered_users_in_a_sealed_segment_agrees_with_a_
 
 
 def test_scoped_removals_delete_exactly_the_stored_rows_of_the_users_who_left(world: World) -> None:
-    # Every user is a member of two audiences; rounds of scattered users leave one, with deletes
-    # and checkpoints between them, so the stored rows the evaluation deletes by row id are
-    # scattered through a table that has been rewritten.
+    # Each user is a member of "paid" (101) or of the remaining split (102). In rounds, scattered
+    # users move from 101 to 102, with a checkpoint after each, so the stored rows each scoped
+    # evaluation deletes by row id lie scattered through a table that has been rewritten.
     paid = attr("plan", "equals", "paid")
     for first in range(1, 1201, 100):
         world.send(*({"mpid": i, "user_attributes": {"plan": "paid"}} for i in range(first, first + 100)))
     world.engine.catch_up()
     world.engine.configure([journey(ms(1, 101, paid), ms(2, 102, None, pos=1))], {})
     world.engine.full_calculation()
-    members = set(range(1, 1201))
+    everyone = set(range(1, 1201))
     left: set[int] = set()
     con = world.store.reader()
     for round_ in range(3):
-        leaving = sorted(world.rng.sample(sorted(members - left), 40))
+        leaving = sorted(world.rng.sample(sorted(everyone - left), 40))
         world.send(*({"mpid": i, "user_attributes": {"plan": "free"}} for i in leaving))
         result = world.engine.catch_up()
         assert (result.adds, result.removes) == (40, 40)  # from 101 to the remaining split 102
         left |= set(leaving)
-        assert world.engine.members(101) == sorted(members - left), round_
+        assert world.engine.members(101) == sorted(everyone - left), round_
         assert world.engine.members(102) == sorted(left), round_
         world.engine.con.execute("CHECKPOINT").fetchall()
     rows = con.execute("SELECT count(*), count(DISTINCT (audience_id, mpid)) FROM memberships").fetchall()
