@@ -452,7 +452,6 @@ def test_scoped_removals_delete_exactly_the_stored_rows_of_the_users_who_left(wo
     world.engine.full_calculation()
     everyone = set(range(1, 1201))
     left: set[int] = set()
-    con = world.store.reader()
     for round_ in range(3):
         leaving = sorted(world.rng.sample(sorted(everyone - left), 40))
         world.send(*({"mpid": i, "user_attributes": {"plan": "free"}} for i in leaving))
@@ -462,7 +461,11 @@ def test_scoped_removals_delete_exactly_the_stored_rows_of_the_users_who_left(wo
         assert world.engine.members(101) == sorted(everyone - left), round_
         assert world.engine.members(102) == sorted(left), round_
         world.engine.con.execute("CHECKPOINT").fetchall()
-    rows = con.execute("SELECT count(*), count(DISTINCT (audience_id, mpid)) FROM memberships").fetchall()
+    rows = (
+        world.store.reader()
+        .execute("SELECT count(*), count(DISTINCT (audience_id, mpid)) FROM memberships")
+        .fetchall()
+    )
     assert rows == [(1200, 1200)]
     check = world.engine.full_calculation()
     assert (check.adds, check.removes) == (0, 0)

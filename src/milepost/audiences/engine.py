@@ -438,23 +438,22 @@ class AudienceEngine:
 
         Every query of the evaluation then reads a few thousand rows instead of filtering the whole
         store again per sibling group. Their memberships too: steps update the copy, and `_flush`
-        applies the net change."""
+        applies the net change, deleting the removed rows by the row ids kept in `eval_stored` (a
+        delete matched on (audience, user) scanned the whole table)."""
         within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
-        read = compiled.tables | {"users", "memberships"}  # roots and timers read users
+        scope = f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
+        read = compiled.tables | {"users"}  # roots and timers read users
         if plan.boundaries is not None and plan.boundaries.event_durations_ms:
             read |= {"events"}  # timers read events
         copies = [t for t in SCOPED_TABLES if t in read]  # what the plan reads
         for table in copies:
             columns = self._event_columns(plan) if table == "events" else "*"
             self._script.later(
-                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} "
-                f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} {scope}"
             )
-        # The stored rows with their row ids (`eval_stored`), for `_flush` to delete the removed
-        # ones by row id: a delete matched on (audience, user) scanned the whole table.
         self._script.later(
-            f"CREATE OR REPLACE TEMP TABLE eval_stored AS SELECT rowid AS stored_row, audience_id, mpid, "
-            f"entered_at FROM {self._db}.main.memberships WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)",
+            "CREATE OR REPLACE TEMP TABLE eval_stored AS SELECT rowid AS stored_row, audience_id, mpid, "
+            f"entered_at FROM {self._db}.main.memberships {scope}",
             "CREATE OR REPLACE TEMP TABLE memberships AS SELECT audience_id, mpid, entered_at FROM eval_stored",
         )
         return [*copies, "memberships", "eval_stored"]
