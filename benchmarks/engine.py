@@ -1100,7 +1100,23 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
     ats = recorded.ingest_ats
     gaps = [(b - a) / 1000 for a, b in itertools.pairwise(ats)]
     out["eval_gap_p50"] = pct(gaps, 50)
+    out["load_evals"] = load_evaluations(listed, load)
     return out
+
+
+def load_evaluations(listed: list[dict[str, Any]], load: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """Phase A's evaluations of new batches, begun while its requests were answered: (seconds from
+    the evaluation's instant to its commit, users evaluated). Under load they follow each other, so
+    a batch waits for the one under way, then for its own."""
+    ok = [r for r in load if r["status"] == 202]
+    if not ok:
+        return []
+    first, last = min(r["sent"] for r in ok), max(r["acked"] for r in ok)
+    return [
+        ((e["recorded_at"] - e["at"]) / 1000, int(e["users"]))
+        for e in listed
+        if e["batches"] and first <= e["at"] <= last
+    ]
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -1208,6 +1224,13 @@ def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
             f"  same at {args.steady_rate:,.0f} events/s (phase B): recorded p50 {pct(rec, 50):.2f} s p99 {pct(rec, 99):.2f} s ({len(rec)} probes)   target p99 < 1 s: {verdict(bool(rec) and pct(rec, 99) < 1)}"
         )
     print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
+    spans = rt["load_evals"]
+    if spans:
+        took = [t for t, _ in spans]
+        print(
+            f"  evaluations of new batches during the load: {len(spans)}, users p50 {pct([float(u) for _, u in spans], 50):,.0f}; "
+            f"instant to commit p50 {pct(took, 50):.2f} s, p90 {pct(took, 90):.2f} s, max {max(took):.2f} s"
+        )
     if args.load_only:
         return
     late = rt["late"]
