@@ -21,7 +21,9 @@ How latency is read: the server lists its recent evaluations (`GET /api/v1/evalu
 with the change log rows it wrote and when its transaction had committed; a probe's change was
 recorded when the evaluation that wrote it committed. Two bounds are printed beside it, as earlier
 runs gave them: the change's stamp (`changed_at`, the evaluation's start) and the next ingest
-evaluation's stamp (evaluations run one at a time).
+evaluation's stamp (evaluations run one at a time). The same listing gives how long the
+evaluations under load took from their start to their commit: a batch waits for the evaluation
+under way, then for its own.
 
 Usage: python benchmarks/engine.py [--users N] [--quick] [--rate EVENTS_PER_S] [--seconds S] [--full-only]
 """
