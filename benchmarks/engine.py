@@ -1057,7 +1057,9 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
     tick_removes = {m: (seq, at) for seq, a, m, act, at, c in log if a == tick_aud and act == "remove"}
     tick_adds = {m for _s, a, m, act, _at, _c in log if a == tick_aud and act == "add"}
     ok = [r for r in load if r["status"] == 202]
-    span = (max(r["acked"] for r in ok) - min(r["sent"] for r in ok)) / 1000 if ok else float("nan")
+    # Phase A's window (ms): from the first accepted request's sending to the last one's 202.
+    window = (min(r["sent"] for r in ok), max(r["acked"] for r in ok)) if ok else None
+    span = (window[1] - window[0]) / 1000 if window else float("nan")
     out["accepted_eps"] = sum(r["events"] for r in ok) / span if ok else 0.0
     out["requests"], out["refused"] = len(load), len(load) - len(ok)
     recorded, after_restart = Recorded(listed), Recorded(restarted)
@@ -1102,18 +1104,15 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
     ats = recorded.ingest_ats
     gaps = [(b - a) / 1000 for a, b in itertools.pairwise(ats)]
     out["eval_gap_p50"] = pct(gaps, 50)
-    out["load_evals"] = load_evaluations(listed, load)
+    out["load_evals"] = load_evaluations(listed, window) if window else []
     return out
 
 
-def load_evaluations(listed: list[dict[str, Any]], load: list[dict[str, Any]]) -> list[tuple[float, int]]:
-    """Phase A's evaluations of new batches, begun while its requests were answered: (seconds from
-    the evaluation's instant to its commit, users evaluated). Under load they follow each other, so
-    a batch waits for the one under way, then for its own."""
-    ok = [r for r in load if r["status"] == 202]
-    if not ok:
-        return []
-    first, last = min(r["sent"] for r in ok), max(r["acked"] for r in ok)
+def load_evaluations(listed: list[dict[str, Any]], window: tuple[int, int]) -> list[tuple[float, int]]:
+    """Phase A's evaluations of new batches, begun within its `window` (ms): (seconds from the
+    evaluation's instant to its commit, users evaluated). Under load they follow each other, so a
+    batch waits for the one under way, then for its own."""
+    first, last = window
     return [
         ((e["recorded_at"] - e["at"]) / 1000, int(e["users"]))
         for e in listed
