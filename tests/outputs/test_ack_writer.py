@@ -23,13 +23,14 @@ pytestmark = pytest.mark.unit
 
 def _tables(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     states = con.execute("SELECT * FROM delivery_state ORDER BY connection_id").fetchall()
-    delivered = con.execute("SELECT * FROM delivered ORDER BY connection_id, mpid").fetchall()
+    delivered = con.execute("SELECT * FROM delivered_now ORDER BY connection_id, mpid").fetchall()
     return states, delivered
 
 
 def _clear(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DELETE FROM delivery_state").fetchall()
     con.execute("DELETE FROM delivered").fetchall()
+    con.execute("DELETE FROM delivered_removed").fetchall()
 
 
 def test_the_state_row_is_the_state_fields_in_order() -> None:
@@ -108,7 +109,7 @@ def test_a_groups_removes_delete_exactly_their_connections_users(con: duckdb.Duc
             Ack(DeliveryState(2, phase=st.STREAM, cursor_seq=6).row(), [5], [], []),
         ],
     )
-    left = con.execute("SELECT connection_id, mpid FROM delivered ORDER BY ALL").fetchall()
+    left = con.execute("SELECT connection_id, mpid FROM delivered_now ORDER BY ALL").fetchall()
     gone = {(1, 3), (1, 7), (2, 5)}
     assert left == sorted((c, m) for c in (1, 2, 3) for m in range(1, 11) if (c, m) not in gone)
 
@@ -191,3 +192,39 @@ def test_a_lone_connections_writes_do_not_wait_for_company(con: duckdb.DuckDBPyC
     states, delivered = _tables(con)
     assert [(r[0], r[3]) for r in states] == [(1, 4)]
     assert [(c, m) for c, m, _ in delivered] == [(1, m) for m in range(1, 5)]
+
+
+@pytest.mark.parametrize("apply_at", [1, 7, 10**9])
+def test_removes_waiting_or_applied_leave_the_partner_with_what_it_was_sent(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch, apply_at: int
+) -> None:
+    """Removes are recorded apart and applied in bulk once `APPLY_REMOVED_AT` wait: after every
+    group, what the partner has (`delivered_now`) is what it was sent, users removed and added again
+    included, and an applied bulk leaves no row behind."""
+    monkeypatch.setattr(ack_writer, "APPLY_REMOVED_AT", apply_at)
+    rng = random.Random(apply_at)
+    has: dict[tuple[int, int], str | None] = {}
+    for n in range(40):
+        group = []
+        for c in rng.sample(range(1, 5), rng.randrange(1, 5)):
+            adds = sorted(rng.sample(range(30), rng.randrange(6)))
+            removes = sorted(set(rng.sample(range(30), rng.randrange(6))) - set(adds))
+            forms = [rng.choice([None, f"ids-{n}"]) for _ in adds]
+            group.append(Ack(DeliveryState(c, phase=st.STREAM, cursor_seq=n).row(), removes, adds, forms))
+            for m in removes:
+                has.pop((c, m), None)
+            has.update({(c, m): f for m, f in zip(adds, forms, strict=True)})
+        commit_acks(con, group)
+        _, delivered = _tables(con)
+        assert {(c, m): f for c, m, f in delivered} == has
+    waiting = set(con.execute("SELECT connection_id, mpid FROM delivered_removed").fetchall())
+    rows = con.execute("SELECT connection_id, mpid FROM delivered").fetchall()
+    assert len(rows) == len(set(rows))
+    behind = set(rows) - set(has)  # rows of users removed whose remove is not applied yet
+    assert behind <= waiting
+    if apply_at == 1:  # applied after every group with removes: nothing left behind
+        assert not waiting and not behind
+    elif apply_at == 10**9:  # never applied: every remove waits, its row still there
+        assert behind
+    else:
+        assert len(waiting) < apply_at

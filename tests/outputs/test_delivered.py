@@ -40,9 +40,9 @@ def test_the_set_follows_adds_and_removes(monkeypatch: pytest.MonkeyPatch, merge
 
 
 def _from_table(store: DeliveryStore, connection_id: int, asked: list[int]) -> set[int]:
-    """Which of `asked` the partner has, read from the `delivered` table itself."""
+    """Which of `asked` the partner has, read from the store itself (`delivered_now`)."""
     rows = store.con.execute(
-        "SELECT mpid FROM delivered WHERE connection_id = ? AND mpid IN (SELECT unnest(?::BIGINT[]))",
+        "SELECT mpid FROM delivered_now WHERE connection_id = ? AND mpid IN (SELECT unnest(?::BIGINT[]))",
         [connection_id, sorted(set(asked))],
     ).fetchall()
     return {int(r[0]) for r in rows}

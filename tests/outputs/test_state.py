@@ -10,6 +10,7 @@ import pytest
 
 from milepost.outputs import state as st
 from milepost.outputs.state import DeliveryState, DeliveryStore
+from milepost.outputs.sync_queue import SyncQueue
 from milepost.outputs.worker import MIN_MPID
 
 pytestmark = pytest.mark.unit
@@ -19,7 +20,7 @@ NAMES = ("Gold", "gold-ext")
 
 def _delivered(con: duckdb.DuckDBPyConnection, connection_id: int) -> dict[int, str | None]:
     rows = con.execute(
-        "SELECT mpid, identities FROM delivered WHERE connection_id = ? ORDER BY mpid", [connection_id]
+        "SELECT mpid, identities FROM delivered_now WHERE connection_id = ? ORDER BY mpid", [connection_id]
     ).fetchall()
     return {int(m): i for m, i in rows}
 
@@ -76,13 +77,41 @@ def test_a_synchronisation_batch_is_recorded_over_users_already_recorded(
     assert store.load(4) == s
 
 
+def test_a_synchronisation_batch_adds_again_users_whose_remove_waits(con: duckdb.DuckDBPyConnection) -> None:
+    """A remove not yet applied to `delivered` leaves the user's row there: a synchronisation that
+    sends the user again replaces the row and drops the remove, however the batch is recorded."""
+    con.execute("INSERT INTO memberships SELECT 7, unnest([1, 2, 3]), 100").fetchall()
+    con.execute(
+        "INSERT INTO identities SELECT 'email', 'e' || m, m, 'e' || m, false, 0 FROM unnest([1, 2, 3]) t(m)"
+    ).fetchall()
+    store = DeliveryStore(con)
+    store.commit(DeliveryState(4), added={1: "old-1", 2: "old-2"}, now_ms=1)
+    store.commit(DeliveryState(4), removed=[2], now_ms=2)
+    assert _delivered(con, 4) == {1: "old-1"}
+    store.queue_sync(4, 7, 1)
+    queued = con.execute("SELECT mpid FROM sync_queue WHERE connection_id = 4 ORDER BY mpid").fetchall()
+    assert queued == [(2,), (3,)]  # what the partner does not have, the waiting remove's user included
+    given = '[{"email":"e%d"},[]]'
+    for staged in (True, False):
+        batch = store.sync.read_json(4, 7, 1, None, 10, None, NAMES)
+        assert batch is not None and batch.eligible == 2
+        con.execute("BEGIN TRANSACTION").fetchall()
+        (SyncQueue(con) if not staged else store.sync).deliver(4, batch, replace=True)
+        assert _delivered(con, 4) == {1: "old-1", 2: given % 2, 3: given % 3}
+        assert con.execute("SELECT count(*) FROM delivered_removed").fetchall() == [(0,)]
+        con.execute("ROLLBACK").fetchall()
+    s = DeliveryState(4, phase=st.SYNC_ADD, epoch=1, sync_after=batch.last, sent=2)
+    store.commit(s, synced=batch, now_ms=3)  # a plain insert first: it fails on user 2's row
+    assert _delivered(con, 4) == {1: "old-1", 2: given % 2, 3: given % 3}
+
+
 # The scan as one statement (what `identities_touched` + `identity_candidates` replace): the users
 # the partner has or that are members, whose identities were written in the window, in order.
 _JOINED_SCAN = (
     "WITH touched AS (SELECT mpid, max(updated_at) AS u FROM identities "
     "  WHERE updated_at >= $at AND updated_at <= $upto GROUP BY mpid) "
     "SELECT t.mpid, t.u FROM touched t WHERE (t.u > $at OR t.mpid > $m) AND ("
-    "  EXISTS (SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
+    "  EXISTS (SELECT 1 FROM delivered_now d WHERE d.connection_id = $c AND d.mpid = t.mpid) "
     "  OR EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = t.mpid)) "
     "ORDER BY t.u, t.mpid"
 )

@@ -1,8 +1,9 @@
 """Delivery state in the store, beside the outbox it follows.
 
 Per connection: a cursor (where delivery stands in the outbox, or in a synchronisation), counters
-and the last error (`delivery_state`); the MPIDs the partner has (`delivered`, what reconciliation
-compares membership with); and the records the partner refused (`dead_letters`). The cursor, the
+and the last error (`delivery_state`); the MPIDs the partner has (`delivered_now`: the rows of
+`delivered` less the removes of `delivered_removed` not applied yet; what reconciliation compares
+membership with); and the records the partner refused (`dead_letters`). The cursor, the
 counters and `delivered` move in one transaction, only after the partner acknowledged a batch, so
 a crash re-sends at most the unacknowledged batch.
 """
@@ -43,6 +44,14 @@ DELIVERY_DDL = [
         PRIMARY KEY (connection_id, mpid))""",
     # What the partner was given of each delivered user's identities (identity changes: remove + add).
     "ALTER TABLE delivered ADD COLUMN IF NOT EXISTS identities VARCHAR",
+    # Removes acknowledged but not yet deleted from `delivered`: a delete there scans the whole
+    # table, so removes are recorded here and applied in bulk (`ack_writer.APPLY_REMOVED_AT`).
+    """CREATE TABLE IF NOT EXISTS delivered_removed (
+        connection_id BIGINT NOT NULL,
+        mpid BIGINT NOT NULL)""",
+    # What the partner has: what every read of `delivered` means.
+    """CREATE OR REPLACE VIEW delivered_now AS SELECT d.* FROM delivered d WHERE NOT EXISTS
+        (SELECT 1 FROM delivered_removed r WHERE r.connection_id = d.connection_id AND r.mpid = d.mpid)""",
     # The subscription the partner was told of (Firehose), and where the identity-change scan stands.
     "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS subscribed VARCHAR",
     "ALTER TABLE delivery_state ADD COLUMN IF NOT EXISTS identities_at BIGINT",
@@ -252,7 +261,14 @@ class DeliveryStore:
         self._pending = None
 
         def work() -> None:
-            for table in ("delivery_state", "delivered", "dead_letters", "sync_queue", "sync_identities"):
+            for table in (
+                "delivery_state",
+                "delivered",
+                "delivered_removed",
+                "dead_letters",
+                "sync_queue",
+                "sync_identities",
+            ):
                 self.con.execute(f"DELETE FROM {table} WHERE connection_id = ?", [connection_id]).fetchall()
 
         write(self.con, work)
@@ -281,7 +297,7 @@ class DeliveryStore:
         """Delivered MPIDs (after `after`, up to `upto`) that are no longer members of the audience."""
         self.flush()  # the acknowledgements not written yet are read too
         rows = self.con.execute(
-            "SELECT d.mpid FROM delivered d WHERE d.connection_id = $c AND ($a IS NULL OR d.mpid > $a) "
+            "SELECT d.mpid FROM delivered_now d WHERE d.connection_id = $c AND ($a IS NULL OR d.mpid > $a) "
             "AND ($u IS NULL OR d.mpid <= $u) "
             "AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.audience_id = $aud AND m.mpid = d.mpid) "
             "ORDER BY d.mpid LIMIT $n",
@@ -297,7 +313,7 @@ class DeliveryStore:
         rows = self.con.execute(
             "SELECT m.mpid, m.entered_at FROM memberships m WHERE m.audience_id = $aud "
             "AND ($a IS NULL OR m.mpid > $a) AND ($u IS NULL OR m.mpid <= $u) AND NOT EXISTS "
-            "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) "
+            "(SELECT 1 FROM delivered_now d WHERE d.connection_id = $c AND d.mpid = m.mpid) "
             "ORDER BY m.mpid LIMIT $n",
             {"c": connection_id, "a": after, "u": upto, "aud": audience_id, "n": limit},
         ).fetchall()
@@ -317,7 +333,7 @@ class DeliveryStore:
     ) -> list[int]:
         self.flush()  # the acknowledgements not written yet are read too
         rows = self.con.execute(
-            "SELECT mpid FROM delivered WHERE connection_id = $c AND ($a IS NULL OR mpid > $a) "
+            "SELECT mpid FROM delivered_now WHERE connection_id = $c AND ($a IS NULL OR mpid > $a) "
             "AND ($u IS NULL OR mpid <= $u) ORDER BY mpid LIMIT $n",
             {"c": connection_id, "a": after, "u": upto, "n": limit},
         ).fetchall()
@@ -336,7 +352,7 @@ class DeliveryStore:
         """Every MPID the partner has, as an array."""
         self.flush()  # the acknowledgements not written yet are read too
         return self.con.execute(
-            "SELECT mpid FROM delivered WHERE connection_id = ?", [connection_id]
+            "SELECT mpid FROM delivered_now WHERE connection_id = ?", [connection_id]
         ).fetchnumpy()["mpid"]
 
     def delivered_identities(self, connection_id: int, mpids: Sequence[int]) -> dict[int, str | None]:
@@ -344,7 +360,7 @@ class DeliveryStore:
         if not mpids:
             return {}
         rows = self.con.execute(
-            "SELECT mpid, identities FROM delivered WHERE connection_id = ? "
+            "SELECT mpid, identities FROM delivered_now WHERE connection_id = ? "
             "AND mpid IN (SELECT unnest(?::BIGINT[]))",
             [connection_id, sorted(set(mpids))],
         ).fetchall()
@@ -430,13 +446,13 @@ def stats(
     elif state.phase in (SYNC_REMOVE, SYNC_ADD):
         missing = con.execute(
             "SELECT count(*) FROM memberships m WHERE m.audience_id = $aud AND NOT EXISTS "
-            "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid)",
+            "(SELECT 1 FROM delivered_now d WHERE d.connection_id = $c AND d.mpid = m.mpid)",
             {"aud": audience_id, "c": connection_id},
         ).fetchall()
         pending = int(missing[0][0])
     elif state.phase == DRAIN:
         left = con.execute(
-            "SELECT count(*) FROM delivered WHERE connection_id = ?", [connection_id]
+            "SELECT count(*) FROM delivered_now WHERE connection_id = ?", [connection_id]
         ).fetchall()
         pending = int(left[0][0])
     dead = con.execute(

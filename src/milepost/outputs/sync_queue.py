@@ -104,6 +104,17 @@ INSERT {{or_replace}}INTO delivered (connection_id, mpid, identities)
 WITH {_BATCH}
 SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM j WHERE ok"""
 
+# A remove of one of the batch's users may still wait to be applied to `delivered`: its row is then
+# there (a remove is only sent for a user the partner has), so the plain insert failed, and the
+# replacing one drops the remove too: the partner has the user again.
+_REVIVE_STAGED = """
+DELETE FROM delivered_removed WHERE connection_id = $c
+AND mpid IN (SELECT mpid FROM sync_batch_{slot} WHERE ok)"""
+
+_REVIVE = f"""
+DELETE FROM delivered_removed WHERE connection_id = $c
+AND mpid IN (WITH {_BATCH} SELECT mpid FROM j WHERE ok)"""
+
 SAMPLE = 5
 MAX_MPID = 2**63 - 1
 
@@ -159,7 +170,7 @@ class SyncQueue:
         self.con.execute(
             "INSERT INTO sync_queue SELECT $c, $e, m.mpid, m.entered_at FROM memberships m "
             "WHERE m.audience_id = $aud AND NOT EXISTS "
-            "(SELECT 1 FROM delivered d WHERE d.connection_id = $c AND d.mpid = m.mpid) ORDER BY m.mpid",
+            "(SELECT 1 FROM delivered_now d WHERE d.connection_id = $c AND d.mpid = m.mpid) ORDER BY m.mpid",
             {"c": connection_id, "e": epoch, "aud": audience_id},
         ).fetchall()
         self.con.execute(_COPY, {"c": connection_id, "e": epoch}).fetchall()
@@ -252,12 +263,17 @@ class SyncQueue:
         `replace=False`: a plain insert, which fails on a user already recorded."""
         or_replace = "OR REPLACE " if replace else ""
         if self._staged.get(batch.slot) is batch:
-            sql = _DELIVER_STAGED.replace("{slot}", str(batch.slot)).replace("{or_replace}", or_replace)
+            slot = str(batch.slot)
+            if replace:
+                self.con.execute(_REVIVE_STAGED.replace("{slot}", slot), {"c": connection_id}).fetchall()
+            sql = _DELIVER_STAGED.replace("{slot}", slot).replace("{or_replace}", or_replace)
             self.con.execute(sql, {"c": connection_id}).fetchall()
             return
         params = self._params(
             connection_id, batch.epoch, batch.after, batch.last, batch.count, batch.accepted
         )
+        if replace:
+            self.con.execute(_REVIVE, params).fetchall()
         self.con.execute(_DELIVER.replace("{or_replace}", or_replace), params).fetchall()
 
     @staticmethod
