@@ -79,7 +79,7 @@ _APPLY = (
 )
 
 
-def apply_removed(con: duckdb.DuckDBPyConnection) -> None:
+def _apply_removed(con: duckdb.DuckDBPyConnection) -> None:
     """Delete the waiting removes from `delivered`, in the caller's transaction."""
     con.execute(_APPLY).fetchall()
     con.execute("DELETE FROM delivered_removed").fetchall()
@@ -104,7 +104,8 @@ def write_state(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> None:
 
 def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: bool) -> None:
     """The acknowledgements' statements, in the caller's transaction (`replace`: an added MPID may
-    be one the partner has already, as after an identity change)."""
+    be one the partner has already, as after an identity change). Removes are recorded to be
+    applied later (see `APPLY_REMOVED_AT`)."""
     if len(acks) == 1:
         write_state(con, acks[0].state)
     else:
@@ -129,7 +130,7 @@ def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: 
     if removed:
         waiting = con.execute("SELECT count(*) FROM delivered_removed").fetchall()[0][0]
         if waiting >= APPLY_REMOVED_AT:
-            apply_removed(con)
+            _apply_removed(con)
 
 
 def commit_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack]) -> None:
