@@ -151,9 +151,10 @@ class _Waiting:
 # last `GATHER_STEP_S`, up to `GATHER_MAX_S` in all. A group costs much the same whatever its size
 # (measured when its removes' `DELETE` scanned all of `delivered`: 12.7 of 27 ms of CPU for 11
 # connections' 2,500 rows against 800,000), and the connections an evaluation wakes reach here
-# spread over tens of milliseconds when the cores are busy. With 4 / 20 ms, fifty connections under load wrote 79 groups
-# in a 17.8 s run; with 20 / 100 ms, 54-59 in 15.9-17.2 s, with 11-24% less CPU. A connection
-# streams a batch about once per evaluation, so the wait costs its partner at most 0.1 s.
+# spread over tens of milliseconds when the cores are busy. With 4 / 20 ms, fifty connections
+# under load wrote 79 groups in a 17.8 s run; with 20 / 100 ms, 54-59 in 15.9-17.2 s, with 11-24%
+# less CPU. A connection streams a batch about once per evaluation, so the wait costs its partner
+# at most 0.1 s.
 GATHER_STEP_S = 0.02
 GATHER_MAX_S = 0.1
 
