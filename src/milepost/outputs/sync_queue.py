@@ -93,27 +93,18 @@ FROM sync_batch_{{slot}}"""
 
 _READ_ROWS = f"WITH {_BATCH} SELECT mpid, entered_at, users, devices FROM r ORDER BY mpid"
 
-# What the partner was given of each user's identities (the form of records.identities_json): from
-# the staged batch, or (when the staged batch is another) computed again.
-_DELIVER_STAGED = """
-INSERT {or_replace}INTO delivered (connection_id, mpid, identities)
-SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM sync_batch_{slot} WHERE ok"""
+# The batch's users the partner now has, with what it was given of their identities (the form of
+# records.identities_json): from the staged batch, or (when the staged batch is another) computed
+# again.
+_STAGED_GIVEN = "SELECT mpid, concat('[', uj, ',', dj, ']') AS given FROM sync_batch_{slot} WHERE ok"
+_GIVEN = f"WITH {_BATCH} SELECT mpid, concat('[', uj, ',', dj, ']') AS given FROM j WHERE ok"
 
-_DELIVER = f"""
-INSERT {{or_replace}}INTO delivered (connection_id, mpid, identities)
-WITH {_BATCH}
-SELECT $c, mpid, concat('[', uj, ',', dj, ']') FROM j WHERE ok"""
+_DELIVER = "INSERT {or_replace}INTO delivered (connection_id, mpid, identities) SELECT $c, mpid, given FROM ({given})"
 
 # A remove of one of the batch's users may still wait to be applied to `delivered`: its row is then
 # there (a remove is only sent for a user the partner has), so the plain insert failed, and the
 # replacing one drops the remove too: the partner has the user again.
-_REVIVE_STAGED = """
-DELETE FROM delivered_removed WHERE connection_id = $c
-AND mpid IN (SELECT mpid FROM sync_batch_{slot} WHERE ok)"""
-
-_REVIVE = f"""
-DELETE FROM delivered_removed WHERE connection_id = $c
-AND mpid IN (WITH {_BATCH} SELECT mpid FROM j WHERE ok)"""
+_REVIVE = "DELETE FROM delivered_removed WHERE connection_id = $c AND mpid IN (SELECT mpid FROM ({given}))"
 
 SAMPLE = 5
 MAX_MPID = 2**63 - 1
@@ -261,20 +252,17 @@ class SyncQueue:
     def deliver(self, connection_id: int, batch: JsonBatch, *, replace: bool = True) -> None:
         """Record what the partner now has of an acknowledged batch (in the caller's transaction).
         `replace=False`: a plain insert, which fails on a user already recorded."""
-        or_replace = "OR REPLACE " if replace else ""
         if self._staged.get(batch.slot) is batch:
-            slot = str(batch.slot)
-            if replace:
-                self.con.execute(_REVIVE_STAGED.replace("{slot}", slot), {"c": connection_id}).fetchall()
-            sql = _DELIVER_STAGED.replace("{slot}", slot).replace("{or_replace}", or_replace)
-            self.con.execute(sql, {"c": connection_id}).fetchall()
-            return
-        params = self._params(
-            connection_id, batch.epoch, batch.after, batch.last, batch.count, batch.accepted
-        )
+            given, params = _STAGED_GIVEN.replace("{slot}", str(batch.slot)), {"c": connection_id}
+        else:
+            given = _GIVEN
+            params = self._params(
+                connection_id, batch.epoch, batch.after, batch.last, batch.count, batch.accepted
+            )
         if replace:
-            self.con.execute(_REVIVE, params).fetchall()
-        self.con.execute(_DELIVER.replace("{or_replace}", or_replace), params).fetchall()
+            self.con.execute(_REVIVE.replace("{given}", given), params).fetchall()
+        sql = _DELIVER.replace("{given}", given).replace("{or_replace}", "OR REPLACE " if replace else "")
+        self.con.execute(sql, params).fetchall()
 
     @staticmethod
     def _params(
