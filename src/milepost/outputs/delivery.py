@@ -43,6 +43,7 @@ from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeliveryStore
 from milepost.outputs.worker import Assignment, ConnectionWorker
+from milepost.priority import run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class DeliveryRunner:
 
     def _watch(self) -> None:
         """Follow the outbox head closely (a cheap query: only rows after the last head are read)."""
+        run_in_background()  # it reads the new changes and their users' identities for the workers
         con = self._con.cursor()
         try:
             while not self.stopping.is_set():
