@@ -20,8 +20,8 @@ Row = tuple[int, int, str, int]  # (seq, mpid, action, changed_at), as `Delivery
 # An evaluation of a second's events at 20,000 a second changes about 20,000 memberships: kept
 # with room to spare. A first calculation or a mass boundary is read from the store.
 MAX_READ = 100_000  # a read with more changes than this is not kept
-MAX_KEPT = 400_000  # nor more changes than this in all (about 60 MB)
-MAX_USERS = 100_000  # nor the identities of more users than this
+MAX_KEPT = 400_000  # nor more changes than this in all (about 70 MB)
+MAX_USERS = 100_000  # nor the identities of more users than this (about 50 MB for two each)
 
 
 class OutboxTail:
