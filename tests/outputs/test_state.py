@@ -105,6 +105,26 @@ def test_a_synchronisation_batch_adds_again_users_whose_remove_waits(con: duckdb
     assert _delivered(con, 4) == {1: "old-1", 2: given % 2, 3: given % 3}
 
 
+def test_a_remove_recorded_for_a_user_the_partner_lacks_does_not_hide_a_later_add(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """A streamed remove the partner did not need (it never had the user, or the user is not
+    eligible) is recorded all the same. When a synchronisation then gives the partner the user,
+    through a plain insert, the partner has it."""
+    con.execute("INSERT INTO memberships VALUES (7, 3, 100)").fetchall()
+    con.execute("INSERT INTO identities VALUES ('email', 'e3', 3, 'e3', false, 0)").fetchall()
+    store = DeliveryStore(con)
+    store.commit(DeliveryState(4), removed=[3], now_ms=1)
+    assert _delivered(con, 4) == {}
+    store.queue_sync(4, 7, 1)
+    batch = store.sync.read_json(4, 7, 1, None, 10, None, NAMES)
+    assert batch is not None and batch.eligible == 1
+    s = DeliveryState(4, phase=st.SYNC_ADD, epoch=1, sync_after=batch.last, sent=1)
+    store.commit(s, synced=batch, now_ms=2)  # the plain insert succeeds: there was no row
+    assert _delivered(con, 4) == {3: '[{"email":"e3"},[]]'}
+    assert con.execute("SELECT count(*) FROM delivered_removed").fetchall() == [(0,)]
+
+
 # The scan as one statement (what `identities_touched` + `identity_candidates` replace): the users
 # the partner has or that are members, whose identities were written in the window, in order.
 _JOINED_SCAN = (

@@ -101,9 +101,10 @@ _GIVEN = f"WITH {_BATCH} SELECT mpid, concat('[', uj, ',', dj, ']') AS given FRO
 
 _DELIVER = "INSERT {or_replace}INTO delivered (connection_id, mpid, identities) SELECT $c, mpid, given FROM ({given})"
 
-# A remove of one of the batch's users may still wait to be applied to `delivered`: its row is then
-# there (a remove is only sent for a user the partner has), so the plain insert failed, and the
-# replacing one drops the remove too: the partner has the user again.
+# A remove of one of the batch's users may still wait to be applied to `delivered`; it is dropped
+# before the insert, as the partner has the user again. If the user's row is there, the plain insert
+# fails and the replacing one follows; if not (a remove is recorded for a user the partner lacks,
+# as a streamed remove it did not need), the plain insert succeeds, and the remove must not hide it.
 _REVIVE = "DELETE FROM delivered_removed WHERE connection_id = $c AND mpid IN (SELECT mpid FROM ({given}))"
 
 SAMPLE = 5
@@ -259,8 +260,7 @@ class SyncQueue:
             params = self._params(
                 connection_id, batch.epoch, batch.after, batch.last, batch.count, batch.accepted
             )
-        if replace:
-            self.con.execute(_REVIVE.replace("{given}", given), params).fetchall()
+        self.con.execute(_REVIVE.replace("{given}", given), params).fetchall()
         sql = _DELIVER.replace("{given}", given).replace("{or_replace}", "OR REPLACE " if replace else "")
         self.con.execute(sql, params).fetchall()
 
