@@ -62,8 +62,9 @@ _INSERT_MISSING = (
 # The removes are applied together once `APPLY_REMOVED_AT` are waiting: one scan for that many.
 APPLY_REMOVED_AT = 50_000
 _RECORD_REMOVED = "INSERT INTO delivered_removed SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[])"
-# An added MPID whose remove is still waiting has its row in `delivered` still: the remove is
-# dropped, and the row replaced (through the key's index, at a cost in proportion to the rows).
+# An added MPID whose remove is still waiting has its row in `delivered` still (unless the remove
+# was of a user the partner lacked): the remove is dropped, and the row replaced or inserted
+# (through the key's index, at a cost in proportion to the rows).
 _REVIVE = (
     "DELETE FROM delivered_removed USING (SELECT unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS m) x "
     "WHERE delivered_removed.connection_id = x.c AND delivered_removed.mpid = x.m "
