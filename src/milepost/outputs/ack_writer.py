@@ -8,15 +8,13 @@ written together: one transaction and a handful of statements for all of them (g
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from milepost.outputs.transactions import write_adding
 
@@ -63,18 +61,19 @@ _INSERT_MISSING = (
 # `delivered` (20 ms for 1,000 removes against 8.5 M rows, alone; several times that under load).
 # The removes are applied together once `APPLY_REMOVED_AT` are waiting: one scan for that many.
 APPLY_REMOVED_AT = 50_000
-# A group's rows reach DuckDB as Arrow tables (`_rows`). As list parameters, 2,000 rows of three
-# columns took 3.8 ms of CPU to insert, against 1.6 ms so: most of it was converting the values.
-_RECORD_REMOVED = "INSERT INTO delivered_removed SELECT connection_id, mpid FROM t_removed"
+_RECORD_REMOVED = "INSERT INTO delivered_removed SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[])"
 # An added MPID whose remove is still waiting has its row in `delivered` still (unless the remove
 # was of a user the partner lacked): the remove is dropped, and the row replaced or inserted
 # (through the key's index, at a cost in proportion to the rows).
 _REVIVE = (
-    "DELETE FROM delivered_removed USING t_added x "
-    "WHERE delivered_removed.connection_id = x.connection_id AND delivered_removed.mpid = x.mpid "
+    "DELETE FROM delivered_removed USING (SELECT unnest(?::BIGINT[]) AS c, unnest(?::BIGINT[]) AS m) x "
+    "WHERE delivered_removed.connection_id = x.c AND delivered_removed.mpid = x.m "
     "RETURNING delivered_removed.connection_id, delivered_removed.mpid"
 )
-_ADD = "INSERT {or_replace}INTO delivered (connection_id, mpid, identities) SELECT * FROM {rows}"
+_ADD = (
+    "INSERT {or_replace}INTO delivered (connection_id, mpid, identities) "
+    "SELECT unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[])"
+)
 _APPLY = (
     "DELETE FROM delivered USING (SELECT DISTINCT connection_id, mpid FROM delivered_removed) r "
     "WHERE delivered.connection_id = r.connection_id AND delivered.mpid = r.mpid"
@@ -98,26 +97,6 @@ class Ack:
     forms: list[str | None]
 
 
-@contextlib.contextmanager
-def _rows(con: duckdb.DuckDBPyConnection, name: str, rows: Sequence[tuple[Any, ...]]) -> Iterator[None]:
-    """`rows` of (connection_id, mpid[, identities]) readable as the table `name` within the block."""
-    columns = list(zip(*rows, strict=True))
-    table = pa.table(
-        {
-            "connection_id": pa.array(columns[0], pa.int64()),
-            "mpid": pa.array(columns[1], pa.int64()),
-            **({"identities": pa.array(columns[2], pa.string())} if len(columns) > 2 else {}),
-        }
-    )
-    con.register(name, table)
-    try:
-        yield
-    finally:
-        # After a failed statement the transaction is aborted; its rollback drops the table.
-        with contextlib.suppress(duckdb.TransactionException):
-            con.unregister(name)
-
-
 def write_state(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> None:
     updated = con.execute(_UPDATE_ONE, [*row[1:], row[0]]).fetchall()
     if not updated or not updated[0][0]:
@@ -137,24 +116,18 @@ def write_acks(con: duckdb.DuckDBPyConnection, acks: Sequence[Ack], *, replace: 
             con.execute(_INSERT_MISSING, columns).fetchall()
     removed = [(a.state[0], m) for a in acks for m in a.removes]
     if removed:
-        with _rows(con, "t_removed", removed):
-            con.execute(_RECORD_REMOVED).fetchall()
+        con.execute(_RECORD_REMOVED, [[c for c, _ in removed], [m for _, m in removed]]).fetchall()
     added = [(a.state[0], m, f) for a in acks for m, f in zip(a.adds, a.forms, strict=True)]
     if added:
-        with _rows(con, "t_added", added):
-            revived = set(con.execute(_REVIVE).fetchall())
-            if not revived:  # the usual case: every row inserted as given
+        revived = set(con.execute(_REVIVE, [[c for c, _, _ in added], [m for _, m, _ in added]]).fetchall())
+        fresh = [r for r in added if (r[0], r[1]) not in revived]
+        again = [r for r in added if (r[0], r[1]) in revived]
+        for rows, or_replace in ((fresh, replace), (again, True)):
+            if rows:
                 con.execute(
-                    _ADD.format(or_replace="OR REPLACE " if replace else "", rows="t_added")
+                    _ADD.format(or_replace="OR REPLACE " if or_replace else ""),
+                    [[c for c, _, _ in rows], [m for _, m, _ in rows], [f for _, _, f in rows]],
                 ).fetchall()
-        if revived:
-            fresh = [r for r in added if r[:2] not in revived]
-            again = [r for r in added if r[:2] in revived]
-            for rows, or_replace in ((fresh, replace), (again, True)):
-                if rows:
-                    with _rows(con, "t_add", rows):
-                        sql = _ADD.format(or_replace="OR REPLACE " if or_replace else "", rows="t_add")
-                        con.execute(sql).fetchall()
     if removed:
         waiting = con.execute("SELECT count(*) FROM delivered_removed").fetchall()[0][0]
         if waiting >= APPLY_REMOVED_AT:
