@@ -45,12 +45,13 @@ def spread(i: int) -> int:
 def build(path: Path, rows: int, connections: int, *, keyed: bool) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     DeliveryStore.create_tables(con)
-    if not keyed:
+    if not keyed:  # the stored table's columns, without its key (a copy keeps no constraint)
         view = next(ddl for ddl in DELIVERY_DDL if "VIEW delivered_now" in ddl)
         for sql in (
+            "CREATE TABLE delivered_unkeyed AS FROM delivered LIMIT 0",
             "DROP VIEW delivered_now",
             "DROP TABLE delivered",
-            "CREATE TABLE delivered (connection_id BIGINT NOT NULL, mpid BIGINT NOT NULL, identities VARCHAR)",
+            "ALTER TABLE delivered_unkeyed RENAME TO delivered",
             view,
         ):
             con.execute(sql).fetchall()
