@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from milepost.audiences.engine import AudienceEngine, EngineSettings
 from milepost.audiences.tree import JourneyRows, MilestoneRow
+from milepost.audiences.user_events import UserEventsSettings
 from milepost.clock import ManualClock
 from milepost.engines.duckdb import DuckDBStore
 from milepost.ingest.normalize import normalize_request
@@ -85,14 +86,16 @@ STEPS = st.lists(
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(CRITERIA, min_size=1, max_size=3), st.booleans(), STEPS)
+@given(st.lists(CRITERIA, min_size=1, max_size=3), st.booleans(), STEPS, st.booleans())
 def test_realtime_equals_full_calculation(
-    criteria: list[dict[str, Any]], remaining: bool, steps: list[Any]
+    criteria: list[dict[str, Any]], remaining: bool, steps: list[Any], absorb: bool
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = DuckDBStore(Path(tmp) / "store")
         clock = ManualClock(T0)
-        engine = AudienceEngine(store.connect(), clock, EngineSettings(5 * DAY, 3 * DAY))
+        # Half the examples hold the events by user, taking in the newest at every evaluation.
+        held = UserEventsSettings(min_events=0, tail_rows=1, check_every=1, wait=True) if absorb else None
+        engine = AudienceEngine(store.connect(), clock, EngineSettings(5 * DAY, 3 * DAY), user_events=held)
         rows = [MilestoneRow(i + 1, 1, None, i, f"m{i}", 100 + i, c, False) for i, c in enumerate(criteria)]
         if remaining:
             rows.append(MilestoneRow(99, 1, None, 99, "rest", 199, None, True))

@@ -19,6 +19,7 @@ import orjson
 
 from milepost.api.app import create_app
 from milepost.audiences.engine import FullCalculator
+from milepost.audiences.user_events import UserEventsSettings
 from milepost.clock import ManualClock
 from milepost.config import Config
 from milepost.runtime import Runtime
@@ -43,6 +44,11 @@ class CaseRunner:
         if calculator is not None:  # full calculations on another engine (tests/spark)
             self.runtime.audiences.calculator = calculator
         self.runtime.journeys.maintain_all = True  # every audience of a case is calculated
+        if mode == "realtime":  # evaluations read the events held by user (a store this small
+            # would be scanned), taking in the newest at every evaluation
+            self.runtime.audiences.user_events.settings = UserEventsSettings(
+                min_events=0, tail_rows=1, check_every=1, wait=True
+            )
         self.runtime.start(background=False)
         self.app = create_app(self.runtime, manage_lifecycle=False)
         self.loop = asyncio.new_event_loop()

@@ -27,6 +27,7 @@ from milepost.audiences.plan_sql import NOW_SQL, NOW_VARIABLE, SCOPED_TABLES, Co
 from milepost.audiences.statements import Script, Statements
 from milepost.audiences.timer_sql import TimerStatements
 from milepost.audiences.tree import JourneyRows
+from milepost.audiences.user_events import UserEvents, UserEventsSettings
 from milepost.clock import Clock
 from milepost.criteria import CalculatedAttribute, to_sql
 from milepost.criteria.dialect import DUCKDB
@@ -112,6 +113,7 @@ class AudienceEngine:
         clock: Clock,
         settings: EngineSettings,
         calculator: FullCalculator | None = None,
+        user_events: UserEventsSettings | None = None,
     ) -> None:
         self.con = con
         self.clock = clock
@@ -132,6 +134,9 @@ class AudienceEngine:
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
         self._event_fields: tuple[str, ...] | None = None  # the events view's columns
+        self._db = str(con.execute("SELECT current_database()").fetchall()[0][0])
+        # Scoped evaluations' events, held by user once the store is large.
+        self.user_events = UserEvents(con, f"{self._db}.main.events", user_events or UserEventsSettings())
         self._statements = Statements()  # the diffs and timers, parsed once
         self._script = Script(con)  # an evaluation's statements whose results nobody reads
         self._timers = TimerStatements(NOW_SQL)
@@ -139,7 +144,6 @@ class AudienceEngine:
         ensure_membership_tables(con)
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
         self._seq = int(row[0][0] or 0)
-        self._db = str(con.execute("SELECT current_database()").fetchall()[0][0])
 
     # ---- what is maintained ------------------------------------------------------------------
 
@@ -408,11 +412,11 @@ class AudienceEngine:
         self._script.later("DELETE FROM eval_candidates")
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
-        filled = self._filled("eval_candidates", candidates or []) if scoped else contextlib.nullcontext()
         copies: list[str] = []
-        with filled:  # the candidates, their copies and the sizes: one call
+        with contextlib.ExitStack() as held:  # the candidates, their copies and the sizes: one call
             if scoped:
-                copies = self._copy_scope(plan, compiled, span)
+                held.enter_context(self._filled("eval_candidates", candidates or []))
+                copies = self._copy_scope(plan, compiled, span, candidates or [], held)
             else:
                 self._drop_scope_copies()
             self._sizes = {
@@ -433,8 +437,16 @@ class AudienceEngine:
         if scoped:
             self._drop_scope_copies(copies)
 
-    def _copy_scope(self, plan: _Plan, compiled: Compiled, span: tuple[int, int] | None) -> list[str]:
-        """Copy the candidates' rows of the tables the plan reads (held); which tables.
+    def _copy_scope(
+        self,
+        plan: _Plan,
+        compiled: Compiled,
+        span: tuple[int, int] | None,
+        candidates: Sequence[int],
+        held: contextlib.ExitStack,
+    ) -> list[str]:
+        """Copy the candidates' rows of the tables the plan reads (held, with what they read
+        registered until `held` closes); which tables.
 
         Every query of the evaluation then reads a few thousand rows instead of filtering the whole
         store again per sibling group. Their memberships too: steps update the copy, and `_flush`
@@ -447,16 +459,38 @@ class AudienceEngine:
             read |= {"events"}  # timers read events
         copies = [t for t in SCOPED_TABLES if t in read]  # what the plan reads
         for table in copies:
-            columns = self._event_columns(plan) if table == "events" else "*"
-            self._script.later(
-                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {self._db}.main.{table} {scope}"
-            )
+            if table == "events":
+                self._copy_events(self._event_columns(plan), scope, candidates, held)
+            else:
+                self._script.later(
+                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} {scope}"
+                )
         self._script.later(
             "CREATE OR REPLACE TEMP TABLE eval_stored AS SELECT rowid AS stored_row, audience_id, mpid, "
             f"entered_at FROM {self._db}.main.memberships {scope}",
             "CREATE OR REPLACE TEMP TABLE memberships AS SELECT audience_id, mpid, entered_at FROM eval_stored",
         )
         return [*copies, "memberships", "eval_stored"]
+
+    def _copy_events(
+        self, columns: str, scope: str, candidates: Sequence[int], held: contextlib.ExitStack
+    ) -> None:
+        """The candidates' events (held): those held by user and the store's newest, or a scan."""
+        stored = f"{self._db}.main.events"
+        by_user = self.user_events.get(columns, self._script.run)
+        if by_user is None:
+            self._script.later(
+                f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} {scope}"
+            )
+            return
+        held.enter_context(self._registered("t_user_events", by_user.take(candidates)))
+        # DuckDB reads only the newest row groups for the rest: it skips the others by event_id.
+        self._script.later(
+            f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} LIMIT 0",
+            "INSERT INTO events SELECT * FROM t_user_events",
+            f"INSERT INTO events SELECT {columns} FROM {stored} "
+            f"WHERE event_id > {by_user.through} AND mpid IN (SELECT mpid FROM eval_candidates)",
+        )
 
     def _begin_log(self) -> None:
         self._step_no = 0
@@ -572,17 +606,23 @@ class AudienceEngine:
         self._script.later(*(f"DROP TABLE IF EXISTS temp.main.{table}" for table in tables))
 
     @contextlib.contextmanager
+    def _registered(self, name: str, table: pa.Table) -> Iterator[None]:
+        """`table` readable as `name` in the block (whose statements must run in it)."""
+        self.con.register(name, table)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
+    @contextlib.contextmanager
     def _filled(self, table: str, mpids: Sequence[int], create: bool = False) -> Iterator[None]:
         """Hold the statements that put `mpids` in `table` (`create`: a new temporary table); the
         block must run them (`Script.run`) while it holds the list."""
-        self.con.register("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())}))
-        try:
+        with self._registered("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())})):
             if create:
                 self._script.later(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)")
             self._script.later(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill")
             yield
-        finally:
-            self.con.unregister("t_fill")
 
     def _scope(self, column: str, scoped: bool) -> str:
         return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
