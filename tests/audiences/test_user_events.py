@@ -129,3 +129,9 @@ def test_a_failed_read_leaves_evaluations_scanning(
     assert events.get("mpid, no_such_column", run_on(con)) is None
     assert "could not hold the events by user" in caplog.text
     assert events.get("mpid, ts", run_on(con)) is not None  # another try succeeds
+
+
+def test_whole_rows_are_not_held(con: duckdb.DuckDBPyConnection) -> None:
+    events = UserEvents(con, "memory.main.events", UserEventsSettings(min_events=0, check_every=1, wait=True))
+    assert events.get("*", run_on(con)) is None
+    assert events.get("mpid", run_on(con)) is not None

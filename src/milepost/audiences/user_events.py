@@ -61,6 +61,8 @@ class UserEvents:
     def get(self, columns: str, run: Callable[[str], list[Any]]) -> EventsByUser | None:
         """The events held with `columns`, with the newest joined when there are enough; None: scan.
         `run`: how to run a statement in the evaluation (after those it holds)."""
+        if columns == "*":  # whole rows carry the raw payloads: too large to hold
+            return None
         due = self._calls % self.settings.check_every == 0
         self._calls += 1
         held = self._held
