@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UserEventsSettings:
-    # Smaller stores are scanned: a scan of 2 M events costs a few ms, the rows held 150 MB.
+    # Smaller stores are scanned: a scan of 2 M events costs a few ms (10 M held take 480 MB).
     min_events: int = 2_000_000
     # How many of the newest events are read from the store before they join the runs, and how
     # many evaluations apart that is checked (a count: one more call into DuckDB).
