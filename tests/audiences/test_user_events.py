@@ -45,7 +45,7 @@ def test_take_finds_every_row_of_the_users_and_no_other(
     assert all(a > 2 * b for a, b in itertools.pairwise(sizes)), sizes
 
 
-def test_runs_are_merged_so_that_each_is_at_most_half_the_one_before() -> None:
+def test_runs_are_merged_so_that_each_is_less_than_half_the_one_before() -> None:
     held = EventsByUser("mpid, ts", table([(5, i) for i in range(64)]), through=1)
     for i in range(16):
         held.absorb(table([(i % 5, 1000 + i), (i % 3, 2000 + i)]), through=2 + i)

@@ -47,7 +47,7 @@ class UserEvents:
 
     The first evaluation that asks (or asks for other columns) starts reading them in a thread of
     its own and is told to scan the store; the later ones get them once read. At 10 M events that
-    read and sort take about 6 s of CPU.
+    read and sort take about 5 s of CPU.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, stored: str, settings: UserEventsSettings) -> None:
