@@ -413,10 +413,10 @@ class AudienceEngine:
         self._begin_log()
         compiled = self._compiled(plan, fused=not scoped)
         copies: list[str] = []
-        with contextlib.ExitStack() as held:  # the candidates, their copies and the sizes: one call
+        with contextlib.ExitStack() as registered:  # the candidates, their copies and the sizes: one call
             if scoped:
-                held.enter_context(self._filled("eval_candidates", candidates or []))
-                copies = self._copy_scope(plan, compiled, span, candidates or [], held)
+                registered.enter_context(self._filled("eval_candidates", candidates or []))
+                copies = self._copy_scope(plan, compiled, span, candidates or [], registered)
             else:
                 self._drop_scope_copies()
             self._sizes = {
@@ -443,10 +443,10 @@ class AudienceEngine:
         compiled: Compiled,
         span: tuple[int, int] | None,
         candidates: Sequence[int],
-        held: contextlib.ExitStack,
+        registered: contextlib.ExitStack,
     ) -> list[str]:
-        """Copy the candidates' rows of the tables the plan reads (held, with what they read
-        registered until `held` closes); which tables.
+        """Copy the candidates' rows of the tables the plan reads (held, with the Arrow tables they
+        read registered until `registered` closes); which tables.
 
         Every query of the evaluation then reads a few thousand rows instead of filtering the whole
         store again per sibling group. Their memberships too: steps update the copy, and `_flush`
@@ -460,7 +460,7 @@ class AudienceEngine:
         copies = [t for t in SCOPED_TABLES if t in read]  # what the plan reads
         for table in copies:
             if table == "events":
-                self._copy_events(self._event_columns(plan), scope, candidates, held)
+                self._copy_events(self._event_columns(plan), scope, candidates, registered)
             else:
                 self._script.later(
                     f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} {scope}"
@@ -473,9 +473,10 @@ class AudienceEngine:
         return [*copies, "memberships", "eval_stored"]
 
     def _copy_events(
-        self, columns: str, scope: str, candidates: Sequence[int], held: contextlib.ExitStack
+        self, columns: str, scope: str, candidates: Sequence[int], registered: contextlib.ExitStack
     ) -> None:
-        """The candidates' events (held): those held by user and the store's newest, or a scan."""
+        """Copy the candidates' events (held): from the events held by user (ADR 0007) and the
+        store's newest, or, until those are read, by a scan of the store."""
         stored = f"{self._db}.main.events"
         by_user = self.user_events.get(columns, self._script.run)
         if by_user is None:
@@ -483,7 +484,7 @@ class AudienceEngine:
                 f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} {scope}"
             )
             return
-        held.enter_context(self._registered("t_user_events", by_user.take(candidates)))
+        registered.enter_context(self._registered("t_user_events", by_user.take(candidates)))
         # DuckDB reads only the newest row groups for the rest: it skips the others by event_id.
         self._script.later(
             f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} LIMIT 0",
