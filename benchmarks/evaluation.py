@@ -70,7 +70,9 @@ def main() -> None:
             scanned = UserEvents(engine.con, stored, UserEventsSettings(min_events=sys.maxsize))
             held = UserEvents(engine.con, stored, UserEventsSettings(wait=True))
             before, t0, c0 = rss_mib(), time.perf_counter(), cpu_s()
-            columns = engine._event_columns(engine._plan)  # those the plan's queries read
+            columns = engine._copies.event_columns(
+                engine._compiled(engine._plan).columns
+            )  # those the plan reads
             events = held.get(columns, lambda sql: engine.con.execute(sql).fetchall())
             if events is None:
                 raise SystemExit("the events were not held: is the store large enough?")

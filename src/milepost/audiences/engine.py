@@ -14,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import duckdb
-import pyarrow as pa
 from sqlglot import exp
 
 from milepost.audiences.dataflow import Plan, make_plan, steps
-from milepost.audiences.plan_sql import NOW_SQL, NOW_VARIABLE, SCOPED_TABLES, Compiled, SqlStep, compile_plan
+from milepost.audiences.plan_sql import NOW_SQL, NOW_VARIABLE, Compiled, SqlStep, compile_plan
+from milepost.audiences.scope import ScopeCopies
 from milepost.audiences.statements import Script, Statements
 from milepost.audiences.timer_sql import TimerStatements
 from milepost.audiences.tree import JourneyRows
@@ -133,17 +133,30 @@ class AudienceEngine:
         # diff: a step whose parent and audiences are empty is known to change nothing.
         self._sizes: dict[int, int] | None = None
         self._idle_mark = -IDLE_WATERMARK_S
-        self._event_fields: tuple[str, ...] | None = None  # the events view's columns
         self._db = str(con.execute("SELECT current_database()").fetchall()[0][0])
-        # Scoped evaluations' events, held by user once the store is large.
-        self.user_events = UserEvents(con, f"{self._db}.main.events", user_events or UserEventsSettings())
         self._statements = Statements()  # the diffs and timers, parsed once
         self._script = Script(con)  # an evaluation's statements whose results nobody reads
+        # Scoped evaluations' copies; their events are held by user once the store is large.
+        self._copies = ScopeCopies(
+            con,
+            self._script,
+            self._db,
+            UserEvents(con, f"{self._db}.main.events", user_events or UserEventsSettings()),
+        )
         self._timers = TimerStatements(NOW_SQL)
         self._diffed = False  # whether the running evaluation's `eval_diff` holds an earlier step's rows
         ensure_membership_tables(con)
         row = con.execute("SELECT max(seq) FROM membership_changes").fetchall()
         self._seq = int(row[0][0] or 0)
+
+    @property
+    def user_events(self) -> UserEvents:
+        """Where scoped evaluations take their candidates' events from, once read (ADR 0007)."""
+        return self._copies.user_events
+
+    @user_events.setter
+    def user_events(self, events: UserEvents) -> None:
+        self._copies.user_events = events
 
     # ---- what is maintained ------------------------------------------------------------------
 
@@ -415,10 +428,13 @@ class AudienceEngine:
         copies: list[str] = []
         with contextlib.ExitStack() as registered:  # the candidates, their copies and the sizes: one call
             if scoped:
-                registered.enter_context(self._filled("eval_candidates", candidates or []))
-                copies = self._copy_scope(plan, compiled, span, candidates or [], registered)
+                registered.enter_context(self._copies.filled("eval_candidates", candidates or []))
+                read = compiled.tables | {"users"}  # roots and timers read users
+                if plan.boundaries is not None and plan.boundaries.event_durations_ms:
+                    read |= {"events"}  # timers read events
+                copies = self._copies.copy(read, compiled.columns, span, candidates or [], registered)
             else:
-                self._drop_scope_copies()
+                self._copies.drop()
             self._sizes = {
                 int(a): int(n)
                 for a, n in self._script.run("SELECT audience_id, count(*) FROM memberships GROUP BY ALL")
@@ -435,63 +451,7 @@ class AudienceEngine:
         self._flush(now, scoped, cause, ingest)
         self._sizes = None
         if scoped:
-            self._drop_scope_copies(copies)
-
-    def _copy_scope(
-        self,
-        plan: _Plan,
-        compiled: Compiled,
-        span: tuple[int, int] | None,
-        candidates: Sequence[int],
-        registered: contextlib.ExitStack,
-    ) -> list[str]:
-        """Copy the candidates' rows of the tables the plan reads (held, with the Arrow tables they
-        read registered until `registered` closes); which tables.
-
-        Every query of the evaluation then reads a few thousand rows instead of filtering the whole
-        store again per sibling group. Their memberships too: steps update the copy, and `_flush`
-        applies the net change, deleting the removed rows by the row ids kept in `eval_stored` (a
-        delete matched on (audience, user) scanned the whole table)."""
-        within = "" if span is None else f"mpid BETWEEN {int(span[0])} AND {int(span[1])} AND "
-        scope = f"WHERE {within}mpid IN (SELECT mpid FROM eval_candidates)"
-        read = compiled.tables | {"users"}  # roots and timers read users
-        if plan.boundaries is not None and plan.boundaries.event_durations_ms:
-            read |= {"events"}  # timers read events
-        copies = [t for t in SCOPED_TABLES if t in read]  # what the plan reads
-        for table in copies:
-            if table == "events":
-                self._copy_events(self._event_columns(plan), scope, candidates, registered)
-            else:
-                self._script.later(
-                    f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {self._db}.main.{table} {scope}"
-                )
-        self._script.later(
-            "CREATE OR REPLACE TEMP TABLE eval_stored AS SELECT rowid AS stored_row, audience_id, mpid, "
-            f"entered_at FROM {self._db}.main.memberships {scope}",
-            "CREATE OR REPLACE TEMP TABLE memberships AS SELECT audience_id, mpid, entered_at FROM eval_stored",
-        )
-        return [*copies, "memberships", "eval_stored"]
-
-    def _copy_events(
-        self, columns: str, scope: str, candidates: Sequence[int], registered: contextlib.ExitStack
-    ) -> None:
-        """Copy the candidates' events (held): from the events held by user (ADR 0007) and the
-        store's newest, or, until those are read, by a scan of the store."""
-        stored = f"{self._db}.main.events"
-        by_user = self.user_events.get(columns, self._script.run)
-        if by_user is None:
-            self._script.later(
-                f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} {scope}"
-            )
-            return
-        registered.enter_context(self._registered("t_user_events", by_user.take(candidates)))
-        # DuckDB reads only the newest row groups for the rest: it skips the others by event_id.
-        self._script.later(
-            f"CREATE OR REPLACE TEMP TABLE events AS SELECT {columns} FROM {stored} LIMIT 0",
-            "INSERT INTO events SELECT * FROM t_user_events",
-            f"INSERT INTO events SELECT {columns} FROM {stored} "
-            f"WHERE event_id > {by_user.through} AND mpid IN (SELECT mpid FROM eval_candidates)",
-        )
+            self._copies.drop(copies)
 
     def _begin_log(self) -> None:
         self._step_no = 0
@@ -513,7 +473,7 @@ class AudienceEngine:
         cause_sql = to_sql(exp.convert(cause))
         filled: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if ingest is not None:
-            filled = self._filled("eval_ingest", ingest, create=True)
+            filled = self._copies.filled("eval_ingest", ingest, create=True)
             cause_sql = f"CASE WHEN mpid IN (SELECT mpid FROM eval_ingest) THEN {cause_sql} ELSE 'timer' END"
         with filled:  # the users of the batches, the stored membership's changes and the log: one call
             if scoped:
@@ -549,22 +509,6 @@ class AudienceEngine:
             self._cache[bool(timers)] = (plan, self.settings, compiled)
         return compiled
 
-    def _event_columns(self, plan: _Plan) -> str:
-        """The events columns a scoped copy needs: those the plan's queries name, and what timers
-        read; decoding the others (JSON payloads) was most of the copy's cost."""
-        named = self._compiled(plan).columns
-        if named is None:
-            return "*"
-        if self._event_fields is None:
-            self._event_fields = tuple(
-                str(r[0])
-                for r in self._script.run(
-                    "SELECT column_name FROM (DESCRIBE SELECT * FROM " + self._db + ".main.events)"
-                )
-            )
-        keep = [c for c in self._event_fields if c.lower() in named or c.lower() in ("mpid", "ts")]
-        return ", ".join(f'"{c}"' for c in keep)
-
     def _apply_calculated(self, plan: _Plan, now: int, cause: str, result: EvalResult) -> None:
         """A full calculation done by the calculator: its final membership, applied step by step.
 
@@ -576,7 +520,7 @@ class AudienceEngine:
         self._sizes = None
         self._bind_now(now)  # the timers statement reads it
         self._script.later("DELETE FROM eval_candidates")
-        self._drop_scope_copies()
+        self._copies.drop()
         self._begin_log()
         self._script.flush()  # the calculator reads the store through this connection
         path = self.calculator.calculate(self.con, plan, now, self.settings)
@@ -601,29 +545,6 @@ class AudienceEngine:
             self._script.later("DROP TABLE IF EXISTS eval_calculated")
         self._set_timers(plan, now, False)
         self._flush(now, False, cause)
-
-    def _drop_scope_copies(self, tables: Sequence[str] = (*SCOPED_TABLES, "memberships")) -> None:
-        """Drop the scoped copies of these tables (held)."""
-        self._script.later(*(f"DROP TABLE IF EXISTS temp.main.{table}" for table in tables))
-
-    @contextlib.contextmanager
-    def _registered(self, name: str, table: pa.Table) -> Iterator[None]:
-        """`table` readable as `name` in the block (whose statements must run in it)."""
-        self.con.register(name, table)
-        try:
-            yield
-        finally:
-            self.con.unregister(name)
-
-    @contextlib.contextmanager
-    def _filled(self, table: str, mpids: Sequence[int], create: bool = False) -> Iterator[None]:
-        """Hold the statements that put `mpids` in `table` (`create`: a new temporary table); the
-        block must run them (`Script.run`) while it holds the list."""
-        with self._registered("t_fill", pa.table({"mpid": pa.array(list(mpids), pa.int64())})):
-            if create:
-                self._script.later(f"CREATE OR REPLACE TEMP TABLE {table} (mpid BIGINT)")
-            self._script.later(f"INSERT INTO {table} SELECT DISTINCT mpid FROM t_fill")
-            yield
 
     def _scope(self, column: str, scoped: bool) -> str:
         return f" AND {column} IN (SELECT mpid FROM eval_candidates)" if scoped else ""
