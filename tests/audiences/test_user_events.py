@@ -135,3 +135,35 @@ def test_whole_rows_are_not_held(con: duckdb.DuckDBPyConnection) -> None:
     events = UserEvents(con, "memory.main.events", UserEventsSettings(min_events=0, check_every=1, wait=True))
     assert events.get("*", run_on(con)) is None
     assert events.get("mpid", run_on(con)) is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(ROWS, st.lists(ROWS, max_size=8), st.integers(1, 30), st.lists(st.integers(0, 14), max_size=8))
+def test_no_merge_grows_a_run_past_its_limit(
+    first: list[tuple[int, int]], later: list[list[tuple[int, int]]], limit: int, users: list[int]
+) -> None:
+    held = EventsByUser("mpid, ts", table(first), through=1)
+    added = [len(first)]
+    for i, rows in enumerate(later):
+        held.absorb(table(rows), through=2 + i, merge_rows=limit)
+        if rows:
+            added.append(len(rows))
+    # A run is one table as added, or merged ones within the limit.
+    assert all(n <= limit or n in added for n in held.runs), (held.runs, added)
+    everything = first + [r for rows in later for r in rows]
+    assert pairs(held.take(users)) == sorted(r for r in everything if r[0] in set(users))
+
+
+def test_runs_past_the_most_are_read_again_as_one(con: duckdb.DuckDBPyConnection) -> None:
+    limits = UserEventsSettings(min_events=0, tail_rows=1, check_every=1, merge_rows=1, max_runs=3, wait=True)
+    events = UserEvents(con, "memory.main.events", limits)
+    run = run_on(con)
+    first = events.get("mpid, ts", run)
+    assert first is not None and first.runs == [300]
+    for i in range(301, 304):  # one newest event per evaluation: a run each, none merged
+        con.execute(f"INSERT INTO events VALUES ({i}, 2, {i})")
+        assert events.get("mpid, ts", run) is first
+    assert first.runs == [300, 1, 1, 1]  # more than three: read again, for the next evaluation
+    again = events.get("mpid, ts", run)
+    assert again is not first and again is not None
+    assert (again.runs, again.through) == ([303], 303)

@@ -9,7 +9,8 @@ one is visible); the evaluation reads those after it from the store, and when th
 them they join the runs (`UserEvents`).
 
 Runs are merged size-tiered (each more than twice the next), so there are O(log n) of them and
-each row is re-sorted O(log n) times.
+each row is re-sorted O(log n) times. An evaluation merges runs up to a size; larger merges are
+left to a fresh read beside the evaluations.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class UserEventsSettings:
     # many evaluations apart that is checked (a count: one more call into DuckDB).
     tail_rows: int = 100_000
     check_every: int = 8
+    # The largest run an evaluation merges (1 M rows: about 0.3 s). Beyond it runs pile up, and
+    # past `max_runs` of them the events are read again beside the evaluations, as at the start.
+    merge_rows: int = 1_000_000
+    max_runs: int = 8
     # Build in the evaluation that asks (tests) instead of beside the evaluations.
     wait: bool = False
 
@@ -83,8 +88,12 @@ class UserEvents:
         # Only the newest row groups are read: DuckDB skips the others by their event_id range.
         newest = f"event_id > {held.through}"
         n, top = run(f"SELECT count(*), coalesce(max(event_id), 0) FROM {self.stored} WHERE {newest}")[0]
-        if int(n) >= self.settings.tail_rows:
-            held.absorb(self._read(self.con, held.columns, f"{newest} AND event_id <= {int(top)}"), int(top))
+        if int(n) < self.settings.tail_rows:
+            return
+        rows = self._read(self.con, held.columns, f"{newest} AND event_id <= {int(top)}")
+        held.absorb(rows, int(top), merge_rows=self.settings.merge_rows)
+        if len(held.runs) > self.settings.max_runs and self._building is None:
+            self._start(held.columns)  # the held runs serve until the new ones are read
 
     def _start(self, columns: str) -> None:
         self._building = columns
@@ -138,13 +147,17 @@ class EventsByUser:
         """How many rows each run holds, the oldest first."""
         return [len(mpids) for mpids, _ in self._runs]
 
-    def absorb(self, table: pa.Table, through: int) -> None:
-        """Hold also `table`: the events after `self.through` up to `through`."""
+    def absorb(self, table: pa.Table, through: int, merge_rows: int | None = None) -> None:
+        """Hold also `table`: the events after `self.through` up to `through`. No merge makes a
+        run of more than `merge_rows` (None: no limit)."""
         if through <= self.through:
             raise ValueError(f"events through {through} are not after {self.through}")
         self._add(table)
         self.through = through
-        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+        while len(self._runs) > 1:
+            older, newer_rows = len(self._runs[-2][0]), len(self._runs[-1][0])
+            if older > 2 * newer_rows or (merge_rows is not None and older + newer_rows > merge_rows):
+                break
             newer = self._runs.pop()
             self._runs[-1] = _merge(self._runs[-1], newer)
 
