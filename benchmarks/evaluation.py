@@ -10,7 +10,7 @@ speed falls on both:
 - scanned: a semi-join on `mpid` over the store's `events`, which reads every row group.
 
 Printed: how long reading and sorting the events took and how much the process's resident memory
-grew, then per evaluation the median and mean of wall time and of the process's CPU (DuckDB's
+grew, how long finding a batch's rows among them takes, then per evaluation the median and mean of wall time and of the process's CPU (DuckDB's
 worker threads included) for each way, and their ratios.
 
 Usage: python benchmarks/evaluation.py [--users N] [--batch K] [--evaluations E]
@@ -83,6 +83,15 @@ def main() -> None:
                 flush=True,
             )
             rng = random.Random(1)
+            finds = []
+            for _ in range(20):
+                users = rng.sample(range(1, args.users + 1), args.batch)
+                t0 = time.perf_counter()
+                events.take(users)
+                finds.append(time.perf_counter() - t0)
+            print(
+                f"finding {args.batch:,} random users' rows: median {statistics.median(finds) * 1000:.1f} ms (20 times)"
+            )
             spent: dict[str, list[tuple[float, float]]] = {"held": [], "scanned": []}
             ways = {"held": held, "scanned": scanned}
             order = ["held", "scanned", "scanned", "held"]
