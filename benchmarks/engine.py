@@ -23,7 +23,8 @@ recorded when the evaluation that wrote it committed. Two bounds are printed bes
 runs gave them: the change's stamp (`changed_at`, the evaluation's start) and the next ingest
 evaluation's stamp (evaluations run one at a time). The same listing gives how long the
 evaluations under load took from their start to their commit: a batch waits for the evaluation
-under way, then for its own.
+under way, then for its own. And how much of that the evaluator thread spent on a core, and ready
+but waiting for one: the rest it was blocked.
 
 Usage: python benchmarks/engine.py [--users N] [--quick] [--rate EVENTS_PER_S] [--seconds S] [--full-only]
 """
@@ -1108,13 +1109,25 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
     return out
 
 
-def load_evaluations(listed: list[dict[str, Any]], window: tuple[int, int]) -> list[tuple[float, int]]:
+def load_evaluations(
+    listed: list[dict[str, Any]], window: tuple[int, int]
+) -> list[tuple[float, int, float | None, float | None]]:
     """Phase A's evaluations of new batches, begun within its `window` (ms): (seconds from the
-    evaluation's instant to its commit, users evaluated). Under load they follow each other, so a
-    batch waits for the one under way, then for its own."""
+    evaluation's instant to its commit, users evaluated, and the evaluator thread's seconds in it on
+    a core and waiting for one, None where unknown). Under load they follow each other, so a batch
+    waits for the one under way, then for its own."""
     first, last = window
+
+    def seconds(ms: int | None) -> float | None:
+        return None if ms is None else ms / 1000
+
     return [
-        ((e["recorded_at"] - e["at"]) / 1000, int(e["users"]))
+        (
+            (e["recorded_at"] - e["at"]) / 1000,
+            int(e["users"]),
+            seconds(e.get("cpu_ms")),
+            seconds(e.get("waiting_ms")),
+        )
         for e in listed
         if e["batches"] and first <= e["at"] <= last
     ]
@@ -1227,11 +1240,18 @@ def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
     print(f"  median interval between ingest evaluations: {rt['eval_gap_p50']:.2f} s")
     spans = rt["load_evals"]
     if spans:
-        took = [t for t, _ in spans]
+        took = [t for t, *_ in spans]
         print(
-            f"  evaluations of new batches during the load: {len(spans)}, users p50 {pct([float(u) for _, u in spans], 50):,.0f}; "
+            f"  evaluations of new batches during the load: {len(spans)}, users p50 {pct([float(s[1]) for s in spans], 50):,.0f}; "
             f"instant to commit p50 {pct(took, 50):.2f} s, p90 {pct(took, 90):.2f} s, max {max(took):.2f} s"
         )
+        cpu = [c for _, _, c, _ in spans if c is not None]
+        waiting = [w for *_, w in spans if w is not None]
+        if cpu and waiting:
+            print(
+                f"    the evaluator thread in them, p50: on a core {pct(cpu, 50):.2f} s, ready but waiting for one "
+                f"{pct(waiting, 50):.2f} s; the rest it was blocked (the GIL, locks, DuckDB's worker threads)"
+            )
     if args.load_only:
         return
     late = rt["late"]

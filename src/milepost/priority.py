@@ -1,4 +1,5 @@
-"""Thread priority: background threads yield the CPU to ingest and evaluation when it is scarce."""
+"""Threads and the CPU: background threads yield it to ingest and evaluation when it is scarce,
+and a thread can tell how much of it it got."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import os
 import sys
 import threading
+import time
+from dataclasses import dataclass
 
 BACKGROUND_NICENESS = 5
 
@@ -22,3 +25,31 @@ def run_in_background() -> None:
     tid = threading.get_native_id()
     with contextlib.suppress(OSError):  # e.g. not allowed by the platform's policy
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICENESS)
+
+
+@dataclass(frozen=True)
+class ThreadTimes:
+    """A thread's time so far: on a core, and (Linux only, else None) ready to run but waiting for one."""
+
+    on_cpu_s: float
+    waiting_s: float | None
+
+    def __sub__(self, earlier: ThreadTimes) -> ThreadTimes:
+        waiting = None
+        if self.waiting_s is not None and earlier.waiting_s is not None:
+            waiting = self.waiting_s - earlier.waiting_s
+        return ThreadTimes(self.on_cpu_s - earlier.on_cpu_s, waiting)
+
+
+def thread_times() -> ThreadTimes:
+    """The calling thread's times. What is left of a span's wall time after both was spent blocked:
+    on a lock, the GIL, I/O, or other threads' work."""
+    return ThreadTimes(time.thread_time(), _waiting_s())
+
+
+def _waiting_s() -> float | None:
+    try:  # the scheduler's statistics: time on a core, time waiting on a run queue (ns), slices
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):  # not Linux, or built without scheduler statistics
+        return None

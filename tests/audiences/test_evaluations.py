@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from milepost.audiences.engine import EvalResult
 from milepost.audiences.evaluations import Evaluations
+from milepost.priority import ThreadTimes
 
 
 def _sample(text: str, name: str) -> float:
@@ -21,6 +22,16 @@ def test_a_step_is_noted_with_its_longest_waits_and_what_it_left() -> None:
     assert (noted.first_seq, noted.last_seq, noted.batches, noted.timers) == (7, 9, 3, 1)
     assert (noted.oldest_batch_ms, noted.latest_timer_ms, noted.timers_left) == (1_250, 350, 3)
     assert evaluations.recent(10) == [noted]
+
+
+def test_a_step_is_noted_with_the_evaluator_s_time_on_and_waiting_for_a_core() -> None:
+    evaluations = Evaluations()
+    timed = evaluations.note(EvalResult(at=1), recorded_at=900, spent=ThreadTimes(0.1234, 0.4567))
+    assert timed is not None and (timed.cpu_ms, timed.waiting_ms) == (123, 457)
+    unknown_wait = evaluations.note(EvalResult(at=2), recorded_at=900, spent=ThreadTimes(0.2, None))
+    assert unknown_wait is not None and (unknown_wait.cpu_ms, unknown_wait.waiting_ms) == (200, None)
+    untimed = evaluations.note(EvalResult(at=3), recorded_at=900)
+    assert untimed is not None and (untimed.cpu_ms, untimed.waiting_ms) == (None, None)
 
 
 def test_other_evaluations_are_not_noted_and_the_list_keeps_the_latest() -> None:

@@ -337,6 +337,9 @@ def test_evaluations_list_each_real_time_step_and_metrics_show_its_lag(rest: Res
     assert step["adds"] >= 1 and step["batches"] >= 1 and step["first_seq"] <= step["last_seq"]
     assert sent_at <= step["at"] <= step["recorded_at"] <= int(time.time() * 1000)
     assert 0 <= step["oldest_batch_ms"] <= step["recorded_at"] - sent_at
+    # The evaluator's times in it: it began after the batch was accepted (each rounded to a ms).
+    assert step["cpu_ms"] >= 0 and step["waiting_ms"] >= 0
+    assert step["cpu_ms"] + step["waiting_ms"] <= step["recorded_at"] - sent_at + 2
     assert len(rest.ok("GET", "/api/v1/evaluations?limit=1")["evaluations"]) == 1
     assert "limit" in rest.refused("GET", "/api/v1/evaluations?limit=0", 400)
     assert rest.admin.get("/api/v1/evaluations", headers={"Authorization": ""}).status_code == 401

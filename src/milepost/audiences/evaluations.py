@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from milepost.audiences.engine import EvalResult
 from milepost.metrics import WAIT_BUCKETS, Latencies
+from milepost.priority import ThreadTimes
 
 KEEP = 1_000  # evaluations listed by the API (about four minutes of a busy server)
 
@@ -38,6 +39,10 @@ class Evaluation:
     oldest_batch_ms: int | None  # the longest a batch waited from its receipt to being recorded
     latest_timer_ms: int | None  # the longest a due timer waited from its instant to being recorded
     timers_left: int | None  # users due at its instant left to the next one (None: not real time)
+    # The evaluator thread's time in it: on a core, and ready but waiting for one (None: unknown).
+    # Far less than the wall time between them means the machine's cores are scarce.
+    cpu_ms: int | None = None
+    waiting_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,8 +87,11 @@ class Evaluations:
             registry=r,
         )
 
-    def note(self, result: EvalResult, recorded_at: int) -> Evaluation | None:
-        """Note a committed evaluation (None for a call that evaluated nothing)."""
+    def note(
+        self, result: EvalResult, recorded_at: int, spent: ThreadTimes | None = None
+    ) -> Evaluation | None:
+        """Note a committed evaluation (None for a call that evaluated nothing); `spent`: the
+        evaluating thread's times in it."""
         if result.at is None:
             return None
         lags = [max(0, recorded_at - t) for t, _ in result.received]
@@ -102,6 +110,8 @@ class Evaluations:
             oldest_batch_ms=max(lags, default=None),
             latest_timer_ms=max(late, default=None),
             timers_left=None if result.due_total is None else max(0, result.due_total - len(result.due)),
+            cpu_ms=None if spent is None else round(spent.on_cpu_s * 1000),
+            waiting_ms=None if spent is None or spent.waiting_s is None else round(spent.waiting_s * 1000),
         )
         with self._lock:
             self._recent.append(evaluation)
