@@ -40,7 +40,8 @@ class Evaluation:
     latest_timer_ms: int | None  # the longest a due timer waited from its instant to being recorded
     timers_left: int | None  # users due at its instant left to the next one (None: not real time)
     # The evaluator thread's time in it: on a core, and ready but waiting for one (None: unknown).
-    # Far less than the wall time between them means the machine's cores are scarce.
+    # Much time waiting means the cores are scarce; what the wall time has beyond both, the thread
+    # spent blocked (the GIL, locks, DuckDB's worker threads).
     cpu_ms: int | None = None
     waiting_ms: int | None = None
 
