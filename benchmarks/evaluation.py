@@ -10,8 +10,9 @@ speed falls on both:
 - scanned: a semi-join on `mpid` over the store's `events`, which reads every row group.
 
 Printed: how long reading and sorting the events took and how much the process's resident memory
-grew, how long finding a batch's rows among them takes, then per evaluation the median and mean of wall time and of the process's CPU (DuckDB's
-worker threads included) for each way, and their ratios.
+grew, how long finding a batch's rows among them takes, then per evaluation the median and mean of
+wall time and of the process's CPU (DuckDB's worker threads included) for each way, and their
+ratios.
 
 Usage: python benchmarks/evaluation.py [--users N] [--batch K] [--evaluations E]
 """
