@@ -1246,7 +1246,7 @@ def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
             f"instant to commit p50 {pct(took, 50):.2f} s, p90 {pct(took, 90):.2f} s, max {max(took):.2f} s"
         )
         cpu = [c for _, _, c, _ in spans if c is not None]
-        waiting = [w for *_, w in spans if w is not None]
+        waiting = [w for _, _, _, w in spans if w is not None]
         if cpu and waiting:
             print(
                 f"    the evaluator thread in them, p50: on a core {pct(cpu, 50):.2f} s, ready but waiting for one "

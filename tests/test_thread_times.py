@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from milepost.priority import ThreadTimes, thread_times
+from milepost.priority import ThreadTimes, thread_times, timed
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +51,8 @@ def test_an_unknown_wait_stays_unknown() -> None:
     assert (ThreadTimes(2.0, None) - ThreadTimes(0.5, 1.0)) == ThreadTimes(1.5, None)
     assert (ThreadTimes(2.0, 3.0) - ThreadTimes(0.5, None)) == ThreadTimes(1.5, None)
     assert (ThreadTimes(2.0, 3.0) - ThreadTimes(0.5, 1.0)) == ThreadTimes(1.5, 2.0)
+
+
+def test_timed_gives_the_work_s_result_and_its_times() -> None:
+    result, spent = timed(lambda: _spin(0.05) or "done")
+    assert result == "done" and spent.on_cpu_s >= 0.05

@@ -8,7 +8,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 BACKGROUND_NICENESS = 5
 
@@ -45,6 +49,13 @@ def thread_times() -> ThreadTimes:
     """The calling thread's times. What is left of a span's wall time after both was spent blocked:
     on a lock, the GIL, I/O, or other threads' work."""
     return ThreadTimes(time.thread_time(), _waiting_s())
+
+
+def timed(work: Callable[[], T]) -> tuple[T, ThreadTimes]:
+    """`work`'s result, and the calling thread's times in it."""
+    before = thread_times()
+    result = work()
+    return result, thread_times() - before
 
 
 def _waiting_s() -> float | None:

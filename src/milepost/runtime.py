@@ -26,7 +26,7 @@ from milepost.ingest.writer import IngestWriter
 from milepost.journeys.service import JourneyService
 from milepost.journeys.views import JourneyViews
 from milepost.outputs.delivery import DeliveryRunner
-from milepost.priority import thread_times
+from milepost.priority import timed
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,11 @@ class Runtime:
             failed = False
             try:
                 # First calculations (after start-up: recovery too), one part at a time.
-                before = thread_times()
-                settled = self.journeys.settle_part()
-                spent = thread_times() - before
+                settled, spent = timed(self.journeys.settle_part)
                 self.evaluations.note(settled, self.clock.now_ms(), spent)  # committed by now
-                before = thread_times()
-                result = self.audiences.realtime()  # new batches and due timers, in one evaluation
-                self.evaluations.note(result, self.clock.now_ms(), thread_times() - before)
+                # New batches and due timers, in one evaluation.
+                result, spent = timed(self.audiences.realtime)
+                self.evaluations.note(result, self.clock.now_ms(), spent)
                 if result.adds or result.removes or settled.adds or settled.removes:
                     self.delivery.notify()  # the outbox grew: deliver without waiting for a poll
             except Exception:

@@ -187,8 +187,8 @@ class Run:
 
     def __init__(self, rows: pa.Table) -> None:
         self.rows = rows
-        mpids = _mpids(rows)  # sorted: each user's first row is where the MPID changes
-        first = np.flatnonzero(np.diff(mpids, prepend=mpids[:1] - 1))
+        mpids = _mpids(rows)  # sorted: a user's rows start at the first row, and where the MPID changes
+        first = np.flatnonzero(np.concatenate(([len(mpids) > 0], mpids[1:] != mpids[:-1])))
         self.users = mpids[first]
         self.starts = np.append(first, rows.num_rows)  # user i's rows: starts[i] .. starts[i + 1] - 1
 
