@@ -26,7 +26,7 @@ from milepost.ingest.writer import IngestWriter
 from milepost.journeys.service import JourneyService
 from milepost.journeys.views import JourneyViews
 from milepost.outputs.delivery import DeliveryRunner
-from milepost.priority import timed
+from milepost.priority import named_thread, timed
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,13 @@ class Runtime:
             self.journeys.settle()
             return
         self.writer.listeners.append(lambda _plan: self._wake.set())
-        self._maintenance = threading.Thread(target=self._maintain, name="milepost-maintenance", daemon=True)
+        self._maintenance = named_thread(self._maintain, "milepost-maintenance")
         self._maintenance.start()
-        self._evaluator = threading.Thread(target=self._evaluate, name="milepost-evaluator", daemon=True)
+        self._evaluator = named_thread(self._evaluate, "milepost-evaluator")
         self._evaluator.start()
-        self._sampler = threading.Thread(target=self._refresh_sample, name="milepost-sample", daemon=True)
+        self._sampler = named_thread(self._refresh_sample, "milepost-sample")
         self._sampler.start()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint, name="milepost-checkpoint", daemon=True
-        )
+        self._checkpointer = named_thread(self._checkpoint, "milepost-checkpoint")
         self._checkpointer.start()
         self.delivery.start()
 

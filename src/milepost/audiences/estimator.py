@@ -77,6 +77,7 @@ from milepost.criteria import (
     parse_criteria,
     to_json,
 )
+from milepost.priority import named_thread
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,7 @@ class Estimator:
                 return
             if self._worker is None or not self._worker.is_alive():
                 ref = weakref.ref(self)
-                self._worker = threading.Thread(
-                    target=Estimator._work, args=(ref,), name="milepost-estimator", daemon=True
-                )
+                self._worker = named_thread(Estimator._work, "milepost-estimator", (ref,))
                 self._worker.start()
         self._wake.set()
 

@@ -16,7 +16,6 @@ left to a fresh read beside the evaluations.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from milepost.priority import run_in_background
+from milepost.priority import named_thread, run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +100,7 @@ class UserEvents:
         if self.settings.wait:
             self._build(cursor, columns)
             return
-        threading.Thread(
-            target=self._build, args=(cursor, columns, True), name="events-by-user", daemon=True
-        ).start()
+        named_thread(self._build, "milepost-events-by-user", (cursor, columns, True)).start()
 
     def _build(self, cursor: duckdb.DuckDBPyConnection, columns: str, background: bool = False) -> None:
         try:

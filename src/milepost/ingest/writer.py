@@ -25,6 +25,7 @@ from milepost.engines.base import Store
 from milepost.errors import EngineError, Unavailable
 from milepost.ingest.plan import CommitPlan, DedupeWindows, build_plan
 from milepost.model.batch import IngestOutcome, IngestRequest
+from milepost.priority import named_thread
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class IngestWriter:
         self.listeners: list[CommitListener] = []
         self._queue: queue.Queue[_Item | _Task | None] = queue.Queue()
         self._rng = random.Random(seed) if seed is not None else random.SystemRandom()
-        self._thread = threading.Thread(target=self._run, name="milepost-writer", daemon=True)
+        self._thread = named_thread(self._run, "milepost-writer")
         self._closing = False
         self._windows: tuple[float, DedupeWindows] | None = None
         self.commits = 0

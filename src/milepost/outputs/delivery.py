@@ -43,7 +43,7 @@ from milepost.outputs.registry import OutputContext
 from milepost.outputs.settings import DeliverySettings
 from milepost.outputs.state import DeliveryStore
 from milepost.outputs.worker import Assignment, ConnectionWorker
-from milepost.priority import run_in_background
+from milepost.priority import named_thread, run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ class DeliveryRunner:
     def start(self) -> None:
         self._threads = True
         self._forget_orphans()
-        self._thread = threading.Thread(target=self._supervise, name="milepost-delivery", daemon=True)
+        self._thread = named_thread(self._supervise, "milepost-delivery")
         self._thread.start()
-        self._watcher = threading.Thread(target=self._watch, name="milepost-delivery-head", daemon=True)
+        self._watcher = named_thread(self._watch, "milepost-delivery-head")
         self._watcher.start()
 
     def notify(self) -> None:

@@ -49,7 +49,7 @@ from milepost.outputs.registry import (
 )
 from milepost.outputs.state import DeadLetter, DeliveryState, DeliveryStore
 from milepost.outputs.sync_queue import JsonBatch
-from milepost.priority import run_in_background
+from milepost.priority import named_thread, run_in_background
 
 if TYPE_CHECKING:
     from milepost.outputs.delivery import DeliveryRunner
@@ -126,7 +126,7 @@ class ConnectionWorker:
         self.wake.set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"milepost-delivery-{self.id}", daemon=True)
+        self._thread = named_thread(self._run, f"milepost-delivery-{self.id}")
         self._thread.start()
 
     def join(self, timeout: float) -> None:
