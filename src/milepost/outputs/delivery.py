@@ -157,7 +157,7 @@ class DeliveryRunner:
             [after, MAX_READ + 1],
         ).fetchall()
         if len(rows) <= MAX_READ:
-            changes = [(int(q), int(a), int(m), str(c), int(t)) for q, a, m, c, t in rows]
+            changes: list[tuple[int, int, int, str, int]] = rows  # ints and str as DuckDB gives them
             self.tail.add(after, changes)
             # Their identities, for every connection's batches at once: only users of audiences
             # a connection follows (a worker asking for another's reads the store).
