@@ -24,7 +24,8 @@ runs gave them: the change's stamp (`changed_at`, the evaluation's start) and th
 evaluation's stamp (evaluations run one at a time). The same listing gives how long the
 evaluations under load took from their start to their commit: a batch waits for the evaluation
 under way, then for its own. And how much of that the evaluator thread spent on a core, and ready
-but waiting for one: the rest it was blocked.
+but waiting for one: the rest it was blocked. The server's CPU is also split by thread, by the
+names its threads carry to the operating system (`/proc/<pid>/task/*/stat`).
 
 Usage: python benchmarks/engine.py [--users N] [--quick] [--rate EVENTS_PER_S] [--seconds S] [--full-only]
 """
@@ -706,6 +707,23 @@ def proc_cpu(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the process's threads, by the name the OS knows them by; numbered threads
+    (`delivery-3`) count together. The server names its own threads; the event loop, request
+    threads and DuckDB's worker threads keep the process's name."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            head, tail = (task / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue  # the thread ended
+        name = head.split("(", 1)[1].rstrip("0123456789").rstrip("-")
+        stat = tail.split()
+        out[name] = out.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+    return out
+
+
 def vm_hwm_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -995,10 +1013,12 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
             f"  initial sync of the activated audiences done {out['settle_s']:.1f} s after ready", flush=True
         )
         # A. the target rate
-        cpu0, w0 = proc_cpu(spid), time.time()
+        cpu0, threads0, w0 = proc_cpu(spid), thread_cpu(spid), time.time()
         load, client_cpu = send(spec, workdir, "load")
         out["wall"] = time.time() - w0
         out["server_cpu"], out["client_cpu"] = proc_cpu(spid) - cpu0, client_cpu
+        out["thread_cpu"] = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(spid).items()}
+        out["process_name"] = Path(f"/proc/{spid}/comm").read_text().strip()
         # low-rate markers: their evaluations' stamps bound when the earlier changes were recorded
         send(spec, workdir, "markers-a", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 300_000)
         out["drain_s"] = wait_idle(spid, 10)
@@ -1224,6 +1244,12 @@ def realtime_section(args: argparse.Namespace, workdir: Path, now: int) -> None:
     )
     print(
         f"  CPU over {rt['wall']:.1f} s wall: server {rt['server_cpu']:.1f} s ({rt['server_cpu'] / rt['wall']:.0%} of a core), client {rt['client_cpu']:.1f} s ({rt['client_cpu'] / rt['wall']:.0%})"
+    )
+    by_thread = sorted(rt["thread_cpu"].items(), key=lambda kv: -kv[1])
+    print(
+        "    server CPU by thread (of a core): "
+        + ", ".join(f"{name} {cpu / rt['wall']:.0%}" for name, cpu in by_thread if cpu >= 0.01 * rt["wall"])
+        + f" ({rt['process_name']}: the event loop, request threads and DuckDB's workers)"
     )
     lo, hi, rec = rt["lat_lo"], rt["lat_hi"], rt["lat_rec"]
     print(
