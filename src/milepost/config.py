@@ -24,7 +24,7 @@ class Config:
     engine: str = "duckdb"  # where full calculations run: "duckdb" (embedded) or "spark"
     spark_master: str = "local[2]"
     spark_storage: Path | None = None  # Parquet snapshots Spark reads; default <data dir>/spark
-    store_threads: int | None = None  # DuckDB's worker threads; default DuckDB's (one per core)
+    store_threads: int | None = None  # DuckDB's worker threads; default two per core
 
     @property
     def store_dir(self) -> Path:

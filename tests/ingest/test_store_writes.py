@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from milepost.config import Config
-from milepost.engines.duckdb import DuckDBStore
+from milepost.engines.duckdb import THREADS_PER_CORE, DuckDBStore
 from milepost.errors import InvalidSetting
 from milepost.ingest.normalize import normalize_request
 from milepost.ingest.plan import DedupeWindows, build_plan
@@ -186,7 +186,7 @@ def test_users_only_seen_again_get_the_same_rows_as_the_upsert(tmp_path: Path) -
         upsert.close()
 
 
-def test_the_store_runs_the_duckdb_threads_it_is_given(tmp_path: Path) -> None:
+def test_the_store_runs_two_duckdb_threads_per_core_unless_given_a_number(tmp_path: Path) -> None:
     def threads(store: DuckDBStore) -> int:
         try:
             return int(store.reader().execute("SELECT current_setting('threads')").fetchall()[0][0])
@@ -194,7 +194,7 @@ def test_the_store_runs_the_duckdb_threads_it_is_given(tmp_path: Path) -> None:
             store.close()
 
     default = int(duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0])
-    assert threads(DuckDBStore(tmp_path / "default")) == default
+    assert threads(DuckDBStore(tmp_path / "default")) == THREADS_PER_CORE * default
     assert threads(DuckDBStore(tmp_path / "one", threads=1)) == 1
 
 

@@ -59,6 +59,10 @@ CHECKPOINT_AHEAD_BYTES = 192 * 2**20
 LARGE_USERS = 500_000
 # Up to this many known users, a small store updates rather than upserts those only seen again.
 FEW_KNOWN_USERS = 8
+# DuckDB's worker threads per core, unless configured. The writer's, the evaluator's and delivery's
+# statements share one task queue: with one worker per core, an evaluation's parallel parts waited
+# behind the others'; with two the cores are shared between them instead (benchmarks/RESULTS.md).
+THREADS_PER_CORE = 2
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,14 @@ class DuckDBStore:
     """One writer connection (the ingest thread) and a cursor per reader."""
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
-        """`threads`: DuckDB's worker threads for this store (default: DuckDB's, one per core)."""
+        """`threads`: DuckDB's worker threads for this store (default: `THREADS_PER_CORE` for each
+        core DuckDB counts, which heeds the container's CPU quota)."""
         self.directory = directory
         self.segment_dir = directory / "events"
         self.segment_dir.mkdir(parents=True, exist_ok=True)
         self.path = directory / "store.duckdb"
         try:
-            self._con = duckdb.connect(str(self.path), config={"threads": threads} if threads else {})
+            self._con = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise StoreLocked(
@@ -96,6 +101,10 @@ class DuckDBStore:
         # Checkpoints run inside a COMMIT; at the default 16 MB of WAL they ran every few group
         # commits and were most of the commit time. Fewer, larger checkpoints cost less in total.
         self._con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'").fetchall()
+        if not threads:  # DuckDB's own default is one per core
+            cores = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+            threads = THREADS_PER_CORE * cores
+        self._con.execute(f"SET threads = {int(threads)}").fetchall()
         # DuckDB draws a progress bar on stdout for a query over 2 s on this connection (not on its
         # cursors), into the server's log: a migration, the first read of the writer's mirror.
         self._con.execute("SET enable_progress_bar = false").fetchall()
