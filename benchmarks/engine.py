@@ -708,9 +708,9 @@ def proc_cpu(pid: int) -> float:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of the process's threads, by the name the OS knows them by; numbered threads
-    (`delivery-3`) count together. The server names its own threads; the event loop, request
-    threads and DuckDB's worker threads keep the process's name."""
+    """CPU seconds of the process's threads, by the name the OS knows them by (`thread_group`).
+    The server names its own threads; the event loop, request threads and DuckDB's worker threads
+    keep the process's name."""
     out: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -718,10 +718,15 @@ def thread_cpu(pid: int) -> dict[str, float]:
             head, tail = (task / "stat").read_text().rsplit(")", 1)
         except OSError:
             continue  # the thread ended
-        name = head.split("(", 1)[1].rstrip("0123456789").rstrip("-")
+        name = thread_group(head.split("(", 1)[1])
         stat = tail.split()
         out[name] = out.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / tick
     return out
+
+
+def thread_group(name: str) -> str:
+    """Numbered threads (`delivery-3`) count together."""
+    return name.rstrip("0123456789").rstrip("-")
 
 
 def vm_hwm_mib(pid: int) -> float:
@@ -1018,7 +1023,7 @@ def realtime(args: argparse.Namespace, workdir: Path, now: int) -> dict[str, Any
         out["wall"] = time.time() - w0
         out["server_cpu"], out["client_cpu"] = proc_cpu(spid) - cpu0, client_cpu
         out["thread_cpu"] = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(spid).items()}
-        out["process_name"] = Path(f"/proc/{spid}/comm").read_text().strip()
+        out["process_name"] = thread_group(Path(f"/proc/{spid}/comm").read_text().strip())
         # low-rate markers: their evaluations' stamps bound when the earlier changes were recorded
         send(spec, workdir, "markers-a", rate=200, seconds=args.drain_limit, probe_base=u // 8 + 300_000)
         out["drain_s"] = wait_idle(spid, 10)

@@ -81,7 +81,7 @@ class DuckDBStore:
 
     def __init__(self, directory: Path, threads: int | None = None) -> None:
         """`threads`: DuckDB's worker threads for this store (default: `THREADS_PER_CORE` for each
-        core DuckDB counts, which heeds the container's CPU quota)."""
+        core, as DuckDB counts them for its own default)."""
         self.directory = directory
         self.segment_dir = directory / "events"
         self.segment_dir.mkdir(parents=True, exist_ok=True)
