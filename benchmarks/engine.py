@@ -701,10 +701,16 @@ def create_catalog_journeys(data_dir: Path) -> tuple[dict[str, int], float]:
 
 def proc_cpu(pid: int) -> float:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return stat_cpu(Path(f"/proc/{pid}/stat").read_text())[1]
     except OSError:
         return 0.0
+
+
+def stat_cpu(stat: str) -> tuple[str, float]:
+    """A process's or thread's name and CPU seconds (user + system), from its `/proc/.../stat`."""
+    head, tail = stat.rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -712,15 +718,12 @@ def thread_cpu(pid: int) -> dict[str, float]:
     The server names its own threads; the event loop, request threads and DuckDB's worker threads
     keep the process's name."""
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            head, tail = (task / "stat").read_text().rsplit(")", 1)
+            name, cpu = stat_cpu((task / "stat").read_text())
         except OSError:
             continue  # the thread ended
-        name = thread_group(head.split("(", 1)[1])
-        stat = tail.split()
-        out[name] = out.get(name, 0.0) + (int(stat[11]) + int(stat[12])) / tick
+        out[thread_group(name)] = out.get(thread_group(name), 0.0) + cpu
     return out
 
 

@@ -25,7 +25,7 @@ def _run(name: str, target_args: tuple[object, ...] = ()) -> tuple[str, str, tup
     seen: queue.Queue[tuple[str, str, tuple[object, ...]]] = queue.Queue()
 
     def target(*args: object) -> None:
-        seen.put((_os_name() if sys.platform == "linux" else "", threading.current_thread().name, args))
+        seen.put((_os_name(), threading.current_thread().name, args))
 
     thread = named_thread(target, name, target_args)
     assert thread.daemon

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -37,8 +38,13 @@ def set_os_thread_name(name: str) -> None:
     if sys.platform != "linux":
         return
     with contextlib.suppress(OSError, AttributeError):  # no libc, or no prctl in it
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:OS_NAME_BYTES], 0, 0, 0)
+        _libc().prctl(PR_SET_NAME, name.encode()[:OS_NAME_BYTES], 0, 0, 0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once for every thread that names itself."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def run_in_background() -> None:
